@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny local model (built once per session, never downloaded) and SuperNI paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SUPERNI = Path(os.environ.get("SELFGUIDE_SUPERNI", REPO.parent / "shared" / "superni"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from selfguide.tinymodel import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def superni_dir() -> Path:
+    if not (SUPERNI / "tasks").is_dir():
+        pytest.fail(f"SuperNI data not found at {SUPERNI}: set SELFGUIDE_SUPERNI or put ../shared beside the repo")
+    return SUPERNI
+
+
+def superni_task_path(name: str) -> Path:
+    matches = sorted((SUPERNI / "tasks").glob(f"{name}_*.json"))
+    assert matches, f"{name} not in {SUPERNI}/tasks"
+    return matches[0]
