@@ -6,6 +6,7 @@ A task file is our own YAML/JSON (see README) or a SuperNI task JSON; `load_task
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Literal
@@ -56,6 +57,14 @@ def load_task(path: str | Path, eval_split: EvalSplit | None = None, superni_roo
     or the SELF-GUIDE authors' "selfguide-test" / "selfguide-validation" split files.
     """
     path = Path(path)
+    if not path.exists() and re.fullmatch(r"task\d+", str(path)):
+        from selfguide.tasks.superni import find_superni_task, superni_root_default
+
+        found = find_superni_task(str(path), superni_root)
+        if found is None:
+            root = superni_root or superni_root_default()
+            raise BadInputError(path, "task name", f"a task file, or a SuperNI task in {root}/tasks (set SELFGUIDE_SUPERNI)", "no such task")
+        path = found
     data = read_structured_file(path)
     if not isinstance(data, dict):
         raise BadInputError(path, "top level", "a mapping with 'instruction' and 'examples'", type(data).__name__)

@@ -1,0 +1,221 @@
+"""The Python API: synthesize(), train(), evaluate(), run(). The CLI is a thin layer over these.
+
+Every function takes a RunConfig, writes the resolved config into the run folder, and reuses
+whatever an earlier identical or interrupted run finished: model calls through the SQLite call
+cache, training through a fingerprint of its inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from selfguide.backends.cache import CallCache
+from selfguide.backends.factory import cached_model, model_fingerprint
+from selfguide.config import RunConfig, config_yaml
+from selfguide.errors import SelfGuideError
+from selfguide.io import read_jsonl, write_json, write_text
+from selfguide.tasks.spec import TaskSpec, load_task
+
+
+def load_run_task(config: RunConfig) -> TaskSpec:
+    if not config.task:
+        raise SelfGuideError("no task given: pass a task file or a SuperNI task name such as task036")
+    return load_task(config.task, config.eval_split)
+
+
+def run_dir(config: RunConfig, task: TaskSpec) -> Path:
+    out = Path(config.out or Path("runs") / task.name)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", config_yaml(config))
+    return out
+
+
+def open_cache(config: RunConfig, out: Path) -> CallCache:
+    return CallCache(config.cache or out / "cache.sqlite")
+
+
+def require_model(config: RunConfig) -> None:
+    if not config.model.name:
+        raise SelfGuideError("no model given: pass --model (a hub id, a local folder, or the served model name)")
+    if config.model.backend == "openai" and not config.model.base_url:
+        raise SelfGuideError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+
+
+@dataclass
+class SynthResult:
+    out_dir: Path
+    dataset_path: Path
+    summary: dict
+
+
+def synthesize(config: RunConfig, *, progress: bool = True, max_calls: int | None = None) -> SynthResult:
+    """Write the SELF-GUIDE synthetic dataset of `config.task` into `<out>/synth/`."""
+    from selfguide.synth.pipeline import synthesize as run_synthesis
+
+    require_model(config)
+    task = load_run_task(config)
+    out = run_dir(config, task)
+    cache = open_cache(config, out)
+    model = cached_model(config.model, cache, max_calls=max_calls, progress=progress)
+    try:
+        summary = run_synthesis(task, model, config.synth, out / "synth", config.seed)
+    finally:
+        model.close()
+        cache.close()
+    return SynthResult(out, out / "synth" / "dataset.jsonl", summary)
+
+
+@dataclass
+class TrainOutput:
+    out_dir: Path
+    model_dir: Path  # the adapter folder (LoRA) or the full model folder
+    is_adapter: bool
+    n_train: int
+    n_dropped_too_long: int
+    log_path: Path
+    reused: bool = False
+    merged_dir: Path | None = None
+
+
+def train(config: RunConfig, dataset_path: Path, out_dir: Path | None = None, *, merge: bool = False) -> TrainOutput:
+    """Finetune `config.model.name` on a dataset.jsonl of {input, output}; reuse a finished
+    training with the same data, task prompt, model and settings."""
+    from selfguide.train.sft import merge_adapter
+    from selfguide.train.sft import train as run_training
+
+    require_model(config)
+    task = load_run_task(config)
+    out = out_dir or run_dir(config, task) / "train"
+    pairs = read_pairs(dataset_path)
+    if not pairs:
+        raise SelfGuideError(f"{dataset_path}: no pairs to train on (synthesis kept none: see synth/summary.md)")
+    fingerprint = training_fingerprint(config, task, pairs)
+    done_path = out / "done.json"
+    if done_path.exists() and json.loads(done_path.read_text()).get("fingerprint") == fingerprint:
+        done = json.loads(done_path.read_text())
+        result = TrainOutput(out, Path(done["model_dir"]), done["is_adapter"], done["n_train"], done["n_dropped_too_long"], out / "train_log.jsonl", reused=True)
+    else:
+        trained = run_training(task, pairs, config.model.name, out, config.train)
+        is_adapter = config.train.method == "lora"
+        result = TrainOutput(out, Path(trained.model_dir), is_adapter, trained.n_train, trained.n_dropped_too_long, Path(trained.log_path))
+        write_json(
+            done_path,
+            {"fingerprint": fingerprint, "model_dir": str(result.model_dir), "is_adapter": is_adapter, "n_train": result.n_train, "n_dropped_too_long": result.n_dropped_too_long},
+        )
+    if merge and result.is_adapter:
+        result.merged_dir = merge_adapter(config.model.name, result.model_dir, out / "merged")
+    return result
+
+
+def read_pairs(dataset_path: Path) -> list[tuple[str, str]]:
+    from selfguide.errors import BadInputError
+
+    if not dataset_path.exists():
+        raise BadInputError(dataset_path, "file", "a dataset.jsonl of {input, output} (from `selfguide synthesize`)", "no such file")
+    pairs = []
+    for lineno, row in enumerate(read_jsonl(dataset_path), start=1):
+        if not isinstance(row.get("input"), str) or not isinstance(row.get("output"), str):
+            raise BadInputError(dataset_path, f"line {lineno}", "an object with string 'input' and 'output'")
+        pairs.append((row["input"], row["output"]))
+    return pairs
+
+
+def training_fingerprint(config: RunConfig, task: TaskSpec, pairs: list[tuple[str, str]]) -> str:
+    payload = {
+        "pairs": pairs,
+        "instruction": task.instruction,
+        "demos": [(e.input, e.output) for e in task.examples],
+        "model": config.model.name,
+        "weights": model_fingerprint(config.model.name),
+        "train": config.train.model_dump(mode="json"),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def evaluate(
+    config: RunConfig,
+    *,
+    adapter: str | None = None,
+    model_dir: str | None = None,
+    name: str | None = None,
+    out_dir: Path | None = None,
+    progress: bool = True,
+    max_calls: int | None = None,
+) -> dict:
+    """Greedy predictions on the task's eval set and both metric families; `adapter` or
+    `model_dir` evaluates a finetuned model instead of `config.model`."""
+    from selfguide.eval.evaluate import evaluate as run_eval
+
+    require_model(config)
+    task = load_run_task(config)
+    out = run_dir(config, task)
+    model_config = finetuned_model_config(config, adapter, model_dir)
+    label = name or ("finetuned" if adapter or model_dir else "prompting")
+    cache = open_cache(config, out)
+    model = cached_model(model_config, cache, max_calls=max_calls, progress=progress)
+    try:
+        return run_eval(task, model, config.eval, out_dir or out / "eval" / label, name=label)
+    finally:
+        model.close()
+        cache.close()
+
+
+def finetuned_model_config(config: RunConfig, adapter: str | None, model_dir: str | None):
+    """The finetuned model is served in-process by transformers unless the backend is vllm."""
+    if not adapter and not model_dir:
+        return config.model
+    backend = "vllm" if config.model.backend == "vllm" else "hf"
+    return config.model.model_copy(update={"backend": backend, "name": model_dir or config.model.name, "adapter": adapter})
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    synth: SynthResult
+    train: TrainOutput | None
+    baseline: dict
+    finetuned: dict | None
+    timings: dict = field(default_factory=dict)
+    report_paths: list[Path] = field(default_factory=list)
+
+
+def run(config: RunConfig, *, progress: bool = True) -> RunResult:
+    """The whole SELF-GUIDE loop: synthesize, finetune, evaluate prompting and the finetuned
+    model on the same eval set, and write report.md and report.html."""
+    from selfguide.report.report import write_report
+
+    require_model(config)
+    task = load_run_task(config)
+    out = run_dir(config, task)
+    timings: dict[str, float] = {}
+
+    started = time.perf_counter()
+    synth = synthesize(config, progress=progress)
+    timings["synthesize"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    baseline = evaluate(config, name="prompting", progress=progress)
+    timings["eval_prompting"] = time.perf_counter() - started
+
+    trained, finetuned = None, None
+    if synth.summary["pairs"] > 0:
+        started = time.perf_counter()
+        trained = train(config, synth.dataset_path)
+        timings["train"] = time.perf_counter() - started
+        started = time.perf_counter()
+        finetuned = evaluate(
+            config,
+            adapter=str(trained.model_dir) if trained.is_adapter else None,
+            model_dir=None if trained.is_adapter else str(trained.model_dir),
+            name="finetuned",
+            progress=progress,
+        )
+        timings["eval_finetuned"] = time.perf_counter() - started
+    write_json(out / "timings.json", timings)
+    result = RunResult(out, synth, trained, baseline, finetuned, timings)
+    result.report_paths = write_report(out, task, config)
+    return result

@@ -1,0 +1,1 @@
+"""Model backends. Import the one you need (selfguide.backends.hf, ...): nothing heavy loads here."""

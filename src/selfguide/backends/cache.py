@@ -1,0 +1,170 @@
+"""Every model call cached by content in SQLite, so a rerun after a crash or a change redoes
+nothing finished.
+
+The key is the model's identity (backend, model, weights fingerprint), the messages and every
+sampling setting including the per-request seed. Each result is committed the moment the backend
+yields it, so killing the process loses only calls still in flight. The model itself is loaded
+lazily: a rerun whose calls are all cached never loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from selfguide.backends.base import Backend, BackendInfo, Completion, Request
+from selfguide.errors import BudgetExceeded
+
+
+def request_key(info: BackendInfo, request: Request) -> str:
+    payload = {
+        "backend": info.backend,
+        "model": info.model,
+        "fingerprint": info.fingerprint,
+        "messages": list(request.messages),
+        "params": request.params.as_dict(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed that depends only on `parts` (run seed, stage, round, slot, text...)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class CallCache:
+    """A SQLite table of finished calls: key -> completions. Safe to share between runs."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT, request TEXT, completions TEXT, created REAL)"
+        )
+        self._db.commit()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, list[Completion]]:
+        found: dict[str, list[Completion]] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for key, completions in self._db.execute(f"SELECT key, completions FROM calls WHERE key IN ({marks})", chunk):
+                    found[key] = [Completion(**c) for c in json.loads(completions)]
+        return found
+
+    def put(self, key: str, model: str, request: Request, completions: list[Completion]) -> None:
+        row = (
+            key,
+            model,
+            json.dumps({"messages": list(request.messages), "params": request.params.as_dict()}, ensure_ascii=False),
+            json.dumps([c.as_dict() for c in completions], ensure_ascii=False),
+            time.time(),
+        )
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?)", row)
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class CallStats:
+    """What a run asked of the model: calls made, calls served from the cache, tokens generated."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.cached = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.seconds = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+class CachedModel:
+    """The model as the stages see it: `generate(requests)` returns every request's completions,
+    from the cache where it can, from the backend (made on first need) where it must."""
+
+    def __init__(
+        self,
+        info: BackendInfo,
+        make_backend: Callable[[], Backend],
+        cache: CallCache,
+        *,
+        max_calls: int | None = None,
+        progress: bool = True,
+    ):
+        self.info = info
+        self._make_backend = make_backend
+        self._backend: Backend | None = None
+        self.cache = cache
+        self.max_calls = max_calls
+        self.progress = progress
+        self.stats = CallStats()
+
+    def generate(self, requests: Sequence[Request], desc: str = "generating", progress: bool | None = None) -> list[list[Completion]]:
+        keys = [request_key(self.info, r) for r in requests]
+        found = self.cache.get_many(list(dict.fromkeys(keys)))
+        results: list[list[Completion] | None] = [found.get(k) for k in keys]
+        self.stats.cached += sum(r is not None for r in results)
+        # Identical requests (same key) are computed once.
+        missing: dict[str, list[int]] = {}
+        for i, (key, result) in enumerate(zip(keys, results)):
+            if result is None:
+                missing.setdefault(key, []).append(i)
+        if missing:
+            if self.max_calls is not None and self.stats.calls + len(missing) > self.max_calls:
+                raise BudgetExceeded(
+                    f"the --max-calls budget of {self.max_calls} model calls is reached "
+                    f"({self.stats.calls} made, {len(missing)} more needed for {desc}); everything finished is cached: "
+                    "rerun the same command with a larger --max-calls (or none) to continue"
+                )
+            todo = [requests[idx[0]] for idx in missing.values()]
+            todo_keys = list(missing)
+            backend = self.backend()
+            started = time.perf_counter()
+            bar = tqdm(total=len(requests), initial=len(requests) - sum(len(v) for v in missing.values()), desc=desc, disable=not (self.progress if progress is None else progress), unit="call")
+            try:
+                for j, completions in backend.generate(todo):
+                    key = todo_keys[j]
+                    self.cache.put(key, self.info.model, todo[j], completions)
+                    self.stats.calls += 1
+                    self.stats.prompt_tokens += completions[0].prompt_tokens if completions else 0
+                    self.stats.completion_tokens += sum(c.completion_tokens for c in completions)
+                    for i in missing[key]:
+                        results[i] = completions
+                    bar.update(len(missing[key]))
+            finally:
+                bar.close()
+                self.stats.seconds += time.perf_counter() - started
+        assert all(r is not None for r in results), "backend did not answer every request"
+        return results  # type: ignore[return-value]
+
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = self._make_backend()
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None

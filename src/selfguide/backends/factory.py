@@ -1,0 +1,95 @@
+"""ModelConfig and the one place that turns it into a backend (imported only when chosen)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfguide.backends.base import Backend, BackendInfo
+from selfguide.backends.cache import CachedModel, CallCache
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+
+
+class ModelConfig(BaseModel):
+    """Which model answers, and through what."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", description="Hugging Face hub id or local folder (hf, vllm); the served model name (openai).")
+    backend: Literal["hf", "openai", "vllm"] = Field("hf", description="hf: transformers in-process; openai: any OpenAI-compatible server; vllm: in-process vLLM (extra).")
+    adapter: str | None = Field(None, description="A PEFT adapter folder applied on top of the model.")
+    dtype: str = Field("auto", description="auto: bf16/fp16 on GPU, fp32 on CPU; or float32, bfloat16, float16.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N (hf).")
+    batch_size: int | None = Field(None, ge=1, description="Rows per forward batch (hf); unset: sized by max_batch_tokens.")
+    max_batch_tokens: int = Field(16384, ge=1, description="Upper bound of rows x (prompt + new tokens) per batch (hf).")
+    base_url: str | None = Field(None, description="The server's /v1 URL (openai), e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (openai). The key is never written anywhere.")
+    concurrency: int = Field(16, ge=1, description="Requests in flight at once (openai).")
+    max_retries: int = Field(6, ge=0, description="Retries on 429/5xx/timeouts/resets, with exponential backoff (openai).")
+    timeout: float = Field(120.0, gt=0, description="Seconds per request (openai).")
+    send_top_k: bool = Field(True, description="Send top_k (vLLM/SGLang accept it; hosted OpenAI does not).")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take (vllm).")
+
+
+def model_fingerprint(name: str, adapter: str | None = None) -> str:
+    """Changes when the weights change: config bytes plus weight file names, sizes and mtimes
+    for a local folder; the id itself for a hub model (pin a revision by local snapshot)."""
+    digest = hashlib.sha256()
+    for path in filter(None, [name, adapter]):
+        folder = Path(path)
+        if folder.is_dir():
+            for config in ("config.json", "adapter_config.json"):
+                if (folder / config).exists():
+                    digest.update((folder / config).read_bytes())
+            for pattern in WEIGHT_PATTERNS:
+                for weight in sorted(folder.glob(pattern)):
+                    stat = weight.stat()
+                    digest.update(json.dumps([weight.name, stat.st_size, stat.st_mtime_ns]).encode())
+        else:
+            digest.update(path.encode())
+    return digest.hexdigest()[:16]
+
+
+def backend_info(config: ModelConfig) -> BackendInfo:
+    if config.backend == "openai":
+        return BackendInfo("openai", config.name, f"{config.base_url}|{config.name}", {"base_url": config.base_url})
+    return BackendInfo(config.backend, config.name, model_fingerprint(config.name, config.adapter), {"adapter": config.adapter})
+
+
+def make_backend(config: ModelConfig) -> Backend:
+    if config.backend == "hf":
+        from selfguide.backends.hf import HFBackend
+
+        return HFBackend(
+            config.name,
+            adapter=config.adapter,
+            dtype=config.dtype,
+            device=config.device,
+            batch_size=config.batch_size,
+            max_batch_tokens=config.max_batch_tokens,
+        )
+    if config.backend == "openai":
+        from selfguide.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(
+            config.name,
+            base_url=config.base_url or "",
+            api_key_env=config.api_key_env,
+            concurrency=config.concurrency,
+            max_retries=config.max_retries,
+            timeout=config.timeout,
+            send_top_k=config.send_top_k,
+        )
+    from selfguide.backends.vllm_backend import VLLMBackend
+
+    return VLLMBackend(config.name, adapter=config.adapter, dtype=config.dtype, gpu_memory_utilization=config.gpu_memory_utilization)
+
+
+def cached_model(config: ModelConfig, cache: CallCache, *, max_calls: int | None = None, progress: bool = True) -> CachedModel:
+    """The model behind the call cache; the backend itself loads on the first uncached call."""
+    return CachedModel(backend_info(config), lambda: make_backend(config), cache, max_calls=max_calls, progress=progress)

@@ -1,0 +1,576 @@
+"""In-process generation with transformers (optionally with a PEFT adapter on top).
+
+Design, in short:
+
+* Prompts are token ids from `selfguide.prompts.encode_prompt`, the same encoding training uses.
+* Sampling is per row and reproducible: row (request i, sample j) draws its uniforms from its own
+  `torch.Generator`, seeded from a hash of (request seed, j). The draws happen up front, one per
+  generation step, and a logits processor turns each step's distribution (temperature, top-k,
+  top-p) plus that row's uniform into one token by inverse-CDF sampling. The processor returns
+  logits that are -inf everywhere but the chosen token, so `generate(do_sample=False)` picks it.
+  Nothing touches the global torch RNG, and a row's tokens do not depend on which other rows
+  share its batch (up to floating point noise of batched kernels, which flips a draw only when a
+  uniform lands within ~1e-7 of a CDF boundary).
+* The `n` samples of one prompt share one prefill: the batch's distinct prompts (all but the last
+  token) go through one forward pass, the KV cache is expanded to the rows by index, and
+  `generate` continues from it with the full ids, so it only runs the last prompt token per row.
+* Requests are grouped by sampling settings (seed aside), sorted longest prompt first, and packed
+  into batches bounded by `batch_size` rows and `max_batch_tokens` ~ rows * (prompt + new tokens).
+  Each request is yielded as soon as the batch holding its last row is done.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams
+from selfguide.errors import SelfGuideError
+from selfguide.prompts import encode_prompt, stop_strings_for
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+# Small files whose bytes define the model's behaviour besides the weights.
+CONFIG_FILES = ("config.json", "adapter_config.json")
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers that need no torch
+
+
+def row_seed(seed: int, sample_index: int) -> int:
+    """The seed of sample `sample_index` of a request with `seed`: stable across runs and platforms."""
+    digest = hashlib.sha256(f"selfguide-hf-row:{int(seed)}:{int(sample_index)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        name.startswith(("/", "./", "../", "~", ".\\", "..\\"))
+        or name.endswith(("/", "\\"))
+        or name.count("/") > 1
+        or "\\" in name
+        or name in (".", "..")
+    )
+
+
+def _folder_parts(folder: Path, label: str) -> list[bytes]:
+    """Content-ish description of a model or adapter folder: config bytes, weight file stats."""
+    parts = [label.encode()]
+    for name in CONFIG_FILES:
+        path = folder / name
+        if path.is_file():
+            parts.append(name.encode() + b"\0" + path.read_bytes())
+    weights = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    for path in weights:
+        stat = path.stat()
+        parts.append(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return parts
+
+
+def _hub_commit(repo_id: str) -> str | None:
+    """The commit of a hub model in the local cache, if it can be found without network."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:
+        return None
+    if not isinstance(path, str):
+        return None
+    parts = Path(path).parts
+    if "snapshots" in parts:
+        index = parts.index("snapshots")
+        if index + 1 < len(parts):
+            return parts[index + 1]
+    return None
+
+
+def fingerprint(model: str, adapter: str | None = None) -> tuple[str, dict]:
+    """sha256 over what identifies the weights, plus readable details for `BackendInfo.extra`."""
+    details: dict = {}
+    parts: list[bytes] = []
+    model_path = Path(model).expanduser()
+    if model_path.is_dir():
+        parts += _folder_parts(model_path, "model-folder")
+    else:
+        commit = _hub_commit(model)
+        details["revision"] = commit
+        parts.append(f"hub:{model}@{commit or ''}".encode())
+    if adapter is not None:
+        adapter_path = Path(adapter).expanduser()
+        if adapter_path.is_dir():
+            parts += _folder_parts(adapter_path, "adapter-folder")
+        else:
+            commit = _hub_commit(adapter)
+            details["adapter_revision"] = commit
+            parts.append(f"hub-adapter:{adapter}@{commit or ''}".encode())
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest(), details
+
+
+@dataclass(frozen=True)
+class _GroupKey:
+    temperature: float
+    top_k: int
+    top_p: float
+    max_new_tokens: int
+    stop: tuple[str, ...]
+
+    @classmethod
+    def of(cls, params: SamplingParams) -> _GroupKey:
+        stop = tuple(s for s in params.stop if s)
+        if params.temperature <= 0:  # greedy: top-k / top-p do not matter
+            return cls(0.0, 0, 1.0, int(params.max_new_tokens), stop)
+        return cls(float(params.temperature), int(params.top_k), float(params.top_p), int(params.max_new_tokens), stop)
+
+
+@dataclass(frozen=True)
+class _Row:
+    request: int  # index into the caller's requests
+    sample: int  # j, 0..n-1
+    seed: int
+    prompt: tuple[int, ...]
+
+
+def _validate(params: SamplingParams, index: int) -> None:
+    problems = []
+    if params.temperature < 0:
+        problems.append(f"temperature must be >= 0, got {params.temperature}")
+    if params.top_k < 0:
+        problems.append(f"top_k must be >= 0, got {params.top_k}")
+    if not 0 < params.top_p <= 1:
+        problems.append(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.max_new_tokens < 0:
+        problems.append(f"max_new_tokens must be >= 0, got {params.max_new_tokens}")
+    if params.n < 0:
+        problems.append(f"n must be >= 0, got {params.n}")
+    if problems:
+        raise SelfGuideError(f"request {index}: " + "; ".join(problems))
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _make_sampler(torch, uniforms, start_len: int, temperature: float, top_k: int, top_p: float):
+    """A logits processor that samples one token per row with that row's own uniforms."""
+    from transformers import LogitsProcessor
+
+    class SeededRowSampler(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            step = min(max(input_ids.shape[1] - start_len, 0), uniforms.shape[1] - 1)
+            logits = scores.float() / temperature
+            vocab = logits.shape[-1]
+            if 0 < top_k < vocab:
+                kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits, dim=-1)
+            if top_p < 1.0:
+                sorted_probs, sorted_index = torch.sort(probs, dim=-1, descending=True, stable=True)
+                before = sorted_probs.cumsum(dim=-1) - sorted_probs
+                sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
+                probs = torch.zeros_like(probs).scatter_(1, sorted_index, sorted_probs)
+            cdf = probs.to(uniforms.dtype).cumsum(dim=-1)
+            target = uniforms[:, step : step + 1].to(cdf.device) * cdf[:, -1:]
+            tokens = torch.searchsorted(cdf, target, right=True).clamp_(max=vocab - 1)
+            # Rounding at the very top of the CDF could land on a zero-probability tail token.
+            bad = probs.gather(1, tokens) <= 0
+            if bool(bad.any()):
+                tokens = torch.where(bad, probs.argmax(dim=-1, keepdim=True), tokens)
+            out = torch.full_like(scores, float("-inf"))
+            return out.scatter_(1, tokens, 0.0)
+
+    return SeededRowSampler()
+
+
+class HFBackend:
+    """transformers generation in this process. See the module docstring for the design."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        adapter: str | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        batch_size: int | None = None,
+        max_batch_tokens: int = 16384,
+        trust_remote_code: bool = False,
+        share_prefill: bool = True,
+    ):
+        import torch
+
+        self._torch = torch
+        model = str(model)
+        adapter = None if adapter is None else str(adapter)
+        if batch_size is not None and batch_size < 1:
+            raise SelfGuideError(f"batch_size must be >= 1, got {batch_size}")
+        if max_batch_tokens < 1:
+            raise SelfGuideError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
+        self.batch_size = batch_size
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.share_prefill = bool(share_prefill)
+
+        _check_source(model, "model")
+        if adapter is not None:
+            _check_source(adapter, "adapter")
+        self.device = _resolve_device(torch, device)
+        self.dtype = _resolve_dtype(torch, dtype, self.device)
+
+        self.tokenizer, self.model = self._load(model, adapter, trust_remote_code)
+        self._eos_ids = self._collect_eos_ids()
+        self._configure_generation()
+        base = self._base_model()
+        self._logits_to_keep = base._supports_logits_to_keep() if hasattr(base, "_supports_logits_to_keep") else False
+        if getattr(base.config, "is_encoder_decoder", False):
+            self.share_prefill = False
+
+        fp, details = fingerprint(model, adapter)
+        self.info = BackendInfo(
+            backend="hf",
+            model=model,
+            fingerprint=fp,
+            extra={
+                "dtype": str(self.dtype).removeprefix("torch."),
+                "device": str(self.device),
+                "adapter": adapter,
+                **{k: v for k, v in details.items() if v is not None},
+            },
+        )
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def _load(self, model: str, adapter: str | None, trust_remote_code: bool):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source = str(Path(model).expanduser()) if Path(model).expanduser().exists() else model
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        except Exception as err:
+            raise SelfGuideError(_load_message("tokenizer of model", model, err)) from err
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            if tokenizer.eos_token is None:
+                raise SelfGuideError(f"tokenizer of {model} has neither a pad nor an EOS token")
+            tokenizer.pad_token = tokenizer.eos_token
+        try:
+            loaded = AutoModelForCausalLM.from_pretrained(
+                source, dtype=self.dtype, device_map=str(self.device), trust_remote_code=trust_remote_code
+            )
+        except Exception as err:
+            raise SelfGuideError(_load_message("model", model, err)) from err
+        if adapter is not None:
+            try:
+                from peft import PeftModel
+            except ImportError as err:  # pragma: no cover - peft is a dependency
+                raise SelfGuideError("an adapter was given but peft is not installed") from err
+            adapter_source = str(Path(adapter).expanduser()) if Path(adapter).expanduser().exists() else adapter
+            try:
+                loaded = PeftModel.from_pretrained(loaded, adapter_source)
+            except Exception as err:
+                raise SelfGuideError(_load_message("adapter", adapter, err)) from err
+            loaded.to(self.device)
+        loaded.eval()
+        return tokenizer, loaded
+
+    def _base_model(self):
+        model = self.model
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def _collect_eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(int(self.tokenizer.eos_token_id))
+        configured = getattr(self._base_model().generation_config, "eos_token_id", None)
+        if configured is not None:
+            for value in configured if isinstance(configured, (list, tuple)) else [configured]:
+                if int(value) not in ids:
+                    ids.append(int(value))
+        return ids
+
+    def _configure_generation(self) -> None:
+        """Swap in a clean generation config, so that the model's own defaults (repetition penalty,
+        sampling settings) never mix with the request's SamplingParams."""
+        from transformers import GenerationConfig
+
+        base = self._base_model()
+        self._original_generation_config = base.generation_config
+        base.generation_config = GenerationConfig(
+            bos_token_id=self.tokenizer.bos_token_id,
+            eos_token_id=self._eos_ids or None,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, list[Completion]]]:
+        if self.model is None:
+            raise SelfGuideError("this HF backend was closed")
+        for index, request in enumerate(requests):
+            _validate(request.params, index)
+        prompts: dict[int, tuple[int, ...]] = {}
+        groups: dict[_GroupKey, list[int]] = {}
+        for index, request in enumerate(requests):
+            params = request.params
+            if params.n == 0:
+                yield index, []
+                continue
+            prompts[index] = tuple(encode_prompt(self.tokenizer, list(request.messages)))
+            if params.max_new_tokens == 0:
+                yield index, [Completion("", 0, len(prompts[index]), "length") for _ in range(params.n)]
+                continue
+            groups.setdefault(_GroupKey.of(params), []).append(index)
+
+        for key, members in groups.items():
+            members.sort(key=lambda i: (-len(prompts[i]), i))
+            rows: list[_Row] = []
+            for i in members:
+                params = requests[i].params
+                # Greedy samples are all the same: compute one row and copy it.
+                count = 1 if key.temperature == 0 else params.n
+                rows += [_Row(i, j, row_seed(params.seed, j), prompts[i]) for j in range(count)]
+            pending = {i: [None] * (1 if key.temperature == 0 else requests[i].params.n) for i in members}
+            left = {i: len(slots) for i, slots in pending.items()}
+            for batch in self._pack(rows, key.max_new_tokens):
+                for row, completion in self._run_batch(batch, key):
+                    pending[row.request][row.sample] = completion
+                    left[row.request] -= 1
+                    if left[row.request] == 0:
+                        done = pending.pop(row.request)
+                        n = requests[row.request].params.n
+                        if key.temperature == 0:
+                            done = [Completion(**done[0].as_dict()) for _ in range(n)]
+                        yield row.request, done
+
+    def _pack(self, rows: list[_Row], max_new_tokens: int) -> Iterator[list[_Row]]:
+        """Consecutive rows (longest prompt first) in batches within the row and token limits."""
+        batch: list[_Row] = []
+        for row in rows:
+            if batch:
+                width = len(batch[0].prompt) + max_new_tokens  # rows come longest first
+                too_many = self.batch_size is not None and len(batch) + 1 > self.batch_size
+                if too_many or (len(batch) + 1) * width > self.max_batch_tokens:
+                    yield batch
+                    batch = []
+            batch.append(row)
+        if batch:
+            yield batch
+
+    def _run_batch(self, batch: list[_Row], key: _GroupKey) -> list[tuple[_Row, Completion]]:
+        torch = self._torch
+        try:
+            sequences, start = self._generate_rows(batch, key)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            log.warning("out of memory on a batch of %d rows: splitting it in two", len(batch))
+            self._empty_device_cache()
+            half = len(batch) // 2
+            return self._run_batch(batch[:half], key) + self._run_batch(batch[half:], key)
+        generated = sequences[:, start:].tolist()
+        del sequences
+        stops = key.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in key.stop)
+        return [(row, self._completion(ids, len(row.prompt), stops, key.max_new_tokens)) for row, ids in zip(batch, generated)]
+
+    def _generate_rows(self, batch: list[_Row], key: _GroupKey):
+        """Run generate for the rows; returns (sequences, prompt width)."""
+        torch = self._torch
+        from transformers import LogitsProcessorList
+
+        distinct: dict[tuple[int, ...], int] = {}
+        for row in batch:
+            distinct.setdefault(row.prompt, len(distinct))
+        width = max(len(p) for p in distinct)
+        pad = self.tokenizer.pad_token_id
+        prompt_ids = torch.full((len(distinct), width), pad, dtype=torch.long)
+        prompt_mask = torch.zeros((len(distinct), width), dtype=torch.long)
+        for prompt, k in distinct.items():
+            if prompt:
+                prompt_ids[k, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+                prompt_mask[k, width - len(prompt) :] = 1
+        prompt_ids, prompt_mask = prompt_ids.to(self.device), prompt_mask.to(self.device)
+        select = torch.tensor([distinct[row.prompt] for row in batch], dtype=torch.long, device=self.device)
+        input_ids, attention_mask = prompt_ids[select], prompt_mask[select]
+
+        processors = LogitsProcessorList()
+        if key.temperature > 0:
+            uniforms = self._uniforms(batch, key.max_new_tokens)
+            processors.append(_make_sampler(torch, uniforms, width, key.temperature, key.top_k, key.top_p))
+        stops = key.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in key.stop)
+        kwargs = dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=key.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            logits_processor=processors,
+            use_cache=True,
+        )
+        if stops:
+            kwargs.update(stop_strings=list(stops), tokenizer=self.tokenizer)
+
+        with torch.inference_mode():
+            if self.share_prefill and width >= 2:
+                cache = self._prefill(prompt_ids, prompt_mask, select)
+                if cache is not None:
+                    kwargs["past_key_values"] = cache
+            sequences = self.model.generate(**kwargs)
+        return sequences, width
+
+    def _prefill(self, prompt_ids, prompt_mask, select):
+        """KV cache of every distinct prompt but its last token, expanded to the batch's rows."""
+        torch = self._torch
+        ids, mask = prompt_ids[:, :-1], prompt_mask[:, :-1]
+        positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+        extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
+        try:
+            outputs = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
+            cache = outputs.past_key_values
+            del outputs
+            if cache is None or not hasattr(cache, "batch_select_indices"):
+                raise TypeError(f"no expandable KV cache ({type(cache).__name__})")
+            if select.shape[0] != ids.shape[0] or not bool((select == torch.arange(ids.shape[0], device=select.device)).all()):
+                cache.batch_select_indices(select)
+            return cache
+        except (TypeError, ValueError, AttributeError, NotImplementedError) as err:
+            log.warning("shared prefill is not supported by this model (%s): expanding rows instead", err)
+            self.share_prefill = False
+            return None
+
+    def _uniforms(self, batch: list[_Row], steps: int):
+        """One uniform per row and generation step, from the row's own generator."""
+        torch = self._torch
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        draws = []
+        for row in batch:
+            generator = torch.Generator(device="cpu")
+            generator.manual_seed(row.seed)
+            draws.append(torch.rand(steps + 1, generator=generator, dtype=torch.float64))
+        return torch.stack(draws).to(device=self.device, dtype=dtype)
+
+    def _completion(self, ids: list[int], prompt_tokens: int, stops: tuple[str, ...], max_new_tokens: int) -> Completion:
+        """Cut at EOS or the first stop string; count tokens up to and including that point."""
+        eos = set(self._eos_ids)
+        end = next((k for k, token in enumerate(ids) if token in eos), None)
+        body = ids if end is None else ids[:end]
+        text = self._decode(body)
+        cut = min((p for p in (text.find(s) for s in stops) if p >= 0), default=-1)
+        if cut >= 0:
+            return Completion(text[:cut], self._tokens_until_stop(body, stops), prompt_tokens, "stop")
+        if end is not None:
+            return Completion(text, end + 1, prompt_tokens, "stop")
+        pad = self.tokenizer.pad_token_id
+        real = len(body)
+        while real > 0 and body[real - 1] == pad:  # rows that finished early are padded
+            real -= 1
+        return Completion(text, real, prompt_tokens, "length" if real >= max_new_tokens else "stop")
+
+    def _tokens_until_stop(self, ids: list[int], stops: tuple[str, ...]) -> int:
+        """Smallest k such that the first k tokens already contain a stop string."""
+        low, high = 1, len(ids)
+        while low < high:
+            mid = (low + high) // 2
+            if any(s in self._decode(ids[:mid]) for s in stops):
+                high = mid
+            else:
+                low = mid + 1
+        return high
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # -- cleanup ---------------------------------------------------------------------------------
+
+    def _empty_device_cache(self) -> None:
+        torch = self._torch
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        """Drop the model and tokenizer and give the device memory back."""
+        if getattr(self, "model", None) is None:
+            return
+        self.model = None
+        self.tokenizer = None
+        self._original_generation_config = None
+        self._empty_device_cache()
+
+    def __enter__(self) -> HFBackend:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_source(name: str, what: str) -> None:
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise SelfGuideError(f"{what} path {name} is not a folder")
+        if what == "model" and not (path / "config.json").is_file():
+            raise SelfGuideError(f"model folder {name} has no config.json")
+        if what == "adapter" and not (path / "adapter_config.json").is_file():
+            raise SelfGuideError(f"adapter folder {name} has no adapter_config.json")
+    elif _looks_like_path(name):
+        raise SelfGuideError(f"{what} folder {name} does not exist")
+
+
+def _load_message(what: str, name: str, err: Exception) -> str:
+    where = "local folder" if Path(name).expanduser().exists() else "Hugging Face hub id (or local folder)"
+    offline = " (offline mode is on, so only models already in the local cache load)" if _offline() else ""
+    return f"could not load {what} {name!r} as a {where}{offline}: {type(err).__name__}: {err}"
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _resolve_device(torch, device: str):
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise SelfGuideError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SelfGuideError(f"device {device!r} was asked for but CUDA is not available")
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", torch.cuda.current_device())
+    return resolved
+
+
+def _resolve_dtype(torch, dtype: str, device):
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    name = DTYPES.get(str(dtype).lower().removeprefix("torch."))
+    if name is None:
+        raise SelfGuideError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    return getattr(torch, name)
+
+
+__all__ = ["HFBackend", "fingerprint", "row_seed"]

@@ -1,0 +1,253 @@
+"""`selfguide` on the command line: each command loads a config, calls the API, prints paths.
+
+User errors (bad files, missing model, bad settings) print one line and exit 2; a --max-calls
+stop exits 3. Run `selfguide COMMAND --help` for examples.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from selfguide.errors import SelfGuideError
+
+app = typer.Typer(
+    name="selfguide",
+    help="SELF-GUIDE: make a model a task expert with data it writes and labels itself.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+TaskArg = Annotated[str, typer.Argument(help="Task file (YAML/JSON, ours or SuperNI) or a SuperNI task name like task036.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local model folder, or served model name (openai).")]
+BackendOpt = Annotated[Optional[str], typer.Option(help="hf (transformers, default), openai (any OpenAI-compatible server), vllm.")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<task name>).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file (see `selfguide config`).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting: --set synth.inputs.temperature=0.7 (repeatable).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for every sampling decision and training.")]
+SplitOpt = Annotated[Optional[str], typer.Option(help="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def build_config(config_file: Optional[Path], overrides: Optional[list[str]], **values):
+    from selfguide.config import load_config
+
+    flags = {
+        "task": values.get("task"),
+        "model.name": values.get("model"),
+        "model.backend": values.get("backend"),
+        "model.base_url": values.get("base_url"),
+        "model.adapter": values.get("adapter"),
+        "out": str(values["out"]) if values.get("out") else None,
+        "seed": values.get("seed"),
+        "eval_split": values.get("eval_split"),
+        "eval.limit": values.get("limit"),
+    }
+    return load_config(config_file, overrides, flags)
+
+
+@app.command()
+def inspect(
+    task: TaskArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    eval_split: SplitOpt = None,
+) -> None:
+    """Show what selfguide understood of a task: type, labels, counts, length windows.
+
+    Example: selfguide inspect task036
+    """
+    from selfguide.synth.filters import length_window
+    from selfguide.tasks.spec import load_task
+
+    spec = load_task(task, eval_split)  # type: ignore[arg-type]
+    info = {
+        "name": spec.name,
+        "source": spec.source,
+        "type": spec.type,
+        "labels": spec.labels,
+        "category": spec.category,
+        "examples": len(spec.examples),
+        "eval_items": len(spec.eval),
+        "input_window": list(length_window([len(e.input) for e in spec.examples])),
+        "output_window": list(length_window([len(e.output) for e in spec.examples])),
+        "instruction": spec.instruction,
+    }
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    for key, value in info.items():
+        if key == "instruction":
+            value = value if len(value) <= 200 else value[:197] + "..."
+        elif key.endswith("_window"):
+            value = f"[{value[0]}, {value[1]}) characters"
+        typer.echo(f"{key:>13}: {value}")
+
+
+@app.command()
+def synthesize(
+    task: TaskArg,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    eval_split: SplitOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the SELF-GUIDE synthetic dataset for a task: inputs, filters, labels, vote.
+
+    Examples:
+      selfguide synthesize task036 --model ./tiny-model
+      selfguide synthesize my_task.yaml -m Qwen/Qwen2.5-1.5B-Instruct --set synth.inputs.rounds=5
+      selfguide synthesize task190 -m my-model --backend openai --base-url http://127.0.0.1:8000/v1
+    """
+    from selfguide import api
+    from selfguide.synth.pipeline import summary_markdown
+
+    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split)
+    result = api.synthesize(cfg, progress=not quiet)
+    typer.echo(summary_markdown(result.summary))
+    typer.echo(f"dataset: {result.dataset_path}")
+    typer.echo(f"run folder: {result.out_dir}")
+
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Argument(help="A dataset.jsonl of {input, output}, or a run folder (uses its synth/dataset.jsonl).")],
+    task: Annotated[Optional[str], typer.Option(help="The task whose prompt the model is trained on (default: the run folder's).")] = None,
+    model: ModelOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    method: Annotated[Optional[str], typer.Option(help="lora (default) or full.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
+) -> None:
+    """Finetune the model on a synthetic dataset with the task prompt (LoRA by default).
+
+    Examples:
+      selfguide train runs/task036 --model ./tiny-model
+      selfguide train data.jsonl --task my_task.yaml -m ./tiny-model --method full --epochs 1
+    """
+    from selfguide import api
+
+    dataset_path, run_config = dataset, None
+    if dataset.is_dir():
+        dataset_path = dataset / "synth" / "dataset.jsonl"
+        run_config = dataset / "config.yaml" if (dataset / "config.yaml").exists() else None
+    cfg = build_config(config or run_config, set_, task=task, model=model, out=None, seed=seed)
+    if method:
+        cfg.train.method = method  # type: ignore[assignment]
+    if epochs:
+        cfg.train.epochs = epochs
+    result = api.train(cfg, dataset_path, out, merge=merge)
+    typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
+    typer.echo(f"{'adapter' if result.is_adapter else 'model'}: {result.model_dir}")
+    if result.merged_dir:
+        typer.echo(f"merged model: {result.merged_dir}")
+    typer.echo(f"training log: {result.log_path}")
+
+
+@app.command("eval")
+def eval_(
+    task: TaskArg,
+    model: ModelOpt = None,
+    adapter: Annotated[Optional[str], typer.Option(help="A PEFT adapter folder to apply (the finetuned model).")] = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N items.")] = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    eval_split: SplitOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Greedy predictions on the task's eval set, scored with SuperNI and paper metrics.
+
+    Examples:
+      selfguide eval task036 --model ./tiny-model --limit 20
+      selfguide eval task036 --model ./tiny-model --adapter runs/task036/train/adapter
+    """
+    from selfguide import api
+
+    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, eval_split=eval_split, limit=limit)
+    run_out = out or Path(cfg.out or Path("runs") / "eval")
+    cfg.out = str(run_out)
+    metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet)
+    typer.echo(json.dumps({k: metrics[k] for k in ("name", "task", "n", "superni", "paper", "reported_metric", "reported")}, indent=2))
+    typer.echo(f"predictions: {run_out / 'eval' / metrics['name'] / 'predictions.jsonl'}")
+
+
+@app.command()
+def run(
+    task: TaskArg,
+    model: ModelOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    out: OutOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    eval_split: SplitOpt = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N eval items.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """The whole loop: synthesize, finetune, evaluate against prompting, write the report.
+
+    Example: selfguide run task036 --model ./tiny-model --config configs/tiny.yaml
+    """
+    from selfguide import api
+
+    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit)
+    result = api.run(cfg, progress=not quiet)
+    metric = result.baseline["reported_metric"]
+    typer.echo(f"prompting {metric}: {result.baseline['reported']:.2f}")
+    if result.finetuned:
+        typer.echo(f"self-guide {metric}: {result.finetuned['reported']:.2f} ({result.finetuned['reported'] - result.baseline['reported']:+.2f})")
+    else:
+        typer.echo("self-guide: not trained (synthesis kept no pairs; see synth/summary.md)")
+    for path in result.report_paths:
+        typer.echo(f"report: {path}")
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out: Annotated[Path, typer.Argument(help="Folder to write the model and tokenizer into.")] = Path("tiny-model"),
+    seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+) -> None:
+    """Write a tiny random Llama-style model with a locally trained tokenizer (no download),
+    to try every command on a CPU."""
+    from selfguide.tinymodel import build_tiny_model
+
+    typer.echo(f"tiny model: {build_tiny_model(out, seed=seed)}")
+
+
+@app.command()
+def config(
+    config_file: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print the resolved config as YAML: the defaults, or a file with overrides applied."""
+    from selfguide.config import config_yaml
+
+    typer.echo(config_yaml(build_config(config_file, set_)), nl=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except SelfGuideError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished model calls are cached; rerun the same command to continue", err=True)
+        sys.exit(130)

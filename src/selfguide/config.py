@@ -1,0 +1,78 @@
+"""RunConfig: every stage's settings in one typed object, read from YAML and `--set` overrides,
+written back whole into each run folder so a run can always be repeated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from selfguide.backends.factory import ModelConfig
+from selfguide.errors import BadInputError
+from selfguide.eval.evaluate import EvalConfig
+from selfguide.synth.pipeline import SynthConfig
+from selfguide.tasks.spec import EvalSplit
+from selfguide.train.config import TrainConfig
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field("", description="A task file (ours or SuperNI JSON) or a SuperNI task name such as task036.")
+    eval_split: EvalSplit | None = Field(None, description="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    seed: int = Field(0, description="Seeds every sampling decision and training.")
+    out: str = Field("", description="Run folder; unset: runs/<task name>.")
+    cache: str | None = Field(None, description="SQLite file of cached model calls; unset: <out>/cache.sqlite. Share one between runs to reuse calls.")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, values: dict | None = None) -> RunConfig:
+    """Defaults, then the YAML file, then `values` (CLI flags), then `key.path=value` overrides."""
+    data: dict = {}
+    source = "command line"
+    if path is not None:
+        from selfguide.tasks.spec import read_structured_file
+
+        source = str(path)
+        loaded = read_structured_file(Path(path))
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise BadInputError(path, "top level", "a mapping of config sections (model, synth, train, eval, ...)", type(loaded).__name__)
+        data = loaded
+    for dotted, value in (values or {}).items():
+        if value is not None:
+            set_dotted(data, dotted, value)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInputError("--set", repr(item), "key.path=value, e.g. synth.inputs.temperature=0.7")
+        set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        source = source if path is None else f"{path} (with --set)"
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        got = repr(first.get("input"))[:60] if first["type"] != "extra_forbidden" else None
+        expected = "a known setting (see `selfguide config`)" if first["type"] == "extra_forbidden" else first["msg"].lower()
+        raise BadInputError(source, f"field {where!r}", expected, got) from None
+
+
+def set_dotted(data: dict, dotted: str, value: object) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise BadInputError("--set", dotted, f"{key!r} to be a section, not a value")
+        node = child
+    node[keys[-1]] = value
+
+
+def config_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

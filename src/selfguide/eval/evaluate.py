@@ -1,0 +1,74 @@
+"""Greedy decoding on a task's eval set with the task prompt, then both metric families.
+
+Predictions go through the same call cache as synthesis, so re-evaluating a model (or a run
+interrupted mid-eval) redoes nothing finished.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfguide.backends.base import Request, SamplingParams
+from selfguide.backends.cache import CachedModel
+from selfguide.eval.metrics import aggregate, aggregate_by, category_key, reported_metric, score_instances
+from selfguide.io import write_json, write_jsonl
+from selfguide.prompts import task_messages
+from selfguide.tasks.spec import TaskSpec
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int | None = Field(None, ge=1, description="Evaluate on the first N eval items only.")
+    max_new_tokens: int = Field(128, ge=1, description="Upper bound per prediction; greedy answers end at the end of the turn.")
+
+
+def eval_requests(task: TaskSpec, inputs: list[str], max_new_tokens: int, extra_demos: list[tuple[str, str]] = ()) -> list[Request]:
+    """Greedy requests with the gold demos (and optional extra in-context pairs after them)."""
+    demos = [(e.input, e.output) for e in task.examples] + list(extra_demos)
+    params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, n=1, seed=0)
+    return [Request(task_messages(task.instruction, demos, text), params) for text in inputs]
+
+
+def evaluate(
+    task: TaskSpec,
+    model: CachedModel,
+    config: EvalConfig,
+    out_dir: Path | None = None,
+    *,
+    name: str = "prompting",
+    extra_demos: list[tuple[str, str]] = (),
+    predictions: list[str] | None = None,
+) -> dict:
+    """Score `model` on the task's eval set; write predictions.jsonl and metrics.json to `out_dir`.
+
+    `predictions` skips decoding (a baseline that chose its answers another way)."""
+    items = task.eval[: config.limit] if config.limit else task.eval
+    if not items:
+        from selfguide.errors import SelfGuideError
+
+        raise SelfGuideError(f"task {task.name} has no eval set: give it an 'eval' JSONL file (see README)")
+    if predictions is None:
+        completions = model.generate(eval_requests(task, [i.input for i in items], config.max_new_tokens, extra_demos), desc=f"eval {name}")
+        predictions = [c[0].text.strip() for c in completions]
+    rows = [
+        {"id": item.id, "task": task.name, "category": category_key(task.category), "input": item.input, "references": item.references, "prediction": pred}
+        for item, pred in zip(items, predictions)
+    ]
+    scored = score_instances(rows, task.type, task.labels)
+    metrics = {
+        "name": name,
+        "task": task.name,
+        "n": len(scored),
+        "superni": {k: v for k, v in aggregate(scored).items() if k in ("exact_match", "rougeL")},
+        "paper": {k: v for k, v in aggregate(scored).items() if k.startswith("paper_")},
+        "reported_metric": reported_metric(task.category),
+        "by_category": aggregate_by(scored, ["category"]),
+    }
+    metrics["reported"] = metrics["superni"][metrics["reported_metric"]]
+    if out_dir is not None:
+        write_jsonl(out_dir / "predictions.jsonl", scored)
+        write_json(out_dir / "metrics.json", metrics)
+    return metrics

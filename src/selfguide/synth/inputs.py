@@ -1,0 +1,98 @@
+"""Stage 1: the model writes task inputs in rounds; the input filters keep or drop each (SPEC §2.1-2.2).
+
+Rounds run one after another because each round's prompts show inputs accepted in earlier
+rounds. Every choice (demo order, which earlier inputs, the pseudo-label) comes from a random
+generator seeded by (run seed, round), so a rerun builds the same prompts and hits the cache.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from selfguide.backends.base import Request, SamplingParams
+from selfguide.backends.cache import CachedModel, derive_seed
+from selfguide.synth.filters import InputFilter, InputFilterConfig
+from selfguide.synth.prompts import INPUT_STOP, input_generation_messages
+from selfguide.tasks.spec import TaskSpec
+
+
+class InputGenConfig(BaseModel):
+    """Input generation; defaults are the published SELF-GUIDE settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int | None = Field(None, ge=1, description="Rounds of prompts; unset: 20 for generation, 40 for classification tasks.")
+    prompts_per_round: int = Field(10, ge=1, description="Prompts per round, one sample each (P).")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature (tuned over 0.6-1.0 in the paper).")
+    top_k: int = Field(40, ge=0, description="Top-k sampling; 0 = off.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; 1 = off.")
+    max_new_tokens: int = Field(500, ge=1, description="Upper bound per input; generation normally ends earlier at the example delimiter.")
+    max_earlier_examples: int = Field(10, ge=0, description="At most this many earlier accepted inputs per prompt (k ~ U[1, min(pool, this)]).")
+
+    def rounds_for(self, task: TaskSpec) -> int:
+        return self.rounds if self.rounds is not None else (40 if task.is_classification else 20)
+
+
+def generate_inputs(
+    task: TaskSpec,
+    model: CachedModel,
+    gen: InputGenConfig,
+    filters: InputFilterConfig,
+    seed: int,
+    on_round: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
+    """Run every round and return one record per candidate input: kept or dropped, and why."""
+    demo_inputs = [e.input for e in task.examples]
+    input_filter = InputFilter(filters, demo_inputs, [item.input for item in task.eval], task.is_classification)
+    pool: list[str] = []
+    records: list[dict] = []
+    rounds = tqdm(range(gen.rounds_for(task)), desc="writing inputs", unit="round", disable=not model.progress)
+    for round_index in rounds:
+        rng = random.Random(derive_seed(seed, "inputs", round_index))
+        requests, labels = [], []
+        for slot in range(gen.prompts_per_round):
+            demos = rng.sample(demo_inputs, len(demo_inputs))
+            k = rng.randint(1, min(len(pool), gen.max_earlier_examples)) if pool and gen.max_earlier_examples else 0
+            earlier = rng.sample(pool, k)
+            label = rng.choice(task.labels) if task.is_classification and task.labels else None
+            params = SamplingParams(
+                temperature=gen.temperature,
+                top_k=gen.top_k,
+                top_p=gen.top_p,
+                max_new_tokens=gen.max_new_tokens,
+                n=1,
+                stop=INPUT_STOP,
+                seed=derive_seed(seed, "inputs", round_index, slot),
+            )
+            requests.append(Request(input_generation_messages(task.instruction, demos, earlier, label), params))
+            labels.append(label)
+        completions = model.generate(requests, desc="inputs", progress=False)
+        round_records = []
+        for slot, (label, [completion]) in enumerate(zip(labels, completions)):
+            text = completion.text.strip()
+            drop = input_filter.check(text)
+            if drop is None:
+                input_filter.accept(text)
+                pool.append(text)
+            round_records.append(
+                {
+                    "id": f"r{round_index:03d}s{slot:02d}",
+                    "round": round_index,
+                    "slot": slot,
+                    "text": text,
+                    "pseudo_label": label,
+                    "finish_reason": completion.finish_reason,
+                    "status": "kept" if drop is None else "dropped",
+                    "reason": None if drop is None else drop.reason,
+                    "detail": None if drop is None else drop.detail,
+                }
+            )
+        records.extend(round_records)
+        rounds.set_postfix(kept=len(pool), dropped=len(records) - len(pool))
+        if on_round:
+            on_round(round_records)
+    return records

@@ -1,0 +1,32 @@
+"""The input-writing prompt (SPEC §2.1). The output-writing prompt is the task prompt itself,
+`selfguide.prompts.task_messages`, the same one used in training and evaluation."""
+
+from __future__ import annotations
+
+from selfguide.backends.base import Message
+
+# Generated inputs end at the next example header: the natural delimiter of this format.
+EXAMPLE_HEADER = "[Example"
+INPUT_STOP = (EXAMPLE_HEADER,)
+
+
+def input_generation_messages(
+    instruction: str, demo_inputs: list[str], earlier_inputs: list[str], pseudo_label: str | None = None
+) -> list[Message]:
+    """Instruction, the demo inputs as reference examples, earlier generated inputs as extra
+    (possibly imperfect) examples, then a request for one new input (for a given label, if any)."""
+    blocks = [f"Task instruction:\n{instruction}", "Reference examples of inputs for this task:"]
+    number = 0
+    for text in demo_inputs:
+        number += 1
+        blocks.append(f"{EXAMPLE_HEADER} {number}]\n{text}")
+    if earlier_inputs:
+        blocks.append("More inputs written earlier for this task (they may be imperfect):")
+        for text in earlier_inputs:
+            number += 1
+            blocks.append(f"{EXAMPLE_HEADER} {number}]\n{text}")
+    request = "Write one new input for this task, different from every example above"
+    if pseudo_label is not None:
+        request += f", such that the correct answer for it is: {pseudo_label}"
+    blocks.append(request + ". Reply with the new input only, in the same format as the examples.")
+    return [{"role": "user", "content": "\n\n".join(blocks)}]

@@ -1,0 +1,414 @@
+"""Finetune a model on the (input, output) pairs it synthesised: TRL's SFTTrainer, LoRA by default.
+
+Every training row is the task prompt the evaluator will send, token for token (`encode_prompt` of
+`task_messages`: instruction as system turn, the gold demos as earlier turns, then the input),
+followed by the answer as `render_answer` renders it (closing end-of-turn / EOS included). The
+rows reach TRL pre-tokenised with a `completion_mask`, and `completion_only_loss=True` makes TRL
+turn it into labels that are -100 over the prompt, so the loss is on the answer tokens only.
+
+Outputs under `out_dir`:
+  adapter/            PEFT LoRA adapter + tokenizer (method "lora"), or
+  model/              full model + tokenizer (method "full")
+  checkpoints/        one Trainer checkpoint per epoch; `train(resume=True)` continues from the last
+  train_log.jsonl     one JSON object per logged step (loss, learning rate, grad norm, epoch, ...)
+  train_config.json   the resolved TrainConfig (learning rate and bf16 filled in)
+
+Runs unchanged under `accelerate launch` (DDP): only the main process writes the outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from selfguide.errors import SelfGuideError
+from selfguide.prompts import encode_prompt, render_answer, task_messages
+from selfguide.tasks.spec import TaskSpec
+
+LORA_DEFAULT_LR = 2e-4
+FULL_DEFAULT_LR = 5e-5
+CHECKPOINT_PREFIX = "checkpoint-"
+FINGERPRINT_FILE = "selfguide_run.json"
+
+
+class TrainConfig(BaseModel, extra="forbid"):
+    """How to finetune. Defaults follow the SELF-GUIDE paper unless a description says otherwise."""
+
+    method: Literal["lora", "full"] = Field(
+        "lora",
+        description="'lora' trains a PEFT LoRA adapter (the default here, fits on one GPU); 'full' updates every "
+        "weight, as the SELF-GUIDE paper does.",
+    )
+    epochs: float = Field(3.0, gt=0, description="Passes over the synthetic training pairs (paper: 3).")
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        description="Peak learning rate (linear decay). None: 5e-5 for 'full' (paper / Hugging Face default), "
+        "2e-4 for 'lora' (a usual LoRA rate; not from the paper).",
+    )
+    batch_size: int = Field(1, ge=1, description="Examples per device per step (paper: 1).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps whose gradients add up before an update.")
+    max_length: int = Field(
+        2000,
+        ge=1,
+        description="Longest training example in tokens, prompt and answer together; longer ones are dropped "
+        "and counted, never truncated (paper: examples over 2000 tokens dropped).",
+    )
+    lora_r: int = Field(16, ge=1, description="LoRA rank (LoRA only; not from the paper).")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha (LoRA only).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch (LoRA only).")
+    lora_target_modules: list[str] | str = Field(
+        "all-linear",
+        description="Modules LoRA wraps: 'all-linear' (every linear layer but the output head) or a list of "
+        "module names such as ['q_proj', 'v_proj'].",
+    )
+    bf16: bool | None = Field(
+        None,
+        description="bf16 mixed precision. None: on when a CUDA GPU supports bf16, else fp32 (always fp32 on CPU).",
+    )
+    gradient_checkpointing: bool = Field(
+        True,
+        description="Recompute activations in the backward pass to save GPU memory (TRL's default; not from the "
+        "paper).",
+    )
+    seed: int = Field(42, description="Seed for adapter initialisation, data order and dropout.")
+    save_every_epoch: bool = Field(
+        True,
+        description="Write a checkpoint after every epoch under out_dir/checkpoints, so a crash keeps the "
+        "finished epochs and training can resume.",
+    )
+    logging_steps: int = Field(1, ge=1, description="Log the training loss every this many optimizer steps.")
+
+    def resolved(self, cuda_bf16: bool | None = None) -> TrainConfig:
+        """This config with `learning_rate` and `bf16` filled in for this machine."""
+        if cuda_bf16 is None:
+            cuda_bf16 = _cuda_bf16_available()
+        lr = self.learning_rate
+        if lr is None:
+            lr = LORA_DEFAULT_LR if self.method == "lora" else FULL_DEFAULT_LR
+        bf16 = cuda_bf16 if self.bf16 is None else self.bf16
+        return self.model_copy(update={"learning_rate": lr, "bf16": bf16})
+
+
+@dataclass
+class TrainResult:
+    """What `train` wrote. `adapter_dir` is set for LoRA, `model_dir` for a full finetune."""
+
+    adapter_dir: Path | None
+    model_dir: Path | None
+    n_train: int
+    n_dropped_too_long: int
+    log_path: Path
+    final_loss: float | None
+    steps: int
+    config_path: Path
+
+    @property
+    def output_dir(self) -> Path:
+        """The adapter folder (LoRA) or the model folder (full)."""
+        path = self.adapter_dir or self.model_dir
+        assert path is not None
+        return path
+
+
+def build_training_rows(
+    task: TaskSpec, pairs: list[tuple[str, str]], tokenizer, max_length: int
+) -> tuple[list[dict], int]:
+    """One pre-tokenised row per (input, output) pair, and how many were dropped for being too long.
+
+    Each row holds `input_ids` = prompt ids + completion ids, and `completion_mask` (0 over the
+    prompt, 1 over the answer). The prompt ids are `encode_prompt` of the same `task_messages` the
+    evaluator builds; the completion ids are `render_answer` tokenised without special tokens, so
+    the sequence is exactly what the model sees and then should produce at test time.
+    """
+    demos = [(example.input, example.output) for example in task.examples]
+    rows: list[dict] = []
+    dropped = 0
+    for source_input, answer in pairs:
+        messages = task_messages(task.instruction, demos, source_input)
+        prompt_ids = list(encode_prompt(tokenizer, messages))
+        completion_ids = list(tokenizer(render_answer(tokenizer, messages, answer), add_special_tokens=False)["input_ids"])
+        if len(prompt_ids) + len(completion_ids) > max_length:
+            dropped += 1
+            continue
+        rows.append(
+            {
+                "input_ids": prompt_ids + completion_ids,
+                "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+            }
+        )
+    return rows, dropped
+
+
+def build_trainer(
+    task: TaskSpec,
+    pairs: list[tuple[str, str]],
+    model: str,
+    out_dir: Path,
+    config: TrainConfig,
+    *,
+    callbacks: list | None = None,
+):
+    """The configured SFTTrainer (not yet trained), the resolved config and the dropped count.
+
+    Split out of `train` so tests can look at the batches that reach the model.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    out_dir = Path(out_dir)
+    resolved = config.resolved()
+    if not pairs:
+        raise SelfGuideError("nothing to train on: no (input, output) pairs were given")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    rows, dropped = build_training_rows(task, pairs, tokenizer, resolved.max_length)
+    if not rows:
+        raise SelfGuideError(
+            f"nothing to train on: all {dropped} pairs are longer than max_length={resolved.max_length} tokens "
+            "(prompt with instruction and demos, plus answer); raise max_length or shorten the task prompt"
+        )
+
+    use_cpu = not torch.cuda.is_available()
+    lora = resolved.method == "lora"
+    # LoRA keeps the frozen base in bf16 (PEFT upcasts the adapter weights to fp32); a full finetune keeps fp32
+    # master weights and runs the forward under bf16 autocast.
+    dtype = "bfloat16" if (lora and resolved.bf16) else "float32"
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
+    checkpointing_field = "activation_checkpointing" if "activation_checkpointing" in _fields(SFTConfig) else "gradient_checkpointing"
+    args = SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=resolved.epochs,
+        learning_rate=resolved.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        per_device_train_batch_size=resolved.batch_size,
+        gradient_accumulation_steps=resolved.gradient_accumulation_steps,
+        bf16=bool(resolved.bf16),
+        fp16=False,
+        use_cpu=use_cpu,
+        **{checkpointing_field: resolved.gradient_checkpointing},
+        seed=resolved.seed,
+        data_seed=resolved.seed,
+        save_strategy="epoch" if resolved.save_every_epoch else "no",
+        logging_strategy="steps",
+        logging_steps=resolved.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        push_to_hub=False,
+        dataloader_num_workers=0,
+        # Under DDP every trainable weight (LoRA or full) is used in each forward; skip the unused-parameter scan.
+        ddp_find_unused_parameters=False,
+        # Rows are already cut to max_length (longer ones dropped), so TRL has nothing to truncate.
+        max_length=None,
+        # Pre-tokenised rows carry `completion_mask`; TRL turns it into -100 labels only with this set
+        # (its default, None, means False for a dataset without prompt/completion text columns).
+        completion_only_loss=True,
+        packing=False,
+        model_init_kwargs={"dtype": dtype},
+    )
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=resolved.lora_r,
+            lora_alpha=resolved.lora_alpha,
+            lora_dropout=resolved.lora_dropout,
+            target_modules=resolved.lora_target_modules,
+            bias="none",
+        )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    return trainer, resolved, dropped
+
+
+def train(
+    task: TaskSpec,
+    pairs: list[tuple[str, str]],
+    model: str,
+    out_dir: Path,
+    config: TrainConfig,
+    *,
+    resume: bool = True,
+) -> TrainResult:
+    """Finetune `model` (a local folder or hub id already in the cache) on `pairs` for `task`.
+
+    With `resume`, continues from the last complete checkpoint in `out_dir/checkpoints` when one was
+    written by the same run (same model, config and data); without it, old checkpoints are removed.
+    """
+    out_dir = Path(out_dir)
+    log_path = out_dir / "train_log.jsonl"
+    config_path = out_dir / "train_config.json"
+    checkpoints = out_dir / "checkpoints"
+    callback = JsonlLogCallback(log_path)
+    trainer, resolved, dropped = build_trainer(task, pairs, model, out_dir, config, callbacks=[callback])
+    state = trainer.args.distributed_state
+    n_train = len(trainer.train_dataset)
+    fingerprint = run_fingerprint(model, resolved, trainer.train_dataset["input_ids"])
+
+    last = last_checkpoint(checkpoints) if resume else None
+    if last is not None:
+        previous = _read_json(checkpoints / FINGERPRINT_FILE)
+        if previous.get("fingerprint") != fingerprint:
+            raise SelfGuideError(
+                f"{checkpoints} holds checkpoints of a different run (model, training config or data changed); "
+                "train without resume to start over, or use a new output folder"
+            )
+    if state.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and checkpoints.exists():
+            shutil.rmtree(checkpoints)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        (checkpoints / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+        config_path.write_text(resolved.model_dump_json(indent=2) + "\n")
+        # The log keeps the steps of the checkpoint we resume from and drops any logged after it.
+        resumed_step = _checkpoint_step(last) if last is not None else 0
+        _truncate_log(log_path, resumed_step)
+    state.wait_for_everyone()
+
+    trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
+
+    final_dir = out_dir / ("adapter" if resolved.method == "lora" else "model")
+    trainer.save_model(str(final_dir))
+    state.wait_for_everyone()
+
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return TrainResult(
+        adapter_dir=final_dir if resolved.method == "lora" else None,
+        model_dir=final_dir if resolved.method == "full" else None,
+        n_train=n_train,
+        n_dropped_too_long=dropped,
+        log_path=log_path,
+        final_loss=float(losses[-1]) if losses else None,
+        steps=trainer.state.global_step,
+        config_path=config_path,
+    )
+
+
+def merge_adapter(base_model: str, adapter_dir: Path, out_dir: Path) -> Path:
+    """Fold a LoRA adapter into its base model and save a plain model folder (with tokenizer) to `out_dir`.
+
+    The merge runs in fp32; the result is saved in the base model's own dtype.
+    """
+    import torch
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise SelfGuideError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
+    base_dtype = getattr(AutoConfig.from_pretrained(base_model), "dtype", None)
+    if isinstance(base_dtype, str):
+        base_dtype = getattr(torch, base_dtype, None)
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    if isinstance(base_dtype, torch.dtype) and base_dtype.is_floating_point:
+        merged = merged.to(base_dtype)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out_dir)
+    tokenizer_source = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_model
+    AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(out_dir)
+    return out_dir
+
+
+def JsonlLogCallback(path: Path):
+    """A TrainerCallback appending every Trainer log (the loss per step, then the end-of-training summary) to a
+    JSONL file, one flushed line per log, from the main process only. Built lazily so that importing this module
+    (for TrainConfig) stays free of transformers."""
+    from transformers import TrainerCallback
+
+    class _JsonlLogCallback(TrainerCallback):
+        def __init__(self, path: Path):
+            self.path = Path(path)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            entry = {"step": state.global_step, "epoch": state.epoch, **logs}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry, default=float) + "\n")
+                handle.flush()
+
+    return _JsonlLogCallback(path)
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The latest complete Trainer checkpoint in `folder` (one with its trainer_state.json), if any."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    complete = [
+        path
+        for path in folder.iterdir()
+        if path.is_dir() and _checkpoint_step(path) is not None and (path / "trainer_state.json").is_file()
+    ]
+    return max(complete, key=_checkpoint_step) if complete else None
+
+
+def run_fingerprint(model: str, config: TrainConfig, input_ids: list[list[int]]) -> str:
+    """A hash of what decides the training run, to refuse resuming someone else's checkpoints."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"model": str(model), "config": config.model_dump()}, sort_keys=True).encode())
+    for ids in input_ids:
+        digest.update(json.dumps(list(ids)).encode())
+    return digest.hexdigest()
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    name = Path(path).name
+    if not name.startswith(CHECKPOINT_PREFIX):
+        return None
+    try:
+        return int(name[len(CHECKPOINT_PREFIX) :])
+    except ValueError:
+        return None
+
+
+def _truncate_log(log_path: Path, keep_up_to_step: int) -> None:
+    if not log_path.exists():
+        return
+    kept = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if keep_up_to_step and "loss" in entry and entry.get("step", 0) <= keep_up_to_step:
+            kept.append(line)
+    log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _fields(cls) -> set[str]:
+    import dataclasses
+
+    return {field.name for field in dataclasses.fields(cls)}
+
+
+def _cuda_bf16_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -1,0 +1,292 @@
+"""Finetuning on synthetic pairs (selfguide.train.sft): TRL SFTTrainer + PEFT on the tiny model, on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfguide.errors import SelfGuideError
+from selfguide.prompts import encode_prompt, render_answer, task_messages
+from selfguide.tasks.spec import Example, TaskSpec
+from selfguide.train.sft import TrainConfig, build_trainer, build_training_rows, merge_adapter, train
+
+REPO = Path(__file__).resolve().parents[1]
+COLORS = ["red", "green", "blue", "red", "green", "blue", "red", "green"]
+PAIRS = [(f"Item {i}", color) for i, color in enumerate(COLORS)]
+LONG_PAIR = ("word " * 300, "red")  # far over the max_length used below
+MAX_LENGTH = 128
+LORA = TrainConfig(epochs=3, learning_rate=1e-2, max_length=MAX_LENGTH)
+
+
+@pytest.fixture(scope="module")
+def task() -> TaskSpec:
+    return TaskSpec(
+        name="t",
+        instruction="Reply with the color.",
+        examples=[Example(input="The sky", output="blue"), Example(input="Grass", output="green")],
+        type="generation",
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def lora_run(task, tiny_model_dir, tmp_path_factory):
+    """One LoRA training run shared by the tests that look at its outputs."""
+    out = tmp_path_factory.mktemp("lora-run")
+    return train(task, [*PAIRS, LONG_PAIR], str(tiny_model_dir), out, LORA), out
+
+
+def messages_for(task: TaskSpec, source_input: str):
+    return task_messages(task.instruction, [(e.input, e.output) for e in task.examples], source_input)
+
+
+def answer_loss(model, rows) -> float:
+    """Mean NLL of the answer tokens given the prompt, over the rows (what training minimises)."""
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for row in rows:
+            ids = torch.tensor([row["input_ids"]])
+            logits = model(input_ids=ids).logits[0, :-1]
+            targets = ids[0, 1:]
+            mask = torch.tensor(row["completion_mask"][1:], dtype=torch.bool)
+            nll = torch.nn.functional.cross_entropy(logits[mask], targets[mask], reduction="sum")
+            total, count = total + nll.item(), count + int(mask.sum())
+    return total / count
+
+
+def load_base(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("chat_template", [True, False], ids=["chat-template", "plain"])
+def test_training_prompt_is_the_evaluator_prompt(task, tmp_path, chat_template):
+    from transformers import AutoTokenizer
+
+    from selfguide.tinymodel import build_tiny_model
+
+    tok = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "m", chat_template=chat_template))
+    rows, dropped = build_training_rows(task, PAIRS, tok, max_length=MAX_LENGTH)
+    assert dropped == 0 and len(rows) == len(PAIRS)
+    for row, (source_input, answer) in zip(rows, PAIRS, strict=True):
+        messages = messages_for(task, source_input)
+        prompt_ids = encode_prompt(tok, messages)
+        completion_ids = tok(render_answer(tok, messages, answer), add_special_tokens=False)["input_ids"]
+        n_prompt = row["completion_mask"].count(0)
+        assert row["input_ids"][:n_prompt] == prompt_ids
+        assert row["input_ids"][n_prompt:] == completion_ids
+        assert row["completion_mask"] == [0] * len(prompt_ids) + [1] * len(completion_ids)
+        # The answer closes its turn, so the model learns to stop.
+        assert tok.eos_token_id in completion_ids
+
+
+def test_answer_only_loss_masks_the_prompt(task, tiny_model_dir, tokenizer, tmp_path):
+    config = TrainConfig(batch_size=3, max_length=MAX_LENGTH)
+    trainer, _, dropped = build_trainer(task, PAIRS, str(tiny_model_dir), tmp_path, config)
+    assert dropped == 0
+    rows, _ = build_training_rows(task, PAIRS, tokenizer, MAX_LENGTH)
+    by_ids = {tuple(row["input_ids"]): row for row in rows}
+    # The batches the trainer feeds the model: labels are -100 over the prompt and over padding,
+    # and equal to the input ids over the answer.
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["labels"].shape == batch["input_ids"].shape and batch["input_ids"].shape[0] == 3
+    for input_ids, labels, attention in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+        length = int(attention.sum())
+        row = by_ids[tuple(input_ids[:length].tolist())]
+        n_prompt = row["completion_mask"].count(0)
+        assert (labels[:n_prompt] == -100).all()
+        assert labels[n_prompt:length].tolist() == row["input_ids"][n_prompt:]
+        assert (labels[length:] == -100).all()
+
+
+def test_too_long_examples_are_dropped_and_counted(task, tokenizer, lora_run):
+    rows, dropped = build_training_rows(task, [*PAIRS, LONG_PAIR, LONG_PAIR], tokenizer, MAX_LENGTH)
+    assert (len(rows), dropped) == (len(PAIRS), 2)
+    assert all(len(row["input_ids"]) <= MAX_LENGTH for row in rows)
+    # An example exactly at the limit stays.
+    longest = max(len(row["input_ids"]) for row in rows)
+    assert len(build_training_rows(task, PAIRS, tokenizer, longest)[0]) == len(PAIRS)
+    assert len(build_training_rows(task, PAIRS, tokenizer, longest - 1)[0]) < len(PAIRS)
+    result, _ = lora_run
+    assert (result.n_train, result.n_dropped_too_long) == (len(PAIRS), 1)
+
+
+def test_nothing_to_train_on_is_a_clear_error(task, tiny_model_dir, tmp_path):
+    with pytest.raises(SelfGuideError, match="nothing to train on"):
+        train(task, [], str(tiny_model_dir), tmp_path / "a", LORA)
+    with pytest.raises(SelfGuideError, match="nothing to train on: all 2 pairs are longer than max_length=128"):
+        train(task, [LONG_PAIR, LONG_PAIR], str(tiny_model_dir), tmp_path / "b", LORA)
+
+
+def test_lora_training_lowers_the_loss(task, tiny_model_dir, tokenizer, lora_run):
+    from peft import PeftModel
+
+    result, _ = lora_run
+    losses = [entry["loss"] for entry in read_log(result.log_path) if "loss" in entry]
+    assert len(losses) == result.steps == 3 * len(PAIRS)
+    assert result.final_loss == pytest.approx(losses[-1])
+    first_epoch, last_epoch = losses[: len(PAIRS)], losses[-len(PAIRS) :]
+    assert sum(last_epoch) / len(last_epoch) < 0.5 * sum(first_epoch) / len(first_epoch)
+    # And on the training pairs, measured independently of the trainer's own log.
+    rows, _ = build_training_rows(task, PAIRS, tokenizer, MAX_LENGTH)
+    before = answer_loss(load_base(tiny_model_dir), rows)
+    after = answer_loss(PeftModel.from_pretrained(load_base(tiny_model_dir), str(result.adapter_dir)), rows)
+    assert after < 0.5 * before
+
+
+def test_lora_outputs_reload_and_change_the_model(task, tiny_model_dir, tokenizer, lora_run):
+    from peft import PeftModel
+
+    result, out = lora_run
+    adapter = result.adapter_dir
+    assert adapter == out / "adapter" and result.model_dir is None
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json", "tokenizer.json"):
+        assert (adapter / name).is_file(), name
+    assert json.loads((adapter / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+    # One checkpoint per epoch, and the resolved config.
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-16", "checkpoint-24", "checkpoint-8"]
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["learning_rate"] == 1e-2 and saved["bf16"] is False and saved["method"] == "lora"
+    assert TrainConfig(**saved).resolved() == TrainConfig(**saved)
+    assert TrainConfig().resolved(cuda_bf16=False).learning_rate == 2e-4
+    assert TrainConfig(method="full").resolved(cuda_bf16=True).model_dump()["learning_rate"] == 5e-5
+    assert TrainConfig().resolved(cuda_bf16=True).bf16 is True
+
+    base = load_base(tiny_model_dir)
+    tuned = PeftModel.from_pretrained(load_base(tiny_model_dir), str(adapter))
+    prompt = torch.tensor([encode_prompt(tokenizer, messages_for(task, PAIRS[0][0]))])
+    with torch.no_grad():
+        base_logits, tuned_logits = base(prompt).logits, tuned(prompt).logits
+        assert not torch.allclose(base_logits, tuned_logits, atol=1e-3)
+        base_out = base.generate(prompt, max_new_tokens=6, do_sample=False)[0, prompt.shape[1] :]
+        tuned_out = tuned.generate(prompt, max_new_tokens=6, do_sample=False)[0, prompt.shape[1] :]
+    assert base_out.tolist() != tuned_out.tolist()
+    # The tuned model answers with a color and closes its turn.
+    assert tokenizer.decode(tuned_out, skip_special_tokens=True).strip() in set(COLORS)
+    assert tokenizer.eos_token_id in tuned_out.tolist()
+
+
+def test_merge_adapter_matches_base_plus_adapter(task, tiny_model_dir, tokenizer, lora_run, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result, _ = lora_run
+    merged_dir = merge_adapter(str(tiny_model_dir), result.adapter_dir, tmp_path / "merged")
+    assert not (merged_dir / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir)
+    assert AutoTokenizer.from_pretrained(merged_dir).chat_template == tokenizer.chat_template
+    tuned = PeftModel.from_pretrained(load_base(tiny_model_dir), str(result.adapter_dir)).eval()
+    prompt = torch.tensor([encode_prompt(tokenizer, messages_for(task, "Item 3"))])
+    with torch.no_grad():
+        assert torch.allclose(merged.eval()(prompt).logits, tuned(prompt).logits, atol=1e-4)
+
+
+def test_full_finetune_writes_a_loadable_model(task, tiny_model_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    config = TrainConfig(method="full", epochs=1, learning_rate=1e-3, max_length=MAX_LENGTH, save_every_epoch=False)
+    result = train(task, PAIRS, str(tiny_model_dir), tmp_path, config)
+    assert result.model_dir == tmp_path / "model" and result.adapter_dir is None
+    assert not (tmp_path / "adapter").exists() and not list((tmp_path / "checkpoints").glob("checkpoint-*"))
+    assert json.loads((tmp_path / "train_config.json").read_text())["learning_rate"] == 1e-3
+    tuned = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    base = load_base(tiny_model_dir)
+    tuned_weights, base_weights = tuned.state_dict(), base.state_dict()
+    assert tuned_weights.keys() == base_weights.keys()
+    assert any(not torch.equal(tuned_weights[k], base_weights[k]) for k in base_weights)
+    rows, _ = build_training_rows(task, PAIRS, tokenizer, MAX_LENGTH)
+    assert answer_loss(tuned, rows) < answer_loss(base, rows)
+
+
+def test_training_is_deterministic_given_the_seed(task, tiny_model_dir, tmp_path):
+    config = TrainConfig(epochs=1, learning_rate=1e-2, max_length=MAX_LENGTH, save_every_epoch=False)
+    runs = [train(task, PAIRS, str(tiny_model_dir), tmp_path / name, config) for name in ("a", "b")]
+    losses = [[e["loss"] for e in read_log(r.log_path) if "loss" in e] for r in runs]
+    assert losses[0] == losses[1]
+    other = train(task, PAIRS, str(tiny_model_dir), tmp_path / "c", config.model_copy(update={"seed": 7}))
+    assert [e["loss"] for e in read_log(other.log_path) if "loss" in e] != losses[0]
+
+
+def test_resume_continues_from_the_last_finished_epoch(task, tiny_model_dir, tmp_path):
+    import shutil
+
+    config = TrainConfig(epochs=2, learning_rate=1e-2, max_length=MAX_LENGTH)
+    full = train(task, PAIRS, str(tiny_model_dir), tmp_path, config)
+    full_log = [e for e in read_log(full.log_path) if "loss" in e]
+    assert [e["step"] for e in full_log] == list(range(1, 17))
+
+    # A crash during epoch 2: its checkpoint and the final adapter never got written, but its first
+    # steps were already logged.
+    shutil.rmtree(tmp_path / "checkpoints" / "checkpoint-16")
+    shutil.rmtree(tmp_path / "adapter")
+    resumed = train(task, PAIRS, str(tiny_model_dir), tmp_path, config)
+    log = [e for e in read_log(resumed.log_path) if "loss" in e]
+    # Steps 1-8 kept from the first run, 9-16 trained again after resuming: each step logged once.
+    assert [e["step"] for e in log] == list(range(1, 17))
+    assert resumed.steps == 16 and (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    # Resuming restores optimizer, scheduler, data order and RNG: the same losses as without the crash.
+    assert [e["loss"] for e in log] == pytest.approx([e["loss"] for e in full_log], rel=1e-4)
+
+    # Checkpoints from another run (here another learning rate) are refused, not silently reused.
+    with pytest.raises(SelfGuideError, match="different run"):
+        train(task, PAIRS, str(tiny_model_dir), tmp_path, config.model_copy(update={"learning_rate": 5e-3}))
+    # Without resume, old checkpoints are cleared and training starts over.
+    fresh = train(task, PAIRS, str(tiny_model_dir), tmp_path, config.model_copy(update={"epochs": 1}), resume=False)
+    assert fresh.steps == 8
+    assert [p.name for p in (tmp_path / "checkpoints").glob("checkpoint-*")] == ["checkpoint-8"]
+    assert [e["step"] for e in read_log(fresh.log_path) if "loss" in e] == list(range(1, 9))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_training_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir, tmp_path):
+    # `accelerate launch --cpu --num_processes 2` starts a single process unless an MPI hostfile is
+    # given (accelerate 1.x simple launcher), so the two processes come from the torchrun launcher
+    # (--multi_gpu) with CUDA hidden and ACCELERATE_USE_CPU set: DDP over gloo on the CPU.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+        str(REPO / "tests" / "accelerate_train_script.py"), str(tiny_model_dir), str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    reports = [json.loads((out / f"rank-{i}.json").read_text()) for i in range(2)]
+    assert [r["num_processes"] for r in reports] == [2, 2]
+    assert reports[0]["distributed_type"].endswith("MULTI_CPU") and reports[0]["backend"] == "gloo"
+    # 8 pairs over 2 processes at batch size 1: 4 steps per epoch, 2 epochs, the same on both ranks.
+    assert [r["steps"] for r in reports] == [8, 8]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    # Only the main process logged: each step once.
+    steps = [e["step"] for e in read_log(out / "train_log.jsonl") if "loss" in e]
+    assert steps == list(range(1, 9))
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
