@@ -162,6 +162,7 @@ class FaultProxy:
     mode: str = "503"
     retry_after: str | None = None
     echo_auth: bool = False  # failures quote the Authorization header back (a careless server)
+    reject_n: int | None = None  # answer requests with n > 1 with this status, as llama.cpp does
     requests: int = 0
     failed: int = 0
     forwarded: int = 0
@@ -209,6 +210,10 @@ def _make_handler(proxy: FaultProxy):
         def _handle_counted(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            try:
+                payload = json.loads(body) if body else None
+            except ValueError:
+                payload = body
             with proxy._lock:
                 proxy.requests += 1
                 number = proxy.requests
@@ -216,13 +221,13 @@ def _make_handler(proxy: FaultProxy):
                 if fail:
                     proxy.failed += 1
                 if body:
-                    try:
-                        proxy.bodies.append(json.loads(body))
-                    except ValueError:
-                        proxy.bodies.append(body)
-                proxy.headers.append(dict(self.headers.items()))
+                    proxy.bodies.append(payload)
+                proxy.headers.append({k.lower(): v for k, v in self.headers.items()})  # names lower-cased
+            wants_n = isinstance(payload, dict) and (payload.get("n") or 1) > 1
             if fail:
                 self._fail()
+            elif proxy.reject_n is not None and wants_n:
+                self._reply(proxy.reject_n, {"error": {"code": proxy.reject_n, "message": "Only one completion choice is allowed", "type": "server_error"}})
             elif proxy.upstream is None:
                 self._reply(502, {"error": {"message": "no upstream", "type": "proxy_error"}})
             else:

@@ -194,6 +194,19 @@ def test_top_k_goes_in_the_body_and_a_refusal_says_what_to_do(server, proxy):
     assert p.bodies[0]["top_k"] == -1  # off, explicitly
 
 
+@pytest.mark.parametrize("status", [400, 500])
+def test_server_refusing_n_gets_one_request_per_sample(server, status):
+    # llama.cpp answers n > 1 with "Only one completion choice is allowed" (500 or 400): no retries.
+    batch = requests(2, n=3)
+    with fault_proxy(server.base_url, fail="never", reject_n=status) as (p, url):
+        model = backend(server, url, concurrency=2, backoff_base=1.0)
+        started = time.monotonic()
+        check_completions(dict(model.generate(batch)), batch)
+        assert time.monotonic() - started < 10
+    assert p.requests == 2 + 6 and p.forwarded == 6 and model.stats["retries"] == 0
+    assert sorted(b["seed"] for b in p.bodies if "n" not in b) == sorted(sample_seed(r.params.seed, j) for r in batch for j in range(3))
+
+
 def test_n_per_request_off_and_seed_switch(server, proxy):
     p, url = proxy
     model = backend(server, url, n_per_request=False, send_seed=False)
@@ -209,7 +222,7 @@ def test_api_key_never_leaks(server, monkeypatch, caplog):
     with fault_proxy(server.base_url, fail="first", k=1, mode="503", echo_auth=True) as (p, url):
         model = OpenAIBackend(server.model, base_url=url, api_key_env="SELFGUIDE_TEST_API_KEY", send_top_k=False, **FAST)
         results = dict(model.generate(requests(1)))  # a retry logs the (echoing) server message
-    assert p.headers[0]["Authorization"] == f"Bearer {secret}", "the key is sent to the server"
+    assert p.headers[0]["authorization"] == f"Bearer {secret}", "the key is sent to the server"
     assert len(results) == 1
     assert secret not in repr(model) and secret not in str(model)
     assert secret not in repr(model.info) and secret not in model.info.fingerprint and secret not in str(model.info.extra)
@@ -232,7 +245,7 @@ def test_missing_key_uses_a_dummy(server, proxy, monkeypatch):
     p, url = proxy
     model = OpenAIBackend(server.model, base_url=url, api_key_env="SELFGUIDE_UNSET_KEY", send_top_k=False)
     assert len(dict(model.generate(requests(1)))) == 1
-    assert p.headers[0]["Authorization"] == "Bearer EMPTY"
+    assert p.headers[0]["authorization"] == "Bearer EMPTY"
     assert model.info.backend == "openai" and model.info.fingerprint == f"{url}|{server.model}"
     assert model.info.extra == {"base_url": url}
 

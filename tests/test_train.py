@@ -163,7 +163,8 @@ def test_lora_outputs_reload_and_change_the_model(task, tiny_model_dir, tokenize
         assert (adapter / name).is_file(), name
     assert json.loads((adapter / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
     # One checkpoint per epoch, and the resolved config.
-    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-16", "checkpoint-24", "checkpoint-8"]
+    checkpoints = sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-16", "checkpoint-24", "checkpoint-8"]
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["learning_rate"] == 1e-2 and saved["bf16"] is False and saved["method"] == "lora"
     assert TrainConfig(**saved).resolved() == TrainConfig(**saved)

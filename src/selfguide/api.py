@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfguide.backends.cache import CallCache
-from selfguide.backends.factory import cached_model, model_fingerprint
+from selfguide.backends.factory import ModelConfig, cached_model, model_fingerprint
 from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import SelfGuideError
 from selfguide.io import read_jsonl, write_json, write_text
@@ -82,29 +82,32 @@ class TrainOutput:
 
 
 def train(config: RunConfig, dataset_path: Path, out_dir: Path | None = None, *, merge: bool = False) -> TrainOutput:
-    """Finetune `config.model.name` on a dataset.jsonl of {input, output}; reuse a finished
-    training with the same data, task prompt, model and settings."""
-    from selfguide.train.sft import merge_adapter
-    from selfguide.train.sft import train as run_training
-
+    """Finetune `config.model.name` on a dataset.jsonl of {input, output} with the task prompt."""
     require_model(config)
     task = load_run_task(config)
     out = out_dir or run_dir(config, task) / "train"
     pairs = read_pairs(dataset_path)
     if not pairs:
         raise SelfGuideError(f"{dataset_path}: no pairs to train on (synthesis kept none: see synth/summary.md)")
+    return train_on_pairs(config, task, pairs, out, merge=merge)
+
+
+def train_on_pairs(config: RunConfig, task: TaskSpec, pairs: list[tuple[str, str]], out: Path, *, merge: bool = False) -> TrainOutput:
+    """Train, or reuse a finished training with the same data, task prompt, model and settings."""
+    from selfguide.train.sft import merge_adapter
+    from selfguide.train.sft import train as run_training
+
     fingerprint = training_fingerprint(config, task, pairs)
     done_path = out / "done.json"
-    if done_path.exists() and json.loads(done_path.read_text()).get("fingerprint") == fingerprint:
-        done = json.loads(done_path.read_text())
+    done = json.loads(done_path.read_text()) if done_path.exists() else {}
+    if done.get("fingerprint") == fingerprint and Path(done["model_dir"]).exists():
         result = TrainOutput(out, Path(done["model_dir"]), done["is_adapter"], done["n_train"], done["n_dropped_too_long"], out / "train_log.jsonl", reused=True)
     else:
         trained = run_training(task, pairs, config.model.name, out, config.train)
-        is_adapter = config.train.method == "lora"
-        result = TrainOutput(out, Path(trained.model_dir), is_adapter, trained.n_train, trained.n_dropped_too_long, Path(trained.log_path))
+        result = TrainOutput(out, Path(trained.output_dir), trained.adapter_dir is not None, trained.n_train, trained.n_dropped_too_long, Path(trained.log_path))
         write_json(
             done_path,
-            {"fingerprint": fingerprint, "model_dir": str(result.model_dir), "is_adapter": is_adapter, "n_train": result.n_train, "n_dropped_too_long": result.n_dropped_too_long},
+            {"fingerprint": fingerprint, "model_dir": str(result.model_dir), "is_adapter": result.is_adapter, "n_train": result.n_train, "n_dropped_too_long": result.n_dropped_too_long},
         )
     if merge and result.is_adapter:
         result.merged_dir = merge_adapter(config.model.name, result.model_dir, out / "merged")
@@ -153,10 +156,9 @@ def evaluate(
     require_model(config)
     task = load_run_task(config)
     out = run_dir(config, task)
-    model_config = finetuned_model_config(config, adapter, model_dir)
     label = name or ("finetuned" if adapter or model_dir else "prompting")
     cache = open_cache(config, out)
-    model = cached_model(model_config, cache, max_calls=max_calls, progress=progress)
+    model = cached_model(finetuned_model_config(config.model, adapter, model_dir), cache, max_calls=max_calls, progress=progress)
     try:
         return run_eval(task, model, config.eval, out_dir or out / "eval" / label, name=label)
     finally:
@@ -164,12 +166,18 @@ def evaluate(
         cache.close()
 
 
-def finetuned_model_config(config: RunConfig, adapter: str | None, model_dir: str | None):
-    """The finetuned model is served in-process by transformers unless the backend is vllm."""
+def finetuned_model_config(model: ModelConfig, adapter: str | Path | None, model_dir: str | Path | None = None) -> ModelConfig:
+    """The finetuned model runs in-process: transformers, or vLLM when that is the backend."""
     if not adapter and not model_dir:
-        return config.model
-    backend = "vllm" if config.model.backend == "vllm" else "hf"
-    return config.model.model_copy(update={"backend": backend, "name": model_dir or config.model.name, "adapter": adapter})
+        return model
+    backend = "vllm" if model.backend == "vllm" else "hf"
+    return model.model_copy(update={"backend": backend, "name": str(model_dir or model.name), "adapter": str(adapter) if adapter else None})
+
+
+def trained_model_config(model: ModelConfig, trained: TrainOutput) -> ModelConfig:
+    if trained.is_adapter:
+        return finetuned_model_config(model, trained.model_dir)
+    return finetuned_model_config(model, None, trained.model_dir)
 
 
 @dataclass

@@ -219,6 +219,74 @@ def run(
         typer.echo(f"report: {path}")
 
 
+bench_app = typer.Typer(help="Benchmarks: the paper's protocol as one command.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("superni")
+def bench_superni(
+    model: ModelOpt = None,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="Only these tasks (repeatable or comma-separated), e.g. --tasks task190,task036.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N items of each eval set.")] = None,
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="Narrow an axis of the grid: --grid temperature=0.7,1.0 --grid epochs=1 (axes: temperature, input_length_filter, output_length_filter, epochs).")] = None,
+    setting: Annotated[Optional[str], typer.Option(help="Skip tuning and use this setting, e.g. temperature=0.8,input_length_filter=true,output_length_filter=false,epochs=3.")] = None,
+    eval_split: Annotated[str, typer.Option(help="selfguide: the authors' test/validation splits where present, official first 100 otherwise; official: always the first 100.")] = "selfguide",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/bench-superni"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs the grid implies; run nothing.")] = False,
+    max_calls: Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")] = None,
+    parallel: Annotated[int, typer.Option(help="Tasks at once (openai backend only; in-process models run one task at a time).")] = 4,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Reproduce the SELF-GUIDE evaluation on the SuperNI tasks: tune one setting on the tuning
+    tasks (max-min gain), then compare it with four baselines on the held-out tasks.
+
+    Examples:
+      selfguide bench superni --model lmsys/vicuna-7b-v1.5 --dry-run
+      selfguide bench superni -m ./tiny-model --tasks task190,task036,task1516,task1562 --grid temperature=1.0 --grid epochs=1,2 --limit 5 -c configs/tiny.yaml
+    """
+    from selfguide.benchmark.grid import parse_grid, parse_setting
+    from selfguide.benchmark.superni import BenchOptions, bench_superni as run_bench
+    from selfguide.benchmark.superni import results_markdown
+
+    if eval_split not in ("selfguide", "official"):
+        raise SelfGuideError(f"--eval-split: expected selfguide or official, got {eval_split!r}")
+    cfg = build_config(config, set_, model=model, backend=backend, base_url=base_url, seed=seed, limit=limit)
+    if not cfg.model.name:
+        raise SelfGuideError("no model given: pass --model (a hub id, a local folder, or the served model name)")
+    names = [n.strip() for item in tasks or [] for n in item.split(",") if n.strip()] or None
+    options = BenchOptions(
+        out=out,
+        tasks=names,
+        grid=parse_grid(grid),
+        setting=parse_setting(setting) if setting else None,
+        limit=limit,
+        eval_split=eval_split,
+        max_calls=max_calls,
+        parallel=parallel,
+        progress=not quiet,
+    )
+    summary = run_bench(cfg, options, dry_run=dry_run)
+    if summary["missing_tasks"]:
+        typer.echo(f"missing here (skipped): {', '.join(summary['missing_tasks'])}")
+    if dry_run:
+        plan = summary["plan"]
+        typer.echo(f"grid: {summary['grid_size']} settings")
+        for stage, (low, high) in plan["by_stage"].items():
+            typer.echo(f"  {stage}: {low if low == high else f'{low} to {high}'} model calls")
+        low, high = plan["model_calls_at_least"], plan["model_calls_at_most"]
+        typer.echo(f"model calls: {low if low == high else f'{low} to {high} (annotation needs one call per input the filters keep)'}")
+        typer.echo(f"generated tokens: at most {plan['generated_tokens_at_most']}")
+        typer.echo(f"training runs: {plan['training_runs']}")
+        return
+    typer.echo(results_markdown(summary))
+    typer.echo(f"results: {out / 'results.md'} (and results.csv, results.json)")
+
+
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Argument(help="Folder to write the model and tokenizer into.")] = Path("tiny-model"),

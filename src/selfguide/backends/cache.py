@@ -112,6 +112,7 @@ class CachedModel:
         *,
         max_calls: int | None = None,
         progress: bool = True,
+        stats: CallStats | None = None,
     ):
         self.info = info
         self._make_backend = make_backend
@@ -119,7 +120,7 @@ class CachedModel:
         self.cache = cache
         self.max_calls = max_calls
         self.progress = progress
-        self.stats = CallStats()
+        self.stats = stats or CallStats()  # share one to hold several models to one --max-calls budget
 
     def generate(self, requests: Sequence[Request], desc: str = "generating", progress: bool | None = None) -> list[list[Completion]]:
         keys = [request_key(self.info, r) for r in requests]
@@ -132,19 +133,17 @@ class CachedModel:
             if result is None:
                 missing.setdefault(key, []).append(i)
         if missing:
-            if self.max_calls is not None and self.stats.calls + len(missing) > self.max_calls:
-                raise BudgetExceeded(
-                    f"the --max-calls budget of {self.max_calls} model calls is reached "
-                    f"({self.stats.calls} made, {len(missing)} more needed for {desc}); everything finished is cached: "
-                    "rerun the same command with a larger --max-calls (or none) to continue"
-                )
-            todo = [requests[idx[0]] for idx in missing.values()]
             todo_keys = list(missing)
-            backend = self.backend()
+            over_budget = False
+            if self.max_calls is not None and self.stats.calls + len(todo_keys) > self.max_calls:
+                # Spend what is left of the budget, keep it all in the cache, then stop cleanly.
+                todo_keys = todo_keys[: max(0, self.max_calls - self.stats.calls)]
+                over_budget = True
+            todo = [requests[missing[key][0]] for key in todo_keys]
             started = time.perf_counter()
             bar = tqdm(total=len(requests), initial=len(requests) - sum(len(v) for v in missing.values()), desc=desc, disable=not (self.progress if progress is None else progress), unit="call")
             try:
-                for j, completions in backend.generate(todo):
+                for j, completions in (self.backend().generate(todo) if todo else ()):
                     key = todo_keys[j]
                     self.cache.put(key, self.info.model, todo[j], completions)
                     self.stats.calls += 1
@@ -156,6 +155,11 @@ class CachedModel:
             finally:
                 bar.close()
                 self.stats.seconds += time.perf_counter() - started
+            if over_budget:
+                raise BudgetExceeded(
+                    f"stopped at the --max-calls budget of {self.max_calls} model calls during {desc}; "
+                    "everything finished is cached: rerun the same command (with a larger --max-calls, or none) to continue"
+                )
         assert all(r is not None for r in results), "backend did not answer every request"
         return results  # type: ignore[return-value]
 

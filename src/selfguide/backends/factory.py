@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfguide.backends.base import Backend, BackendInfo
-from selfguide.backends.cache import CachedModel, CallCache
+from selfguide.backends.cache import CachedModel, CallCache, CallStats
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
 
@@ -90,6 +90,8 @@ def make_backend(config: ModelConfig) -> Backend:
     return VLLMBackend(config.name, adapter=config.adapter, dtype=config.dtype, gpu_memory_utilization=config.gpu_memory_utilization)
 
 
-def cached_model(config: ModelConfig, cache: CallCache, *, max_calls: int | None = None, progress: bool = True) -> CachedModel:
+def cached_model(
+    config: ModelConfig, cache: CallCache, *, max_calls: int | None = None, progress: bool = True, stats: CallStats | None = None
+) -> CachedModel:
     """The model behind the call cache; the backend itself loads on the first uncached call."""
-    return CachedModel(backend_info(config), lambda: make_backend(config), cache, max_calls=max_calls, progress=progress)
+    return CachedModel(backend_info(config), lambda: make_backend(config), cache, max_calls=max_calls, progress=progress, stats=stats)

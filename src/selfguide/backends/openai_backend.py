@@ -8,8 +8,9 @@ persist them and a crash loses only what was in flight.
 Servers differ, so the backend is defensive:
 - stop strings: at most 4 are sent (the OpenAI limit); the text is cut at the first occurrence of
   any of them client-side as well, since some servers keep the stop string or ignore the rest;
-- `n`: if the server returns fewer choices than asked (or `n_per_request=False`), the missing
-  samples are fetched one request each, with seeds derived from (seed, sample index);
+- `n`: if the server returns fewer choices than asked, refuses `n > 1` (llama.cpp), or
+  `n_per_request=False`, the samples are fetched one request each, with seeds derived from
+  (seed, sample index); once seen, the backend remembers it for the rest of its life;
 - `top_k` goes in `extra_body` (vLLM, SGLang, llama.cpp take it; hosted OpenAI and `transformers
   serve` reject it: turn `send_top_k` off for those);
 - retries (429, 5xx, timeouts, dropped connections) are done here, with exponential backoff and
@@ -27,6 +28,7 @@ import logging
 import os
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -66,6 +68,14 @@ def split_evenly(total: int, parts: int) -> list[int]:
 
 class _Stopped(Exception):
     """A worker noticed the batch was abandoned (an error elsewhere, or the caller stopped)."""
+
+
+class _NRejected(Exception):
+    """The server refused n > 1 (llama.cpp: "Only one completion choice is allowed")."""
+
+
+# Error messages that say the server does not take `n` (rather than something else being wrong).
+N_REFUSAL = re.compile(r"\bn\b|\bchoices?\b", re.IGNORECASE)
 
 
 class OpenAIBackend:
@@ -156,8 +166,16 @@ class OpenAIBackend:
                 future = done.get()
                 outstanding -= 1
                 i, asked, first_slot = future.meta  # type: ignore[attr-defined]
-                completions = future.result()  # re-raises a worker's SelfGuideError
                 want = max(requests[i].params.n, 1)
+                try:
+                    completions = future.result()  # re-raises a worker's SelfGuideError
+                except _NRejected as refusal:
+                    if not self._n_ignored:
+                        logger.info("%s refuses n=%d (%s): fetching samples one request each", self.base_url, asked, refusal)
+                    self._n_ignored = True
+                    for j in range(first_slot, first_slot + asked):
+                        submit(i, 1, sample_seed(requests[i].params.seed, j), j)
+                    continue
                 for k, completion in enumerate(completions[:asked]):
                     slots[i][first_slot + k] = completion
                 if asked > 1 and len(completions) < asked:
@@ -197,6 +215,8 @@ class OpenAIBackend:
                 return self._completions(response, params)
             except openai.APIStatusError as e:
                 message = self._redact(_server_message(e))
+                if n > 1 and e.status_code in (400, 422, 500) and N_REFUSAL.search(message):
+                    raise _NRejected(f"HTTP {e.status_code}: {message}") from None
                 if e.status_code not in RETRYABLE_STATUS:
                     raise SelfGuideError(self._fatal_message(e.status_code, message)) from None
                 last_error = f"HTTP {e.status_code}: {message}"

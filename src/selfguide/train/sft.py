@@ -133,7 +133,8 @@ def build_training_rows(
     for source_input, answer in pairs:
         messages = task_messages(task.instruction, demos, source_input)
         prompt_ids = list(encode_prompt(tokenizer, messages))
-        completion_ids = list(tokenizer(render_answer(tokenizer, messages, answer), add_special_tokens=False)["input_ids"])
+        completion_text = render_answer(tokenizer, messages, answer)
+        completion_ids = list(tokenizer(completion_text, add_special_tokens=False)["input_ids"])
         if len(prompt_ids) + len(completion_ids) > max_length:
             dropped += 1
             continue
@@ -164,7 +165,7 @@ def build_trainer(
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    out_dir = Path(out_dir)
+    model, out_dir = str(model), Path(out_dir)
     resolved = config.resolved()
     if not pairs:
         raise SelfGuideError("nothing to train on: no (input, output) pairs were given")
@@ -182,7 +183,9 @@ def build_trainer(
     # master weights and runs the forward under bf16 autocast.
     dtype = "bfloat16" if (lora and resolved.bf16) else "float32"
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
-    checkpointing_field = "activation_checkpointing" if "activation_checkpointing" in _fields(SFTConfig) else "gradient_checkpointing"
+    checkpointing_field = "activation_checkpointing"
+    if checkpointing_field not in _fields(SFTConfig):
+        checkpointing_field = "gradient_checkpointing"
     args = SFTConfig(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=resolved.epochs,
@@ -364,7 +367,8 @@ def last_checkpoint(folder: Path) -> Path | None:
 def run_fingerprint(model: str, config: TrainConfig, input_ids: list[list[int]]) -> str:
     """A hash of what decides the training run, to refuse resuming someone else's checkpoints."""
     digest = hashlib.sha256()
-    digest.update(json.dumps({"model": str(model), "config": config.model_dump()}, sort_keys=True).encode())
+    model = str(Path(model).resolve()) if Path(model).is_dir() else str(model)
+    digest.update(json.dumps({"model": model, "config": config.model_dump()}, sort_keys=True).encode())
     for ids in input_ids:
         digest.update(json.dumps(list(ids)).encode())
     return digest.hexdigest()

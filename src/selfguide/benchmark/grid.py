@@ -1,0 +1,125 @@
+"""The SELF-GUIDE benchmark's tasks (SPEC §3), its settings grid and the max-min selection rule (SPEC §2.5)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+from selfguide.errors import BadInputError
+
+TUNING = {
+    "classification": ["task190", "task199", "task200", "task738", "task937", "task1385", "task1386"],
+    "generation": ["task036", "task039", "task121", "task1195"],
+}
+HELD_OUT = {
+    "classification": ["task1516", "task1529", "task1612", "task1615", "task284", "task329", "task346"],
+    "generation": ["task1345", "task281", "task1562", "task1622"],
+}
+# The paper's averages over its held-out tasks, Vicuna-7B-v1.5, SELF-GUIDE minus prompting.
+PAPER_GAINS = {"classification": ("exact_match", 14.5), "generation": ("rougeL", 17.9)}
+
+GRID_AXES = {
+    "temperature": [0.6, 0.7, 0.8, 0.9, 1.0],
+    "input_length_filter": [True, False],
+    "output_length_filter": [True, False],
+    "epochs": [1, 2, 3],
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    temperature: float
+    input_length_filter: bool
+    output_length_filter: bool
+    epochs: int
+
+    @property
+    def key(self) -> str:
+        return f"T{self.temperature:g}-in{int(self.input_length_filter)}-out{int(self.output_length_filter)}-e{self.epochs}"
+
+    @property
+    def synth_key(self) -> str:
+        """What changes the synthetic dataset (training epochs do not)."""
+        return f"T{self.temperature:g}-in{int(self.input_length_filter)}-out{int(self.output_length_filter)}"
+
+    @property
+    def calls_key(self) -> str:
+        """What changes the model calls of synthesis (the output filter runs after the calls)."""
+        return f"T{self.temperature:g}-in{int(self.input_length_filter)}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def for_task(self, task_type: str) -> Setting:
+        """Classification has no output length filter: its settings collapse onto one."""
+        if task_type == "classification":
+            return Setting(self.temperature, self.input_length_filter, False, self.epochs)
+        return self
+
+    def overrides(self) -> list[str]:
+        return [
+            f"synth.inputs.temperature={self.temperature}",
+            f"synth.input_filters.length_filter={str(self.input_length_filter).lower()}",
+            f"synth.outputs.length_filter={str(self.output_length_filter).lower()}",
+            f"train.epochs={self.epochs}",
+        ]
+
+
+def parse_grid(specs: list[str] | None) -> list[Setting]:
+    """`key=v1,v2` per axis, e.g. ["temperature=0.7,1.0", "epochs=1"]; unnamed axes keep the paper's values."""
+    axes = {k: list(v) for k, v in GRID_AXES.items()}
+    for spec in specs or []:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        if not sep or key not in axes or not values.strip():
+            raise BadInputError("--grid", repr(spec), f"AXIS=v1,v2 with AXIS one of {', '.join(GRID_AXES)}")
+        axes[key] = [parse_value(key, v.strip(), spec) for v in values.split(",")]
+    return [Setting(*combo) for combo in itertools.product(*axes.values())]
+
+
+def parse_setting(spec: str) -> Setting:
+    """`temperature=0.7,input_length_filter=true,output_length_filter=false,epochs=3` (missing keys: paper's first)."""
+    values = {k: v[0] for k, v in GRID_AXES.items()}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in GRID_AXES:
+            raise BadInputError("--setting", repr(part), f"AXIS=value with AXIS one of {', '.join(GRID_AXES)}")
+        values[key.strip()] = parse_value(key.strip(), value.strip(), spec)
+    return Setting(**values)
+
+
+def parse_value(axis: str, raw: str, spec: str) -> float | bool | int:
+    try:
+        if axis == "temperature":
+            value = float(raw)
+            if value < 0:
+                raise ValueError
+            return value
+        if axis == "epochs":
+            value = int(raw)
+            if value < 1:
+                raise ValueError
+            return value
+        lowered = raw.lower()
+        if lowered not in ("true", "false", "on", "off", "1", "0"):
+            raise ValueError
+        return lowered in ("true", "on", "1")
+    except ValueError:
+        expected = {"temperature": "a number >= 0", "epochs": "a whole number >= 1"}.get(axis, "true or false")
+        raise BadInputError("--grid/--setting", f"{axis} in {spec!r}", expected, repr(raw)) from None
+
+
+def select_setting(gains: dict[str, dict[str, float]]) -> tuple[str, float]:
+    """The setting whose minimum gain over the tuning tasks is largest: `gains[setting][task]`.
+
+    Ties go to the setting listed first, so the choice never depends on dict order beyond the grid's."""
+    best_key, best_min = None, float("-inf")
+    for key, per_task in gains.items():
+        if not per_task:
+            continue
+        worst = min(per_task.values())
+        if worst > best_min:
+            best_key, best_min = key, worst
+    if best_key is None:
+        raise BadInputError("tuning", "gains", "at least one setting scored on at least one tuning task")
+    return best_key, best_min

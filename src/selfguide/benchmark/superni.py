@@ -1,0 +1,413 @@
+"""`selfguide bench superni`: the SELF-GUIDE protocol on the SuperNI tasks of SPEC §3.
+
+Tuning phase: every grid setting on every tuning task (validation sets), gain over prompting,
+the max-min rule picks one setting. Held-out phase: that setting and the four baselines of
+SPEC §2.6 on every held-out task (test sets). One code path serves the run and the dry run: in
+a dry run each stage only counts the model calls and training runs it would make.
+
+Layout under --out: cache.sqlite (every model call), <phase>/<task>/prompting/,
+<phase>/<task>/synth-<T,input filter>/, <phase>/<task>/<setting>/{train,eval}/, heldout/<task>/
+{few_shot,in_context,filtered}/, then results.{md,csv,json} and chosen_setting.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+
+import yaml
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from selfguide.api import TrainOutput, train_on_pairs, trained_model_config
+from selfguide.backends.base import Request, SamplingParams
+from selfguide.backends.cache import CachedModel, CallCache, CallStats, derive_seed
+from selfguide.backends.factory import cached_model
+from selfguide.benchmark.grid import HELD_OUT, PAPER_GAINS, TUNING, Setting, select_setting
+from selfguide.config import RunConfig, config_yaml, set_dotted
+from selfguide.eval.evaluate import evaluate
+from selfguide.io import read_jsonl, write_json, write_text
+from selfguide.prompts import task_messages
+from selfguide.synth.filters import length_window, noise_terms_for, normalize_label
+from selfguide.synth.outputs import check_sample
+from selfguide.synth.pipeline import synthesize
+from selfguide.tasks.spec import TaskSpec, load_task
+from selfguide.tasks.superni import find_superni_task, superni_root_default
+
+BASELINES = ["prompting", "few_shot_finetune", "synthetic_in_context", "prompting_with_filters", "self_guide"]
+FEW_SHOT_EPOCHS = 3
+
+
+@dataclass
+class BenchOptions:
+    out: Path
+    tasks: list[str] | None = None  # None: all 22
+    grid: list[Setting] = field(default_factory=list)
+    setting: Setting | None = None  # skips tuning
+    limit: int | None = None
+    eval_split: str = "selfguide"  # or "official"
+    max_calls: int | None = None
+    parallel: int = 1
+    progress: bool = True
+    superni_root: Path | None = None
+
+
+@dataclass
+class Plan:
+    """What a dry run counts: model calls (at least / at most) and training runs."""
+
+    calls: int = 0  # certain
+    calls_upper: int = 0  # at most, when some stage sizes depend on what the filters keep
+    tokens_upper: int = 0
+    training_runs: int = 0
+    by_stage: dict = field(default_factory=dict)
+
+    def add(self, stage: str, calls: int, upper: int | None = None, tokens: int = 0) -> None:
+        upper = calls if upper is None else upper
+        self.calls += calls
+        self.calls_upper += upper
+        self.tokens_upper += tokens
+        row = self.by_stage.setdefault(stage, [0, 0])
+        row[0] += calls
+        row[1] += upper
+
+    def as_dict(self) -> dict:
+        return {"model_calls_at_least": self.calls, "model_calls_at_most": self.calls_upper, "generated_tokens_at_most": self.tokens_upper, "training_runs": self.training_runs, "by_stage": self.by_stage}
+
+
+class Bench:
+    def __init__(self, base: RunConfig, options: BenchOptions, dry_run: bool = False):
+        self.base, self.options, self.dry_run = base, options, dry_run
+        self.plan = Plan()
+        self.synthesized: dict[Path, list[tuple[str, str]] | None] = {}
+        self.counted_synthesis: set[tuple[str, str]] = set()
+        self.stats = CallStats()
+        self.train_lock = threading.Lock()  # training runs in-process, one at a time
+        options.out.mkdir(parents=True, exist_ok=True)
+        self.cache = CallCache(options.out / "cache.sqlite")
+        self.model = self.make_model(base)
+
+    def make_model(self, config: RunConfig) -> CachedModel:
+        return cached_model(config.model, self.cache, max_calls=self.options.max_calls, progress=self.options.progress, stats=self.stats)
+
+    def close(self) -> None:
+        self.model.close()
+        self.cache.close()
+
+    # ---- tasks -------------------------------------------------------------------------
+
+    def load(self, name: str, phase: str) -> TaskSpec | None:
+        path = find_superni_task(name, self.options.superni_root)
+        if path is None:
+            return None
+        split = "official"
+        if self.options.eval_split == "selfguide":
+            root = self.options.superni_root or superni_root_default()
+            candidate = "selfguide-validation" if phase == "tuning" else "selfguide-test"
+            folder = "validation" if phase == "tuning" else "test"
+            if (Path(root) / "selfguide_splits" / folder / f"{name}.jsonl").exists():
+                split = candidate
+        task = load_task(path, split, self.options.superni_root)  # type: ignore[arg-type]
+        if self.options.limit:
+            task = task.model_copy(update={"eval": task.eval[: self.options.limit]})
+        return task
+
+    def setting_config(self, setting: Setting) -> RunConfig:
+        return RunConfig.model_validate(merge_overrides(self.base, setting.overrides()))
+
+    # ---- stages (each one either runs or counts) ----------------------------------------
+
+    def eval_calls(self, task: TaskSpec) -> int:
+        """Identical eval inputs make one call."""
+        return len({item.input for item in task.eval})
+
+    def prompting(self, task: TaskSpec, folder: Path) -> dict | None:
+        if self.dry_run:
+            n = self.eval_calls(task)
+            self.plan.add("eval: prompting", n, tokens=n * self.base.eval.max_new_tokens)
+            return None
+        return evaluate(task, self.model, self.base.eval, folder / "prompting", name="prompting")
+
+    def synthesize(self, task: TaskSpec, setting: Setting, folder: Path) -> list[tuple[str, str]] | None:
+        """The synthetic pairs of one setting, made once per folder; settings that differ only in
+        the output filter share their model calls through the cache."""
+        if folder not in self.synthesized:
+            self.synthesized[folder] = self._synthesize(task, setting, folder)
+        return self.synthesized[folder]
+
+    def _synthesize(self, task: TaskSpec, setting: Setting, folder: Path) -> list[tuple[str, str]] | None:
+        config = self.setting_config(setting)
+        done = (folder / "summary.json").exists()
+        if self.dry_run:
+            if (task.name, setting.calls_key) not in self.counted_synthesis:
+                self.counted_synthesis.add((task.name, setting.calls_key))
+                inputs, outputs = config.synth.inputs, config.synth.outputs
+                attempts = inputs.rounds_for(task) * inputs.prompts_per_round
+                self.plan.add("synthesis: inputs", attempts, tokens=attempts * inputs.max_new_tokens)
+                # Annotation is one call per kept input: known once the input stage has run.
+                kept = json.loads((folder / "summary.json").read_text())["stages"][0]["kept"] if done else None
+                self.plan.add("synthesis: outputs", kept or 0, attempts if kept is None else kept, tokens=(attempts if kept is None else kept) * outputs.n * outputs.max_new_tokens)
+            return [(r["input"], r["output"]) for r in read_jsonl(folder / "dataset.jsonl")] if done else None
+        synthesize(task, self.model, config.synth, folder, config.seed)
+        return [(r["input"], r["output"]) for r in read_jsonl(folder / "dataset.jsonl")]
+
+    def finetune_eval(self, task: TaskSpec, config: RunConfig, pairs: list[tuple[str, str]] | None, folder: Path, name: str) -> tuple[dict | None, TrainOutput | None]:
+        if self.dry_run:
+            if pairs is None or pairs:
+                self.plan.training_runs += 1
+                n = self.eval_calls(task)
+                self.plan.add(f"eval: {name}", n, tokens=n * config.eval.max_new_tokens)
+            return None, None
+        if not pairs:
+            return None, None
+        with self.train_lock:
+            trained = train_on_pairs(config, task, pairs, folder / "train")
+        model = cached_model(trained_model_config(config.model, trained), self.cache, max_calls=self.options.max_calls, progress=self.options.progress, stats=self.stats)
+        try:
+            return evaluate(task, model, config.eval, folder / "eval", name=name), trained
+        finally:
+            model.close()
+
+    def in_context(self, task: TaskSpec, pairs: list[tuple[str, str]] | None, folder: Path) -> dict | None:
+        """Synthetic data in the prompt: the first floor(|D|/3) pairs after the gold demos."""
+        if self.dry_run:
+            n = self.eval_calls(task)
+            if pairs is None:  # unknown yet: none if fewer than 3 pairs (then it is the prompting prompt, cached)
+                self.plan.add("eval: synthetic in context", 0, n, tokens=n * self.base.eval.max_new_tokens)
+            elif len(pairs) >= 3:
+                self.plan.add("eval: synthetic in context", n, tokens=n * self.base.eval.max_new_tokens)
+            return None
+        extra = (pairs or [])[: len(pairs or []) // 3]
+        return evaluate(task, self.model, self.base.eval, folder / "in_context", name="synthetic_in_context", extra_demos=extra)
+
+    def filtered(self, task: TaskSpec, folder: Path) -> dict | None:
+        """Prompting + filters: n samples per item, the output filters at inference, the first survivor
+        (the first sample when none survives)."""
+        outputs = self.base.synth.outputs
+        if self.dry_run:
+            n = self.eval_calls(task)
+            self.plan.add("eval: prompting with filters", n, tokens=n * outputs.n * outputs.max_new_tokens)
+            return None
+        demos = [(e.input, e.output) for e in task.examples]
+        params = SamplingParams(temperature=outputs.temperature, top_k=outputs.top_k, top_p=outputs.top_p, max_new_tokens=outputs.max_new_tokens, n=outputs.n)
+        requests = [
+            Request(task_messages(task.instruction, demos, item.input), SamplingParams(**{**params.as_dict(), "seed": derive_seed(self.base.seed, "filtered", item.input)}))
+            for item in task.eval
+        ]
+        window = length_window([len(e.output) for e in task.examples], outputs.degenerate_width)
+        terms = noise_terms_for(outputs.noise, task.is_classification)
+        predictions = []
+        for completions in self.model.generate(requests, desc="eval prompting+filters"):
+            texts = [c.text.strip() for c in completions]
+            survivors = [t for t in texts if check_sample(t, task, outputs, window, terms) is None]
+            if task.is_classification and task.labels:
+                survivors = [label for t in survivors if (label := normalize_label(t, task.labels))]
+            predictions.append(survivors[0] if survivors else (texts[0] if texts else ""))
+        return evaluate(task, self.model, self.base.eval, folder / "filtered", name="prompting_with_filters", predictions=predictions)
+
+    def few_shot(self, task: TaskSpec, folder: Path) -> dict | None:
+        config = self.base.model_copy(deep=True)
+        config.train.epochs = FEW_SHOT_EPOCHS
+        demos = [(e.input, e.output) for e in task.examples]
+        return self.finetune_eval(task, config, demos, folder / "few_shot", "few_shot_finetune")[0]
+
+
+def merge_overrides(base: RunConfig, overrides: list[str]) -> dict:
+    data = base.model_dump(mode="json")
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        set_dotted(data, key, yaml.safe_load(raw))
+    return data
+
+
+# ---- phases --------------------------------------------------------------------------------
+
+
+def tasks_of(groups: dict[str, list[str]], wanted: list[str] | None) -> list[str]:
+    names = [name for group in groups.values() for name in group]
+    return [n for n in names if wanted is None or n in wanted]
+
+
+def run_parallel(bench: Bench, names: list[str], work) -> dict:
+    """Independent tasks at once where the backend takes concurrent requests (a server)."""
+    workers = bench.options.parallel if bench.base.model.backend == "openai" else 1
+    if workers <= 1 or bench.dry_run:
+        return {name: work(name) for name in names}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(work, name) for name in names}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def tuning_phase(bench: Bench, tasks: dict[str, TaskSpec]) -> dict:
+    """Every grid setting on every tuning task; gain = reported metric minus prompting."""
+    out = bench.options.out / "tuning"
+
+    def tune(name: str) -> dict:
+        task = tasks[name]
+        folder = out / name
+        baseline = bench.prompting(task, folder)
+        rows = {}
+        for setting in dict.fromkeys(s.for_task(task.type) for s in bench.options.grid):
+            pairs = bench.synthesize(task, setting, folder / f"synth-{setting.synth_key}")
+            metrics, _ = bench.finetune_eval(task, bench.setting_config(setting), pairs, folder / setting.key, "self_guide")
+            if baseline is None:
+                continue
+            score = metrics["reported"] if metrics else baseline["reported"]  # no data: the model is unchanged
+            rows[setting.key] = {"score": score, "gain": score - baseline["reported"], "pairs": len(pairs or [])}
+        return {"baseline": baseline, "settings": rows}
+
+    results = run_parallel(bench, list(tasks), tune)
+    if bench.dry_run:
+        return {}
+    gains: dict[str, dict[str, float]] = {}
+    for setting in bench.options.grid:
+        gains[setting.key] = {name: r["settings"][setting.for_task(tasks[name].type).key]["gain"] for name, r in results.items()}
+    chosen_key, worst = select_setting(gains)
+    return {"tasks": results, "gains": gains, "chosen": chosen_key, "min_gain": worst}
+
+
+def held_out_phase(bench: Bench, tasks: dict[str, TaskSpec], setting: Setting) -> dict:
+    out = bench.options.out / "heldout"
+
+    def evaluate_task(name: str) -> dict:
+        task, folder = tasks[name], out / name
+        effective = setting.for_task(task.type)
+        results = {"prompting": bench.prompting(task, folder)}
+        pairs = bench.synthesize(task, effective, folder / f"synth-{effective.synth_key}")
+        results["self_guide"] = bench.finetune_eval(task, bench.setting_config(effective), pairs, folder / effective.key, "self_guide")[0]
+        results["few_shot_finetune"] = bench.few_shot(task, folder)
+        results["synthetic_in_context"] = bench.in_context(task, pairs, folder)
+        results["prompting_with_filters"] = bench.filtered(task, folder)
+        return {"type": task.type, "category": task.category, "pairs": None if pairs is None else len(pairs), "metrics": results}
+
+    return run_parallel(bench, list(tasks), evaluate_task)
+
+
+def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False) -> dict:
+    """Run (or count, with `dry_run`) the whole protocol and write the results files."""
+    bench = Bench(base, options, dry_run)
+    try:
+        missing, tuning, held_out = [], {}, {}
+        for phase, groups, into in (("tuning", TUNING, tuning), ("heldout", HELD_OUT, held_out)):
+            if phase == "tuning" and options.setting is not None:
+                continue
+            for name in tasks_of(groups, options.tasks):
+                task = bench.load(name, phase)
+                if task is None:
+                    missing.append(name)
+                else:
+                    into[name] = task
+        write_text(options.out / "config.yaml", config_yaml(base))
+        tuned = tuning_phase(bench, tuning) if tuning else {}
+        if options.setting is not None:
+            chosen = options.setting
+        elif tuned:
+            chosen = next(s for s in options.grid if s.key == tuned["chosen"])
+        elif not bench.dry_run:
+            from selfguide.errors import SelfGuideError
+
+            raise SelfGuideError("no tuning task to choose a setting on: add tuning tasks to --tasks, or pass --setting")
+        else:
+            chosen = options.grid[0]
+        heldout = held_out_phase(bench, held_out, chosen) if held_out else {}
+        summary = {
+            "missing_tasks": missing,
+            "eval_split": options.eval_split,
+            "limit": options.limit,
+            "chosen_setting": chosen.as_dict() | {"key": chosen.key},
+            "chosen_by": "--setting" if options.setting else "max-min gain over tuning tasks",
+        }
+        if dry_run:
+            summary["plan"] = bench.plan.as_dict()
+            summary["grid_size"] = len(options.grid)
+            return summary
+        summary |= {"tuning": tuned, "heldout": heldout, "model_calls": bench.stats.as_dict()}
+        write_results(options.out, summary)
+        return summary
+    finally:
+        bench.close()
+
+
+# ---- results -------------------------------------------------------------------------------
+
+
+def result_rows(heldout: dict, family: str) -> list[dict]:
+    """One row per held-out task and one average per type; `family` is "superni" (the reported
+    official metric) or "paper" (the SELF-GUIDE paper's variant)."""
+    rows = []
+    for kind in ("classification", "generation"):
+        names = [n for n, r in heldout.items() if r["type"] == kind]
+        for name in names:
+            row = {"task": name, "type": kind, "pairs": heldout[name]["pairs"]}
+            for column in BASELINES:
+                metrics = heldout[name]["metrics"].get(column)
+                row[column] = None if metrics is None else score_of(metrics, family)
+            row["metric"] = heldout[name]["metrics"]["prompting"]["reported_metric"] if family == "superni" else ("paper_accuracy" if kind == "classification" else "paper_char_lcs_f1")
+            rows.append(row)
+        if names:
+            average = {"task": f"average ({kind})", "type": kind, "pairs": None, "metric": rows[-1]["metric"]}
+            for column in BASELINES:
+                values = [r[column] for r in rows if r["type"] == kind and r["task"] in names and r[column] is not None]
+                average[column] = sum(values) / len(values) if values else None
+            rows.append(average)
+    return rows
+
+
+def score_of(metrics: dict, family: str) -> float:
+    if family == "superni":
+        return metrics["reported"]
+    return next(iter(metrics["paper"].values()))
+
+
+def results_markdown(summary: dict) -> str:
+    lines = ["# SELF-GUIDE on SuperNI", ""]
+    setting = summary["chosen_setting"]
+    lines += [f"Chosen setting ({summary['chosen_by']}): `{setting['key']}`", ""]
+    if summary["missing_tasks"]:
+        lines += [f"Missing here (not in the SuperNI data): {', '.join(summary['missing_tasks'])}", ""]
+    for family, title in (("superni", "Official SuperNI metrics (EM for classification, ROUGE-L for generation)"), ("paper", "SELF-GUIDE paper metric variant")):
+        rows = result_rows(summary["heldout"], family)
+        lines += [f"## {title}", "", "| task | metric | synthetic pairs | " + " | ".join(BASELINES) + " |", "|---|---|---:|" + "---:|" * len(BASELINES)]
+        for row in rows:
+            cells = [fmt(row[c]) for c in BASELINES]
+            task = f"**{row['task']}**" if row["task"].startswith("average") else row["task"]
+            lines.append(f"| {task} | {row['metric']} | {'' if row['pairs'] is None else row['pairs']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Beside the paper", "", "| type | metric | paper gain (Vicuna-7B-v1.5) | our gain |", "|---|---|---:|---:|"]
+    for row in result_rows(summary["heldout"], "superni"):
+        if row["task"].startswith("average"):
+            metric, paper_gain = PAPER_GAINS[row["type"]]
+            ours = None if row["self_guide"] is None or row["prompting"] is None else row["self_guide"] - row["prompting"]
+            lines.append(f"| {row['type']} | {metric} | +{paper_gain} | {fmt(ours, signed=True)} |")
+    lines += ["", "Paper numbers are the published averages (SELF-GUIDE minus prompting on its held-out tasks), not rerun here."]
+    if summary.get("tuning"):
+        tuning = summary["tuning"]
+        lines += ["", "## Tuning (gain over prompting per setting; the max-min rule picks the bold row)", ""]
+        names = list(tuning["tasks"])
+        lines += ["| setting | " + " | ".join(names) + " | min |", "|---|" + "---:|" * (len(names) + 1)]
+        for key, gains in tuning["gains"].items():
+            label = f"**{key}**" if key == tuning["chosen"] else key
+            lines.append(f"| {label} | " + " | ".join(fmt(gains[n], signed=True) for n in names) + f" | {fmt(min(gains.values()), signed=True)} |")
+    return "\n".join(lines) + "\n"
+
+
+def fmt(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.2f}" if signed else f"{value:.2f}"
+
+
+def write_results(out: Path, summary: dict) -> None:
+    write_json(out / "results.json", summary)
+    write_json(out / "chosen_setting.json", {"setting": summary["chosen_setting"], "chosen_by": summary["chosen_by"]})
+    write_text(out / "results.md", results_markdown(summary))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["family", "task", "type", "metric", "pairs", *BASELINES])
+    writer.writeheader()
+    for family in ("superni", "paper"):
+        for row in result_rows(summary["heldout"], family):
+            writer.writerow({"family": family, **row})
+    write_text(out / "results.csv", buffer.getvalue())

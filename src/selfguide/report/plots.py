@@ -1,0 +1,83 @@
+"""The report's plots: one function per plot, each writing a small PNG and returning its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy
+
+matplotlib.use("Agg")  # reports are written on headless machines; must come before pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+
+FIGSIZE = (6, 3.5)
+DPI = 100
+SYNTH_COLOR = "tab:orange"
+EVAL_COLOR = "tab:blue"
+
+
+def save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)  # figures stay in pyplot's registry (and memory) until closed
+    return path
+
+
+def funnel_plot(counts: list[tuple[str, int]], path: Path) -> Path:
+    """Horizontal bars, first stage on top, each labelled with its count."""
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    names = [name for name, _ in counts]
+    values = [value for _, value in counts]
+    bars = ax.barh(names, values, color=SYNTH_COLOR)
+    ax.bar_label(bars, padding=3)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(values + [1]) * 1.15)  # room for the count labels
+    ax.set_xlabel("count")
+    ax.set_title("Synthetic data funnel")
+    return save(fig, path)
+
+
+def label_distribution_plot(labels: list[str], synthetic: dict[str, int], eval_set: dict[str, int], path: Path) -> Path:
+    """Grouped bars of each label's share among the synthetic pairs and the eval references."""
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    width = 0.4
+    positions = range(len(labels))
+    for offset, counts, name, color in ((-width / 2, synthetic, "synthetic pairs", SYNTH_COLOR), (width / 2, eval_set, "eval references", EVAL_COLOR)):
+        total = sum(counts.values()) or 1
+        ax.bar([p + offset for p in positions], [counts.get(label, 0) / total for label in labels], width, label=name, color=color)
+    ax.set_xticks(list(positions), labels, rotation=30 if len(labels) > 4 else 0, ha="right" if len(labels) > 4 else "center")
+    ax.set_ylabel("share")
+    ax.set_title("Label distribution")
+    ax.legend()
+    return save(fig, path)
+
+
+def length_histograms_plot(
+    synth_inputs: list[str], eval_inputs: list[str], synth_outputs: list[str], eval_references: list[str], path: Path
+) -> Path:
+    """Two panels of character-length histograms (inputs, outputs), synthetic vs eval, as shares so
+    that sets of different sizes compare."""
+    fig, axes = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    panels = ((axes[0], "inputs", synth_inputs, eval_inputs), (axes[1], "outputs / references", synth_outputs, eval_references))
+    for ax, title, synth, evals in panels:
+        groups = [[len(t) for t in synth], [len(t) for t in evals]]
+        bins = numpy.histogram_bin_edges(groups[0] + groups[1] or [0], bins=20)  # shared, so the bars line up
+        for lengths, name, color in zip(groups, ("synthetic", "eval"), (SYNTH_COLOR, EVAL_COLOR)):
+            if lengths:
+                ax.hist(lengths, bins=bins, weights=[1 / len(lengths)] * len(lengths), alpha=0.55, label=name, color=color)
+        ax.set_title(title)
+        ax.set_xlabel("characters")
+    axes[0].set_ylabel("share")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncol=2, frameon=False)
+    return save(fig, path)
+
+
+def loss_curve_plot(steps: list[float], losses: list[float], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    ax.plot(steps, losses, marker="." if len(steps) < 50 else None, color=SYNTH_COLOR)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training loss")
+    ax.grid(alpha=0.3)
+    return save(fig, path)
