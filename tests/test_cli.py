@@ -47,8 +47,8 @@ def test_published_defaults():
     assert (config.synth.inputs.prompts_per_round, config.synth.inputs.top_k, config.synth.inputs.max_new_tokens) == (10, 40, 500)
     assert (config.synth.outputs.n, config.synth.outputs.temperature, config.synth.outputs.top_k) == (10, 0.2, 10)
     assert (config.train.epochs, config.train.batch_size, config.train.max_length) == (3.0, 1, 2000)
-    assert config.train.method == "lora" and config.train.resolved_learning_rate() == 2e-4
-    assert config.train.model_copy(update={"method": "full"}).resolved_learning_rate() == 5e-5
+    assert config.train.method == "lora" and config.train.resolved(cuda_bf16=False).learning_rate == 2e-4
+    assert config.train.model_copy(update={"method": "full"}).resolved(cuda_bf16=False).learning_rate == 5e-5
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)

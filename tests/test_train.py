@@ -15,7 +15,8 @@ import torch
 from selfguide.errors import SelfGuideError
 from selfguide.prompts import encode_prompt, render_answer, task_messages
 from selfguide.tasks.spec import Example, TaskSpec
-from selfguide.train.sft import TrainConfig, build_trainer, build_training_rows, merge_adapter, train
+from selfguide.train.config import TrainConfig
+from selfguide.train.sft import build_trainer, build_training_rows, merge_adapter, train
 
 REPO = Path(__file__).resolve().parents[1]
 COLORS = ["red", "green", "blue", "red", "green", "blue", "red", "green"]

@@ -123,7 +123,7 @@ class OpenAIBackend:
         self._secrets = tuple(s for s in {key} if s and s != DUMMY_KEY)
         # The client's own retries are off: ours are counted, logged and honour Retry-After.
         self._client = OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
-        self._n_ignored = not n_per_request  # set once the server returns fewer choices than asked
+        self._n_ignored = not n_per_request  # set once the server returns fewer choices than asked, or refuses n
         self._lock = threading.Lock()
         self.stats = {"calls": 0, "retries": 0, "failed_attempts": 0}
 
@@ -142,17 +142,14 @@ class OpenAIBackend:
         stop_event = threading.Event()
         done: queue.Queue[Future] = queue.Queue()
         slots: list[dict[int, Completion]] = [{} for _ in requests]
-        futures: list[Future] = []
-        outstanding = 0
+        pending: set[Future] = set()  # finished ones leave, so their results are not kept twice
         pool = ThreadPoolExecutor(max_workers=min(self.concurrency, sum(max(r.params.n, 1) for r in requests)), thread_name_prefix="openai-backend")
 
         def submit(i: int, n: int, seed: int, first_slot: int) -> None:
-            nonlocal outstanding
             future = pool.submit(self._call, requests[i], n, seed, stop_event)
             future.meta = (i, n, first_slot)  # type: ignore[attr-defined]
+            pending.add(future)
             future.add_done_callback(done.put)
-            futures.append(future)
-            outstanding += 1
 
         try:
             for i, request in enumerate(requests):
@@ -162,9 +159,9 @@ class OpenAIBackend:
                 else:
                     for j in range(n):
                         submit(i, 1, sample_seed(request.params.seed, j), j)
-            while outstanding:
+            while pending:
                 future = done.get()
-                outstanding -= 1
+                pending.discard(future)
                 i, asked, first_slot = future.meta  # type: ignore[attr-defined]
                 want = max(requests[i].params.n, 1)
                 try:
@@ -190,7 +187,7 @@ class OpenAIBackend:
                     slots[i] = {}
         finally:
             stop_event.set()
-            for future in futures:
+            for future in list(pending):
                 future.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
 

@@ -1,0 +1,109 @@
+"""`selfguide bench superni` on the tiny model: the selection rule, the results files, the dry
+run's count against the calls made, and a stopped bench that resumes without redoing work."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SUPERNI
+from typer.testing import CliRunner
+
+from selfguide.benchmark.grid import Setting, parse_grid, parse_setting, select_setting
+from selfguide.cli import app
+from selfguide.errors import BadInputError, BudgetExceeded
+
+runner = CliRunner()
+
+
+def test_max_min_rule_on_a_constructed_example():
+    gains = {
+        "best_on_average": {"a": 30.0, "b": -5.0, "c": 20.0},  # mean 15, but hurts task b
+        "steady": {"a": 4.0, "b": 3.0, "c": 5.0},  # min 3: the max-min choice
+        "never_hurts_but_flat": {"a": 1.0, "b": 1.0, "c": 1.0},
+    }
+    assert select_setting(gains) == ("steady", 3.0)
+    assert select_setting({"x": {"a": -2.0}, "y": {"a": -1.0}}) == ("y", -1.0)
+
+
+def test_grid_parsing():
+    assert len(parse_grid(None)) == 5 * 2 * 2 * 3
+    grid = parse_grid(["temperature=0.7, 1.0", "epochs=1", "input_length_filter=off", "output_length_filter=true"])
+    assert grid == [Setting(0.7, False, True, 1), Setting(1.0, False, True, 1)]
+    assert parse_setting("temperature=0.8,epochs=3") == Setting(0.8, True, True, 3)
+    assert Setting(0.8, True, True, 3).for_task("classification") == Setting(0.8, True, False, 3)
+    for bad in (["temp=1"], ["epochs=0"], ["temperature=hot"], ["input_length_filter=maybe"], ["epochs"]):
+        with pytest.raises(BadInputError):
+            parse_grid(bad)
+
+
+def bench(tiny_model_dir: Path, out: Path, *extra: str):
+    args = [
+        "bench", "superni", "--model", str(tiny_model_dir), "--tasks", "task190,task1562", "--limit", "5",
+        "--grid", "temperature=1.0", "--grid", "input_length_filter=false", "--grid", "output_length_filter=false",
+        "--grid", "epochs=1,2", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", "synth.inputs.rounds=2",
+        "--set", "synth.outputs.n=3", "--out", str(out), "--quiet", *extra,
+    ]
+    return runner.invoke(app, args, env={"SELFGUIDE_SUPERNI": str(SUPERNI)})
+
+
+def plan_of(output: str) -> tuple[int, int]:
+    line = next(line for line in output.splitlines() if line.startswith("model calls:"))
+    numbers = [int(word) for word in line.replace("(", " ").split() if word.isdigit()]
+    return numbers[0], numbers[-1] if len(numbers) > 1 else numbers[0]
+
+
+def done_stamps(out: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in out.rglob("done.json")}
+
+
+def test_bench_end_to_end(tiny_model_dir, tmp_path):
+    out = tmp_path / "bench"
+    dry = bench(tiny_model_dir, out, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    low, high = plan_of(dry.output)
+    assert "training runs: 4" in dry.output  # 2 tuning settings + self-guide + few-shot on the held-out task
+
+    # Stop at a budget partway, then continue: the two runs together make every call once.
+    stopped = bench(tiny_model_dir, out, "--max-calls", "30")
+    assert isinstance(stopped.exception, BudgetExceeded), stopped.output  # the CLI's main() exits 3 on it
+    first_calls = 30
+    finished = bench(tiny_model_dir, out)
+    assert finished.exit_code == 0, finished.output
+    results = json.loads((out / "results.json").read_text())
+    second_calls = results["model_calls"]["calls"]
+    total = first_calls + second_calls
+    assert low <= total <= high
+
+    # The dry run now knows every stage's size: its count is the calls actually made.
+    exact = bench(tiny_model_dir, out, "--dry-run")
+    assert plan_of(exact.output) == (total, total), exact.output
+
+    # Results: the table, CSV and JSON, the chosen setting, the paper's averages beside ours.
+    table = (out / "results.md").read_text()
+    assert "task1562" in table and "average (generation)" in table and "+17.9" in table
+    for column in ("prompting", "few_shot_finetune", "synthetic_in_context", "prompting_with_filters", "self_guide"):
+        assert column in table
+        assert results["heldout"]["task1562"]["metrics"][column] is not None or column in ("self_guide", "synthetic_in_context")
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["family"] for r in rows} == {"superni", "paper"} and any(r["task"] == "task1562" for r in rows)
+    chosen = json.loads((out / "chosen_setting.json").read_text())
+    assert chosen["setting"]["key"] in results["tuning"]["gains"] and chosen["setting"]["epochs"] in (1, 2)
+    assert results["tuning"]["chosen"] == select_setting(results["tuning"]["gains"])[0]
+    assert set(results["tuning"]["tasks"]) == {"task190"}
+    assert results["heldout"]["task1562"]["pairs"] is not None
+
+    # Rerunning redoes nothing: no model call, every training reused.
+    stamps = done_stamps(out)
+    again = bench(tiny_model_dir, out)
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "results.json").read_text())["model_calls"]["calls"] == 0
+    assert done_stamps(out) == stamps
+
+
+def test_bench_setting_skips_tuning(tiny_model_dir, tmp_path):
+    result = bench(tiny_model_dir, tmp_path / "b", "--setting", "temperature=1.0,input_length_filter=false,output_length_filter=false,epochs=1", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "training runs: 2" in result.output  # self-guide + few-shot on task1562, no tuning
