@@ -266,3 +266,38 @@ def test_close_frees_the_model(tiny_model_dir):
     assert b.model is None
     with pytest.raises(SelfGuideError, match="closed"):
         list(b.generate([req(PROMPTS[0])]))
+
+
+def test_seeded_sampler_draws_from_the_filtered_distribution():
+    from selfguide.backends.hf import _make_sampler
+
+    rows, logits = 20000, torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+    keys = torch.tensor([[row_seed(s, 0) & 0xFFFFFFFF, row_seed(s, 0) >> 32] for s in range(rows)])
+    scores = logits.expand(rows, -1).clone()
+    ids = torch.zeros(rows, 4, dtype=torch.long)
+
+    def draw(temperature, top_k=0, top_p=1.0, step=0):
+        sampler = _make_sampler(torch, keys, 4 - step, temperature, top_k, top_p, torch.float64)
+        out = sampler(ids, scores)
+        assert bool((out.isfinite().sum(-1) == 1).all())
+        return out.argmax(-1)
+
+    def frequencies(*args, **kwargs):
+        return torch.bincount(draw(*args, **kwargs), minlength=len(logits)).double() / rows
+
+    def expected(temperature, keep=None):
+        weights = torch.softmax(logits.double() / temperature, -1)
+        if keep is not None:
+            weights[keep:] = 0
+        return weights / weights.sum()
+
+    assert torch.allclose(frequencies(1.0), expected(1.0), atol=0.015)
+    assert torch.allclose(frequencies(0.5), expected(0.5), atol=0.015)
+    assert torch.allclose(frequencies(1.0, top_k=2), expected(1.0, keep=2), atol=0.015)
+    # top-p 0.7 keeps the smallest head with mass >= 0.7: here the first two tokens (0.57, 0.21)
+    assert torch.allclose(frequencies(1.0, top_p=0.7), expected(1.0, keep=2), atol=0.015)
+    # another step draws fresh noise with the same law: rows agree only as often as chance says
+    assert torch.allclose(frequencies(1.0, step=3), expected(1.0), atol=0.015)
+    agree = (draw(1.0) == draw(1.0, step=3)).double().mean()
+    assert abs(agree - (expected(1.0) ** 2).sum()) < 0.02
+    assert torch.equal(draw(1.0), draw(1.0))

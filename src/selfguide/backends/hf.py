@@ -3,14 +3,16 @@
 Design, in short:
 
 * Prompts are token ids from `selfguide.prompts.encode_prompt`, the same encoding training uses.
-* Sampling is per row and reproducible: row (request i, sample j) draws its uniforms from its own
-  `torch.Generator`, seeded from a hash of (request seed, j). The draws happen up front, one per
-  generation step, and a logits processor turns each step's distribution (temperature, top-k,
-  top-p) plus that row's uniform into one token by inverse-CDF sampling. The processor returns
+* Sampling is per row and reproducible: row (request i, sample j) has a key, a hash of (request
+  seed, j). A logits processor applies temperature, top-k and top-p, then picks one token by
+  Gumbel-max: argmax(logits + noise), where the noise of each (row, step, token id) is a pure
+  integer hash of the three (counter-based, vectorised, the same on every device). It returns
   logits that are -inf everywhere but the chosen token, so `generate(do_sample=False)` picks it.
-  Nothing touches the global torch RNG, and a row's tokens do not depend on which other rows
-  share its batch (up to floating point noise of batched kernels, which flips a draw only when a
-  uniform lands within ~1e-7 of a CDF boundary).
+  No generator state exists at all, so nothing touches the global torch RNG, and a row's tokens
+  do not depend on which other rows share its batch. Batched kernels can still move logits by
+  float noise; with Gumbel-max that flips a draw only when the two best perturbed scores are
+  within that noise of each other, independent of vocabulary size (inverse-CDF sampling over
+  the vocabulary would be ~vocabulary-size times more fragile).
 * The `n` samples of one prompt share one prefill: the batch's distinct prompts (all but the last
   token) go through one forward pass, the KV cache is expanded to the rows by index, and
   `generate` continues from it with the full ids, so it only runs the last prompt token per row.
@@ -171,31 +173,65 @@ def _validate(params: SamplingParams, index: int) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _make_sampler(torch, uniforms, start_len: int, temperature: float, top_k: int, top_p: float):
-    """A logits processor that samples one token per row with that row's own uniforms."""
+MASK32 = 0xFFFFFFFF
+HASH_MULT = 0x45D9F3B  # < 2**27, so a 32-bit value times it stays exact in int64
+SAMPLER_ROW_CHUNK = 1 << 23  # at most this many (row, token) cells of noise at a time
+
+
+def _mix32(x):
+    """A 32-bit integer hash on int64 tensors (or ints) that hold values below 2**32."""
+    x = x ^ (x >> 16)
+    x = (x * HASH_MULT) & MASK32
+    x = x ^ (x >> 16)
+    x = (x * HASH_MULT) & MASK32
+    return x ^ (x >> 16)
+
+
+def gumbel_noise(torch, row_keys, step: int, vocab: int, dtype):
+    """Gumbel(0, 1) noise for every (row, token) at one generation step, a pure function of
+    (row key, step, token id): no generator state, the same on every device and batch layout.
+
+    `row_keys` is an int64 tensor [rows, 2] of two 32-bit halves of each row's seed."""
+    tokens = torch.arange(vocab, device=row_keys.device, dtype=torch.int64)[None, :]
+    step_key = _mix32((step * 0x9E3779B1 + 0x7F4A7C15) & MASK32)
+    h = _mix32((tokens + row_keys[:, :1]) & MASK32)
+    h = _mix32(h ^ row_keys[:, 1:2])
+    h = _mix32(h ^ step_key)
+    u = (h.to(dtype) + 0.5) / 4294967296.0  # strictly inside (0, 1)
+    return -torch.log(-torch.log(u))
+
+
+def _make_sampler(torch, row_keys, start_len: int, temperature: float, top_k: int, top_p: float, noise_dtype):
+    """A logits processor that samples one token per row with Gumbel-max over that row's own
+    noise, and returns logits that let greedy decoding pick exactly that token."""
     from transformers import LogitsProcessor
+
+    def filtered(scores):
+        logits = scores.float() / temperature
+        vocab = logits.shape[-1]
+        if 0 < top_k < vocab:
+            kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if top_p < 1.0:
+            probs = torch.softmax(logits, dim=-1)
+            sorted_probs, sorted_index = torch.sort(probs, dim=-1, descending=True, stable=True)
+            before = sorted_probs.cumsum(dim=-1) - sorted_probs
+            drop = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, sorted_index, before >= top_p)
+            logits = logits.masked_fill(drop, float("-inf"))
+        return logits
 
     class SeededRowSampler(LogitsProcessor):
         def __call__(self, input_ids, scores):
-            step = min(max(input_ids.shape[1] - start_len, 0), uniforms.shape[1] - 1)
-            logits = scores.float() / temperature
-            vocab = logits.shape[-1]
-            if 0 < top_k < vocab:
-                kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = torch.softmax(logits, dim=-1)
-            if top_p < 1.0:
-                sorted_probs, sorted_index = torch.sort(probs, dim=-1, descending=True, stable=True)
-                before = sorted_probs.cumsum(dim=-1) - sorted_probs
-                sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
-                probs = torch.zeros_like(probs).scatter_(1, sorted_index, sorted_probs)
-            cdf = probs.to(uniforms.dtype).cumsum(dim=-1)
-            target = uniforms[:, step : step + 1].to(cdf.device) * cdf[:, -1:]
-            tokens = torch.searchsorted(cdf, target, right=True).clamp_(max=vocab - 1)
-            # Rounding at the very top of the CDF could land on a zero-probability tail token.
-            bad = probs.gather(1, tokens) <= 0
-            if bool(bad.any()):
-                tokens = torch.where(bad, probs.argmax(dim=-1, keepdim=True), tokens)
+            step = max(input_ids.shape[1] - start_len, 0)
+            rows, vocab = scores.shape
+            keys = row_keys.to(scores.device)
+            chunk = max(1, SAMPLER_ROW_CHUNK // max(vocab, 1))
+            chosen = []
+            for first in range(0, rows, chunk):
+                logits = filtered(scores[first : first + chunk]).to(noise_dtype)
+                noise = gumbel_noise(torch, keys[first : first + chunk], step, vocab, noise_dtype)
+                chosen.append(torch.argmax(logits + noise, dim=-1, keepdim=True))
+            tokens = torch.cat(chosen)
             out = torch.full_like(scores, float("-inf"))
             return out.scatter_(1, tokens, 0.0)
 
@@ -413,8 +449,11 @@ class HFBackend:
 
         processors = LogitsProcessorList()
         if key.temperature > 0:
-            uniforms = self._uniforms(batch, key.max_new_tokens)
-            processors.append(_make_sampler(torch, uniforms, width, key.temperature, key.top_k, key.top_p))
+            noise_dtype = torch.float32 if self.device.type == "mps" else torch.float64
+            sampler = _make_sampler(
+                torch, self._row_keys(batch), width, key.temperature, key.top_k, key.top_p, noise_dtype
+            )
+            processors.append(sampler)
         stops = key.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in key.stop)
         kwargs = dict(
             input_ids=input_ids,
@@ -456,16 +495,11 @@ class HFBackend:
             self.share_prefill = False
             return None
 
-    def _uniforms(self, batch: list[_Row], steps: int):
-        """One uniform per row and generation step, from the row's own generator."""
+    def _row_keys(self, batch: list[_Row]):
+        """Each row's seed as two 32-bit halves, the key of its noise stream."""
         torch = self._torch
-        dtype = torch.float32 if self.device.type == "mps" else torch.float64
-        draws = []
-        for row in batch:
-            generator = torch.Generator(device="cpu")
-            generator.manual_seed(row.seed)
-            draws.append(torch.rand(steps + 1, generator=generator, dtype=torch.float64))
-        return torch.stack(draws).to(device=self.device, dtype=dtype)
+        keys = [[row.seed & MASK32, (row.seed >> 32) & MASK32] for row in batch]
+        return torch.tensor(keys, dtype=torch.int64, device=self.device)
 
     def _completion(self, ids: list[int], prompt_tokens: int, stops: tuple[str, ...], max_new_tokens: int) -> Completion:
         """Cut at EOS or the first stop string; count tokens up to and including that point."""

@@ -186,7 +186,7 @@ def settings_rows(task: TaskSpec, config: RunConfig) -> list[list[str]]:
         ["class balance", on(outputs.balance_classes) if task.is_classification else "n/a (generation)"],
         ["train method", train.method],
         ["train epochs", f"{train.epochs:g}"],
-        ["learning rate", f"{train.resolved_learning_rate():g}"],
+        ["learning rate", f"{train.resolved(cuda_bf16=False).learning_rate:g}"],
         ["eval limit", str(config.eval.limit) if config.eval.limit else "all"],
     ]
 
