@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 from selfguide.backends.base import Completion, Request, SamplingParams
+from selfguide.backends.hf import HFBackend, fingerprint, row_seed
 from selfguide.errors import SelfGuideError
 from selfguide.prompts import encode_prompt
-
-torch = pytest.importorskip("torch")
-from selfguide.backends.hf import HFBackend, fingerprint, row_seed  # noqa: E402
 
 NEW = 12
 
@@ -105,7 +104,10 @@ def test_greedy_matches_plain_generate(backend):
         ids = encode_prompt(backend.tokenizer, msgs(prompt))
         with torch.inference_mode():
             plain = backend.model.generate(
-                torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False, max_new_tokens=NEW
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                do_sample=False,
+                max_new_tokens=NEW,
             )[0, len(ids) :].tolist()
         eos = backend.tokenizer.eos_token_id
         if eos in plain:
@@ -192,6 +194,27 @@ def test_results_are_yielded_batch_by_batch(tiny_model_dir):
         assert len(batches) == 4 and len(rest) == 3 and first_index not in rest
     finally:
         b.close()
+
+
+def test_isolated_requests_never_share_a_batch(tiny_model_dir, backend):
+    b = HFBackend(str(tiny_model_dir), device="cpu", isolate_requests=True, batch_size=4)
+    seen = []
+    original = b._run_batch
+
+    def spy(batch, key):
+        seen.append({row.request for row in batch})
+        return original(batch, key)
+
+    b._run_batch = spy
+    try:
+        requests = [req(p, seed=i, n=3) for i, p in enumerate(PROMPTS)] + [req(PROMPTS[0], seed=9, n=6)]
+        isolated = run(b, requests)
+    finally:
+        b.close()
+    assert all(len(requests_in_batch) == 1 for requests_in_batch in seen)
+    assert len(seen) == 6  # four requests of 3 rows, and 6 rows in batches of 4
+    mixed = run(backend, requests)
+    assert {i: texts(c) for i, c in isolated.items()} == {i: texts(c) for i, c in mixed.items()}
 
 
 def test_mixed_sampling_params_and_edge_counts(backend):

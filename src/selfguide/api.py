@@ -81,7 +81,7 @@ class TrainOutput:
     merged_dir: Path | None = None
 
 
-def train(config: RunConfig, dataset_path: Path, out_dir: Path | None = None, *, merge: bool = False) -> TrainOutput:
+def train(config: RunConfig, dataset_path: Path, out_dir: Path | None = None, *, merge: bool = False, progress: bool = True) -> TrainOutput:
     """Finetune `config.model.name` on a dataset.jsonl of {input, output} with the task prompt."""
     require_model(config)
     task = load_run_task(config)
@@ -89,10 +89,12 @@ def train(config: RunConfig, dataset_path: Path, out_dir: Path | None = None, *,
     pairs = read_pairs(dataset_path)
     if not pairs:
         raise SelfGuideError(f"{dataset_path}: no pairs to train on (synthesis kept none: see synth/summary.md)")
-    return train_on_pairs(config, task, pairs, out, merge=merge)
+    return train_on_pairs(config, task, pairs, out, merge=merge, progress=progress)
 
 
-def train_on_pairs(config: RunConfig, task: TaskSpec, pairs: list[tuple[str, str]], out: Path, *, merge: bool = False) -> TrainOutput:
+def train_on_pairs(
+    config: RunConfig, task: TaskSpec, pairs: list[tuple[str, str]], out: Path, *, merge: bool = False, progress: bool = True
+) -> TrainOutput:
     """Train, or reuse a finished training with the same data, task prompt, model and settings."""
     from selfguide.train.sft import merge_adapter
     from selfguide.train.sft import train as run_training
@@ -103,7 +105,7 @@ def train_on_pairs(config: RunConfig, task: TaskSpec, pairs: list[tuple[str, str
     if done.get("fingerprint") == fingerprint and Path(done["model_dir"]).exists():
         result = TrainOutput(out, Path(done["model_dir"]), done["is_adapter"], done["n_train"], done["n_dropped_too_long"], out / "train_log.jsonl", reused=True)
     else:
-        trained = run_training(task, pairs, config.model.name, out, config.train)
+        trained = run_training(task, pairs, config.model.name, out, config.train, progress=progress)
         result = TrainOutput(out, Path(trained.output_dir), trained.adapter_dir is not None, trained.n_train, trained.n_dropped_too_long, Path(trained.log_path))
         write_json(
             done_path,
@@ -212,7 +214,7 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
     trained, finetuned = None, None
     if synth.summary["pairs"] > 0:
         started = time.perf_counter()
-        trained = train(config, synth.dataset_path)
+        trained = train(config, synth.dataset_path, progress=progress)
         timings["train"] = time.perf_counter() - started
         started = time.perf_counter()
         finetuned = evaluate(

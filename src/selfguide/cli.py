@@ -310,7 +310,27 @@ def config(
     typer.echo(config_yaml(build_config(config_file, set_)), nl=False)
 
 
+def quiet_libraries() -> None:
+    """Our own progress bars say what is happening; the libraries' loading bars and notices only add noise."""
+    import os
+    import warnings
+
+    # Raised inside transformers itself when TRL/PEFT ask about checkpointing; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main() -> None:
+    quiet_libraries()
     try:
         app()
     except SelfGuideError as err:

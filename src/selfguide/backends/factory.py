@@ -27,6 +27,12 @@ class ModelConfig(BaseModel):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N (hf).")
     batch_size: int | None = Field(None, ge=1, description="Rows per forward batch (hf); unset: sized by max_batch_tokens.")
     max_batch_tokens: int = Field(16384, ge=1, description="Upper bound of rows x (prompt + new tokens) per batch (hf).")
+    batch_invariant: bool = Field(
+        False,
+        description="Never batch two requests together (hf), so results cannot depend on batch layout. In float32 they "
+        "already don't; in bf16/fp16 batched kernels add float noise, and a resumed run can differ in some samples "
+        "unless this is on (at a large cost in throughput).",
+    )
     base_url: str | None = Field(None, description="The server's /v1 URL (openai), e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (openai). The key is never written anywhere.")
     concurrency: int = Field(16, ge=1, description="Requests in flight at once (openai).")
@@ -72,6 +78,7 @@ def make_backend(config: ModelConfig) -> Backend:
             device=config.device,
             batch_size=config.batch_size,
             max_batch_tokens=config.max_batch_tokens,
+            isolate_requests=config.batch_invariant,
         )
     if config.backend == "openai":
         from selfguide.backends.openai_backend import OpenAIBackend

@@ -30,6 +30,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams
 from selfguide.errors import SelfGuideError
@@ -92,7 +93,7 @@ def _hub_commit(repo_id: str) -> str | None:
         from huggingface_hub import try_to_load_from_cache
 
         path = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:
+    except (ImportError, OSError, ValueError):  # invalid repo ids raise a ValueError subclass
         return None
     if not isinstance(path, str):
         return None
@@ -239,7 +240,17 @@ def _make_sampler(torch, row_keys, start_len: int, temperature: float, top_k: in
 
 
 class HFBackend:
-    """transformers generation in this process. See the module docstring for the design."""
+    """transformers generation in this process. See the module docstring for the design.
+
+    Beyond the common backend arguments:
+
+    * `share_prefill` (default on): prefill each distinct prompt once for all its rows. Off: every
+      row runs its own prefill (the plain `num_return_sequences` way); same results, slower.
+    * `isolate_requests` (default off): a batch never mixes requests, so a request's results are
+      a function of the request alone, bit for bit, even in bfloat16/float16 where batched kernels
+      otherwise shift logits enough to change a few percent of samples with the batch layout.
+      Costs throughput (batches are at most one request's n rows).
+    """
 
     def __init__(
         self,
@@ -252,6 +263,7 @@ class HFBackend:
         max_batch_tokens: int = 16384,
         trust_remote_code: bool = False,
         share_prefill: bool = True,
+        isolate_requests: bool = False,
     ):
         import torch
 
@@ -265,6 +277,7 @@ class HFBackend:
         self.batch_size = batch_size
         self.max_batch_tokens = int(max_batch_tokens)
         self.share_prefill = bool(share_prefill)
+        self.isolate_requests = bool(isolate_requests)
 
         _check_source(model, "model")
         if adapter is not None:
@@ -404,7 +417,8 @@ class HFBackend:
             if batch:
                 width = len(batch[0].prompt) + max_new_tokens  # rows come longest first
                 too_many = self.batch_size is not None and len(batch) + 1 > self.batch_size
-                if too_many or (len(batch) + 1) * width > self.max_batch_tokens:
+                other_request = self.isolate_requests and row.request != batch[0].request
+                if too_many or other_request or (len(batch) + 1) * width > self.max_batch_tokens:
                     yield batch
                     batch = []
             batch.append(row)
@@ -415,7 +429,7 @@ class HFBackend:
         torch = self._torch
         try:
             sequences, start = self._generate_rows(batch, key)
-        except torch.OutOfMemoryError:
+        except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
             if len(batch) == 1:
                 raise
             log.warning("out of memory on a batch of %d rows: splitting it in two", len(batch))
@@ -425,7 +439,10 @@ class HFBackend:
         generated = sequences[:, start:].tolist()
         del sequences
         stops = key.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in key.stop)
-        return [(row, self._completion(ids, len(row.prompt), stops, key.max_new_tokens)) for row, ids in zip(batch, generated)]
+        return [
+            (row, self._completion(ids, len(row.prompt), stops, key.max_new_tokens))
+            for row, ids in zip(batch, generated)
+        ]
 
     def _generate_rows(self, batch: list[_Row], key: _GroupKey):
         """Run generate for the rows; returns (sequences, prompt width)."""
@@ -455,15 +472,15 @@ class HFBackend:
             )
             processors.append(sampler)
         stops = key.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in key.stop)
-        kwargs = dict(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=key.max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            logits_processor=processors,
-            use_cache=True,
-        )
+        kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "max_new_tokens": key.max_new_tokens,
+            "do_sample": False,
+            "num_beams": 1,
+            "logits_processor": processors,
+            "use_cache": True,
+        }
         if stops:
             kwargs.update(stop_strings=list(stops), tokenizer=self.tokenizer)
 
@@ -487,7 +504,9 @@ class HFBackend:
             del outputs
             if cache is None or not hasattr(cache, "batch_select_indices"):
                 raise TypeError(f"no expandable KV cache ({type(cache).__name__})")
-            if select.shape[0] != ids.shape[0] or not bool((select == torch.arange(ids.shape[0], device=select.device)).all()):
+            if select.shape[0] != ids.shape[0] or not bool(
+                (select == torch.arange(ids.shape[0], device=select.device)).all()
+            ):
                 cache.batch_select_indices(select)
             return cache
         except (TypeError, ValueError, AttributeError, NotImplementedError) as err:
@@ -501,7 +520,9 @@ class HFBackend:
         keys = [[row.seed & MASK32, (row.seed >> 32) & MASK32] for row in batch]
         return torch.tensor(keys, dtype=torch.int64, device=self.device)
 
-    def _completion(self, ids: list[int], prompt_tokens: int, stops: tuple[str, ...], max_new_tokens: int) -> Completion:
+    def _completion(
+        self, ids: list[int], prompt_tokens: int, stops: tuple[str, ...], max_new_tokens: int
+    ) -> Completion:
         """Cut at EOS or the first stop string; count tokens up to and including that point."""
         eos = set(self._eos_ids)
         end = next((k for k, token in enumerate(ids) if token in eos), None)
@@ -549,7 +570,7 @@ class HFBackend:
         self._original_generation_config = None
         self._empty_device_cache()
 
-    def __enter__(self) -> HFBackend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -579,7 +600,9 @@ def _load_message(what: str, name: str, err: Exception) -> str:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _resolve_device(torch, device: str):

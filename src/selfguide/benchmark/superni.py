@@ -164,7 +164,7 @@ class Bench:
         if not pairs:
             return None, None
         with self.train_lock:
-            trained = train_on_pairs(config, task, pairs, folder / "train")
+            trained = train_on_pairs(config, task, pairs, folder / "train", progress=self.options.progress)
         model = cached_model(trained_model_config(config.model, trained), self.cache, max_calls=self.options.max_calls, progress=self.options.progress, stats=self.stats)
         try:
             return evaluate(task, model, config.eval, folder / "eval", name=name), trained

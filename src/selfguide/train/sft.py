@@ -93,6 +93,7 @@ def build_trainer(
     config: TrainConfig,
     *,
     callbacks: list | None = None,
+    progress: bool = True,
 ):
     """The configured SFTTrainer (not yet trained), the resolved config and the dropped count.
 
@@ -144,6 +145,7 @@ def build_trainer(
         logging_first_step=True,
         report_to="none",
         push_to_hub=False,
+        disable_tqdm=not progress,
         dataloader_num_workers=0,
         # Under DDP every trainable weight (LoRA or full) is used in each forward; skip the unused-parameter scan.
         ddp_find_unused_parameters=False,
@@ -175,6 +177,10 @@ def build_trainer(
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    if not progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # the loss per step still goes to train_log.jsonl
     return trainer, resolved, dropped
 
 
@@ -186,6 +192,7 @@ def train(
     config: TrainConfig,
     *,
     resume: bool = True,
+    progress: bool = True,
 ) -> TrainResult:
     """Finetune `model` (a local folder or hub id already in the cache) on `pairs` for `task`.
 
@@ -197,7 +204,7 @@ def train(
     config_path = out_dir / "train_config.json"
     checkpoints = out_dir / "checkpoints"
     callback = JsonlLogCallback(log_path)
-    trainer, resolved, dropped = build_trainer(task, pairs, model, out_dir, config, callbacks=[callback])
+    trainer, resolved, dropped = build_trainer(task, pairs, model, out_dir, config, callbacks=[callback], progress=progress)
     state = trainer.args.distributed_state
     n_train = len(trainer.train_dataset)
     fingerprint = run_fingerprint(model, resolved, trainer.train_dataset["input_ids"])
