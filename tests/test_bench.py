@@ -84,9 +84,13 @@ def test_bench_end_to_end(tiny_model_dir, tmp_path):
     # Results: the table, CSV and JSON, the chosen setting, the paper's averages beside ours.
     table = (out / "results.md").read_text()
     assert "task1562" in table and "average (generation)" in table and "+17.9" in table
+    held_out = results["heldout"]["task1562"]
     for column in ("prompting", "few_shot_finetune", "synthetic_in_context", "prompting_with_filters", "self_guide"):
-        assert column in table
-        assert results["heldout"]["task1562"]["metrics"][column] is not None or column in ("self_guide", "synthetic_in_context")
+        assert column in table and held_out["metrics"][column] is not None
+    if held_out["untrained"]:  # no synthetic pair: Self-Guide is the unchanged model
+        assert held_out["metrics"]["self_guide"] == held_out["metrics"]["prompting"]
+    assert held_out["eval_split"] == "selfguide-test" and held_out["eval_items"] == 5
+    assert "| task1562 | rougeL | selfguide-test |" in table
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert {r["family"] for r in rows} == {"superni", "paper"} and any(r["task"] == "task1562" for r in rows)
     chosen = json.loads((out / "chosen_setting.json").read_text())

@@ -12,6 +12,7 @@ from scripted import is_input_request, scripted_model
 from selfguide.synth.filters import InputFilter, InputFilterConfig, check_noise, length_window, normalize_label
 from selfguide.synth.outputs import balance_classes, vote_answer
 from selfguide.synth.pipeline import SynthConfig, synthesize
+from selfguide.synth.prompts import INPUT_STOP, clean_generated_input
 from selfguide.tasks.spec import Example, EvalItem, TaskSpec, load_task
 
 
@@ -61,6 +62,13 @@ def test_input_filters_are_switchable():
     assert f.check("a demo text, thirty characters") is None
     assert f.check("an eval text that must stay held out.") is None
     assert make_filter(noise={"enabled": False}).check("Absolutely! forty characters of text here") is None
+
+
+def test_generated_inputs_end_at_the_next_header_not_their_own():
+    assert INPUT_STOP == ("\n[Example",)
+    assert clean_generated_input("[Example 12]\nA new premise.") == "A new premise."
+    assert clean_generated_input("  [Example 3]  A new premise. ") == "A new premise."
+    assert clean_generated_input("A premise mentioning [Example] inside") == "A premise mentioning [Example] inside"
 
 
 def test_noise_phrases_ignore_case_terms_do_not():

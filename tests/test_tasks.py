@@ -102,6 +102,7 @@ BAD_CASES = {
     "labels_miss_example": ("task.yaml", {**GOOD, "labels": ["positive", "neutral"]}, "examples[1].output"),
     "unknown_field": ("task.yaml", {**GOOD, "instructions": "typo"}, "field 'instructions'"),
     "bad_type": ("task.yaml", {**GOOD, "type": "regression"}, "field 'type'"),
+    "bad_category": ("task.yaml", {**GOOD, "category": ["a"]}, "field 'category'"),
 }
 
 

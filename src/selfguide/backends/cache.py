@@ -87,17 +87,32 @@ class CallCache:
 
 
 class CallStats:
-    """What a run asked of the model: calls made, calls served from the cache, tokens generated."""
+    """What a run asked of the model: calls made, calls served from the cache, tokens generated.
+    One object may be shared by several models and threads (a benchmark's budget)."""
+
+    FIELDS = ("calls", "cached", "prompt_tokens", "completion_tokens", "seconds")
 
     def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.calls = 0
         self.cached = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.seconds = 0.0
 
+    def add(self, **counts: float) -> None:
+        with self.lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
     def as_dict(self) -> dict:
-        return dict(vars(self))
+        with self.lock:
+            return {name: getattr(self, name) for name in self.FIELDS}
+
+    def since(self, before: dict) -> dict:
+        """What was asked after `before` (an earlier `as_dict()`)."""
+        now = self.as_dict()
+        return {name: now[name] - before[name] for name in self.FIELDS}
 
 
 class CachedModel:
@@ -126,7 +141,7 @@ class CachedModel:
         keys = [request_key(self.info, r) for r in requests]
         found = self.cache.get_many(list(dict.fromkeys(keys)))
         results: list[list[Completion] | None] = [found.get(k) for k in keys]
-        self.stats.cached += sum(r is not None for r in results)
+        self.stats.add(cached=sum(r is not None for r in results))
         # Identical requests (same key) are computed once.
         missing: dict[str, list[int]] = {}
         for i, (key, result) in enumerate(zip(keys, results)):
@@ -146,15 +161,17 @@ class CachedModel:
                 for j, completions in (self.backend().generate(todo) if todo else ()):
                     key = todo_keys[j]
                     self.cache.put(key, self.info.model, todo[j], completions)
-                    self.stats.calls += 1
-                    self.stats.prompt_tokens += completions[0].prompt_tokens if completions else 0
-                    self.stats.completion_tokens += sum(c.completion_tokens for c in completions)
+                    self.stats.add(
+                        calls=1,
+                        prompt_tokens=completions[0].prompt_tokens if completions else 0,
+                        completion_tokens=sum(c.completion_tokens for c in completions),
+                    )
                     for i in missing[key]:
                         results[i] = completions
                     bar.update(len(missing[key]))
             finally:
                 bar.close()
-                self.stats.seconds += time.perf_counter() - started
+                self.stats.add(seconds=time.perf_counter() - started)
             if over_budget:
                 raise BudgetExceeded(
                     f"stopped at the --max-calls budget of {self.max_calls} model calls during {desc}; "

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfguide.backends.base import Backend, BackendInfo
 from selfguide.backends.cache import CachedModel, CallCache, CallStats
-
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
-
+from selfguide.backends.fingerprint import fingerprint
 
 class ModelConfig(BaseModel):
     """Which model answers, and through what."""
@@ -43,28 +38,27 @@ class ModelConfig(BaseModel):
 
 
 def model_fingerprint(name: str, adapter: str | None = None) -> str:
-    """Changes when the weights change: config bytes plus weight file names, sizes and mtimes
-    for a local folder; the id itself for a hub model (pin a revision by local snapshot)."""
-    digest = hashlib.sha256()
-    for path in filter(None, [name, adapter]):
-        folder = Path(path)
-        if folder.is_dir():
-            for config in ("config.json", "adapter_config.json"):
-                if (folder / config).exists():
-                    digest.update((folder / config).read_bytes())
-            for pattern in WEIGHT_PATTERNS:
-                for weight in sorted(folder.glob(pattern)):
-                    stat = weight.stat()
-                    digest.update(json.dumps([weight.name, stat.st_size, stat.st_mtime_ns]).encode())
-        else:
-            digest.update(path.encode())
-    return digest.hexdigest()[:16]
+    """Changes when the weights (or the adapter) change; see `backends/fingerprint.py`."""
+    return fingerprint(name, adapter)[0]
 
 
 def backend_info(config: ModelConfig) -> BackendInfo:
     if config.backend == "openai":
         return BackendInfo("openai", config.name, f"{config.base_url}|{config.name}", {"base_url": config.base_url})
-    return BackendInfo(config.backend, config.name, model_fingerprint(config.name, config.adapter), {"adapter": config.adapter})
+    # Precision changes the samples, so it is part of the model's identity in the cache.
+    precision = f"{resolved_dtype(config.dtype, config.device)}|{config.device}"
+    return BackendInfo(config.backend, config.name, f"{model_fingerprint(config.name, config.adapter)}|{precision}", {"adapter": config.adapter})
+
+
+def resolved_dtype(dtype: str, device: str = "auto") -> str:
+    """What "auto" means on this machine: bf16 or fp16 on a GPU, fp32 on a CPU (as the backends load it)."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    if device.startswith("cpu") or not torch.cuda.is_available():
+        return "float32"
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def make_backend(config: ModelConfig) -> Backend:

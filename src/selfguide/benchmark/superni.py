@@ -83,6 +83,7 @@ class Bench:
         self.base, self.options, self.dry_run = base, options, dry_run
         self.plan = Plan()
         self.synthesized: dict[Path, list[tuple[str, str]] | None] = {}
+        self.splits: dict[str, str] = {}  # the eval split each task was loaded with
         self.counted_synthesis: set[tuple[str, str]] = set()
         self.stats = CallStats()
         self.train_lock = threading.Lock()  # training runs in-process, one at a time
@@ -111,6 +112,7 @@ class Bench:
             if (Path(root) / "selfguide_splits" / folder / f"{name}.jsonl").exists():
                 split = candidate
         task = load_task(path, split, self.options.superni_root)  # type: ignore[arg-type]
+        self.splits[name] = split
         if self.options.limit:
             task = task.model_copy(update={"eval": task.eval[: self.options.limit]})
         return task
@@ -183,10 +185,10 @@ class Bench:
         extra = (pairs or [])[: len(pairs or []) // 3]
         return evaluate(task, self.model, self.base.eval, folder / "in_context", name="synthetic_in_context", extra_demos=extra)
 
-    def filtered(self, task: TaskSpec, folder: Path) -> dict | None:
-        """Prompting + filters: n samples per item, the output filters at inference, the first survivor
-        (the first sample when none survives)."""
-        outputs = self.base.synth.outputs
+    def filtered(self, task: TaskSpec, config: RunConfig, folder: Path) -> dict | None:
+        """Prompting + filters: n samples per item, the setting's output filters at inference, the
+        first survivor (the first sample when none survives)."""
+        outputs = config.synth.outputs
         if self.dry_run:
             n = self.eval_calls(task)
             self.plan.add("eval: prompting with filters", n, tokens=n * outputs.n * outputs.max_new_tokens)
@@ -257,7 +259,7 @@ def tuning_phase(bench: Bench, tasks: dict[str, TaskSpec]) -> dict:
                 continue
             score = metrics["reported"] if metrics else baseline["reported"]  # no data: the model is unchanged
             rows[setting.key] = {"score": score, "gain": score - baseline["reported"], "pairs": len(pairs or [])}
-        return {"baseline": baseline, "settings": rows}
+        return {"baseline": baseline, "settings": rows, "eval_split": bench.splits[name], "eval_items": len(task.eval)}
 
     results = run_parallel(bench, list(tasks), tune)
     if bench.dry_run:
@@ -277,11 +279,22 @@ def held_out_phase(bench: Bench, tasks: dict[str, TaskSpec], setting: Setting) -
         effective = setting.for_task(task.type)
         results = {"prompting": bench.prompting(task, folder)}
         pairs = bench.synthesize(task, effective, folder / f"synth-{effective.synth_key}")
-        results["self_guide"] = bench.finetune_eval(task, bench.setting_config(effective), pairs, folder / effective.key, "self_guide")[0]
+        config = bench.setting_config(effective)
+        self_guide = bench.finetune_eval(task, config, pairs, folder / effective.key, "self_guide")[0]
+        # No synthetic pair: there is nothing to finetune on, so Self-Guide leaves the model as it was.
+        results["self_guide"] = self_guide if self_guide is not None or pairs is None else results["prompting"]
         results["few_shot_finetune"] = bench.few_shot(task, folder)
         results["synthetic_in_context"] = bench.in_context(task, pairs, folder)
-        results["prompting_with_filters"] = bench.filtered(task, folder)
-        return {"type": task.type, "category": task.category, "pairs": None if pairs is None else len(pairs), "metrics": results}
+        results["prompting_with_filters"] = bench.filtered(task, config, folder)
+        return {
+            "type": task.type,
+            "category": task.category,
+            "eval_split": bench.splits[name],
+            "eval_items": len(task.eval),
+            "pairs": None if pairs is None else len(pairs),
+            "untrained": pairs is not None and not pairs,
+            "metrics": results,
+        }
 
     return run_parallel(bench, list(tasks), evaluate_task)
 
@@ -334,32 +347,41 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
 # ---- results -------------------------------------------------------------------------------
 
 
+# The paper reports exact match on classification and ROUGE-L on generation, whatever SuperNI's
+# per-category choice (task346, Pos Tagging, would be ROUGE-L there); the tables follow the paper.
+TABLE_METRICS = {
+    "superni": {"classification": "exact_match", "generation": "rougeL"},
+    "paper": {"classification": "paper_accuracy", "generation": "paper_char_lcs_f1"},
+}
+
+
 def result_rows(heldout: dict, family: str) -> list[dict]:
-    """One row per held-out task and one average per type; `family` is "superni" (the reported
-    official metric) or "paper" (the SELF-GUIDE paper's variant)."""
+    """One row per held-out task and one average per type, in the official SuperNI metric
+    ("superni") or the SELF-GUIDE paper's variant ("paper") of that type."""
     rows = []
     for kind in ("classification", "generation"):
-        names = [n for n, r in heldout.items() if r["type"] == kind]
-        for name in names:
-            row = {"task": name, "type": kind, "pairs": heldout[name]["pairs"]}
+        metric = TABLE_METRICS[family][kind]
+        kind_rows = []
+        for name, result in heldout.items():
+            if result["type"] != kind:
+                continue
+            row = {"task": name, "type": kind, "metric": metric, "pairs": result["pairs"], "eval_split": result.get("eval_split")}
             for column in BASELINES:
-                metrics = heldout[name]["metrics"].get(column)
-                row[column] = None if metrics is None else score_of(metrics, family)
-            row["metric"] = heldout[name]["metrics"]["prompting"]["reported_metric"] if family == "superni" else ("paper_accuracy" if kind == "classification" else "paper_char_lcs_f1")
-            rows.append(row)
-        if names:
-            average = {"task": f"average ({kind})", "type": kind, "pairs": None, "metric": rows[-1]["metric"]}
+                metrics = result["metrics"].get(column)
+                row[column] = None if metrics is None else score_of(metrics, metric)
+            kind_rows.append(row)
+        if kind_rows:
+            average = {"task": f"average ({kind})", "type": kind, "metric": metric, "pairs": None, "eval_split": None}
             for column in BASELINES:
-                values = [r[column] for r in rows if r["type"] == kind and r["task"] in names and r[column] is not None]
-                average[column] = sum(values) / len(values) if values else None
-            rows.append(average)
+                values = [r[column] for r in kind_rows]
+                average[column] = sum(values) / len(values) if None not in values else None
+            rows += kind_rows + [average]
     return rows
 
 
-def score_of(metrics: dict, family: str) -> float:
-    if family == "superni":
-        return metrics["reported"]
-    return next(iter(metrics["paper"].values()))
+def score_of(metrics: dict, metric: str) -> float:
+    family = "paper" if metric.startswith("paper_") else "superni"
+    return metrics[family][metric]
 
 
 def results_markdown(summary: dict) -> str:
@@ -368,13 +390,16 @@ def results_markdown(summary: dict) -> str:
     lines += [f"Chosen setting ({summary['chosen_by']}): `{setting['key']}`", ""]
     if summary["missing_tasks"]:
         lines += [f"Missing here (not in the SuperNI data): {', '.join(summary['missing_tasks'])}", ""]
-    for family, title in (("superni", "Official SuperNI metrics (EM for classification, ROUGE-L for generation)"), ("paper", "SELF-GUIDE paper metric variant")):
+    for family, title in (
+        ("superni", "Official SuperNI metrics: exact match (classification), ROUGE-L (generation)"),
+        ("paper", "SELF-GUIDE paper's metric variant: last-label accuracy (classification), character LCS F1 (generation)"),
+    ):
         rows = result_rows(summary["heldout"], family)
-        lines += [f"## {title}", "", "| task | metric | synthetic pairs | " + " | ".join(BASELINES) + " |", "|---|---|---:|" + "---:|" * len(BASELINES)]
+        lines += [f"## {title}", "", "| task | metric | eval split | synthetic pairs | " + " | ".join(BASELINES) + " |", "|---|---|---|---:|" + "---:|" * len(BASELINES)]
         for row in rows:
             cells = [fmt(row[c]) for c in BASELINES]
             task = f"**{row['task']}**" if row["task"].startswith("average") else row["task"]
-            lines.append(f"| {task} | {row['metric']} | {'' if row['pairs'] is None else row['pairs']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {task} | {row['metric']} | {row['eval_split'] or ''} | {'' if row['pairs'] is None else row['pairs']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Beside the paper", "", "| type | metric | paper gain (Vicuna-7B-v1.5) | our gain |", "|---|---|---:|---:|"]
     for row in result_rows(summary["heldout"], "superni"):
@@ -405,7 +430,7 @@ def write_results(out: Path, summary: dict) -> None:
     write_json(out / "chosen_setting.json", {"setting": summary["chosen_setting"], "chosen_by": summary["chosen_by"]})
     write_text(out / "results.md", results_markdown(summary))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["family", "task", "type", "metric", "pairs", *BASELINES])
+    writer = csv.DictWriter(buffer, fieldnames=["family", "task", "type", "metric", "eval_split", "pairs", *BASELINES])
     writer.writeheader()
     for family in ("superni", "paper"):
         for row in result_rows(summary["heldout"], family):

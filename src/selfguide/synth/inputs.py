@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
 from selfguide.synth.filters import InputFilter, InputFilterConfig
-from selfguide.synth.prompts import INPUT_STOP, input_generation_messages
+from selfguide.synth.prompts import INPUT_STOP, clean_generated_input, input_generation_messages
 from selfguide.tasks.spec import TaskSpec
 
 
@@ -73,7 +73,7 @@ def generate_inputs(
         completions = model.generate(requests, desc="inputs", progress=False)
         round_records = []
         for slot, (label, [completion]) in enumerate(zip(labels, completions)):
-            text = completion.text.strip()
+            text = clean_generated_input(completion.text)
             drop = input_filter.check(text)
             if drop is None:
                 input_filter.accept(text)

@@ -35,6 +35,7 @@ class SynthConfig(BaseModel):
 def synthesize(task: TaskSpec, model: CachedModel, config: SynthConfig, out_dir: Path, seed: int) -> dict:
     """Run every synthesis stage, write the files, and return the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    calls_before = model.stats.as_dict()
     inputs_path = out_dir / "inputs.jsonl"
     write_jsonl(inputs_path, [])
     candidates = generate_inputs(
@@ -53,7 +54,7 @@ def synthesize(task: TaskSpec, model: CachedModel, config: SynthConfig, out_dir:
     write_jsonl(out_dir / "dataset.jsonl", dataset)
     write_jsonl(out_dir / "drops.jsonl", drop_rows(candidates, annotations, unbalanced))
     summary = summarize(task, candidates, annotations, unbalanced, dataset)
-    summary["model_calls"] = model.stats.as_dict()
+    summary["model_calls"] = model.stats.since(calls_before)
     write_json(out_dir / "summary.json", summary)
     write_text(out_dir / "summary.md", summary_markdown(summary))
     return summary

@@ -3,11 +3,20 @@
 
 from __future__ import annotations
 
+import re
+
 from selfguide.backends.base import Message
 
-# Generated inputs end at the next example header: the natural delimiter of this format.
+# Generated inputs end at the next example header: the natural delimiter of this format. A reply
+# that opens with a header of its own is not cut there: the header is stripped instead.
 EXAMPLE_HEADER = "[Example"
-INPUT_STOP = (EXAMPLE_HEADER,)
+INPUT_STOP = ("\n" + EXAMPLE_HEADER,)
+LEADING_HEADER = re.compile(r"^\s*\[Example[^\]\n]*\]\s*")
+
+
+def clean_generated_input(text: str) -> str:
+    """The generated input without a leading "[Example N]" header and surrounding whitespace."""
+    return LEADING_HEADER.sub("", text).strip()
 
 
 def input_generation_messages(

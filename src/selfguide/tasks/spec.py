@@ -128,10 +128,13 @@ def own_task(path: Path, data: dict) -> TaskSpec:
     if task_type is None:
         task_type = "classification" if labels else infer_type([item.references[0] for item in eval_items])
     if task_type == "classification" and not labels:
-        labels = sorted({item.references[0] for item in eval_items} | {e.output for e in examples})
+        labels = sorted({item.references[0].strip() for item in eval_items} | {e.output.strip() for e in examples})
     name = data.get("name") or path.stem
     if not isinstance(name, str):
         raise BadInputError(path, "field 'name'", "a string", describe(name))
+    category = data.get("category")
+    if category is not None and not isinstance(category, str):
+        raise BadInputError(path, "field 'category'", "a string such as 'Textual Entailment'", describe(category))
     return TaskSpec(
         name=name,
         instruction=instruction.strip(),
@@ -139,7 +142,7 @@ def own_task(path: Path, data: dict) -> TaskSpec:
         type=task_type,
         labels=labels,
         eval=eval_items,
-        category=data.get("category"),
+        category=category,
         source=str(path),
     )
 
