@@ -1,7 +1,7 @@
 """Synthesis speed: one selfguide synthesis run against the same prompts through a plain
 one-prompt-at-a-time `model.generate` loop, in the same process, side by side.
 
-    python bench/synthesis.py                      # tiny local model, task190, CPU
+    python bench/synthesis.py                      # tiny local model, task036, CPU
     python bench/synthesis.py --model M --task task036 --rounds 5 --device cuda
 
 Prints pairs/s and generated tokens/s for both, and the ratio. The baseline replays exactly the
@@ -83,8 +83,8 @@ def plain_loop(model_name: str, requests: list[dict], device: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="hub id or folder (default: a tiny local model built here)")
-    parser.add_argument("--task", default="task190", help="a task file or SuperNI task name")
-    parser.add_argument("--rounds", type=int, default=2, help="input-generation rounds (10 prompts each)")
+    parser.add_argument("--task", default="task036", help="a task file or SuperNI task name")
+    parser.add_argument("--rounds", type=int, default=4, help="input-generation rounds (10 prompts each)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="selfguide-bench-"))

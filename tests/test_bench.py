@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import sqlite3
+import threading
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,14 +46,17 @@ def test_grid_parsing():
             parse_grid(bad)
 
 
-def bench(tiny_model_dir: Path, out: Path, *extra: str):
-    args = [
+def bench_args(tiny_model_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [
         "bench", "superni", "--model", str(tiny_model_dir), "--tasks", "task190,task1562", "--limit", "5",
         "--grid", "temperature=1.0", "--grid", "input_length_filter=false", "--grid", "output_length_filter=false",
         "--grid", "epochs=1,2", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", "synth.inputs.rounds=2",
         "--set", "synth.outputs.n=3", "--out", str(out), "--quiet", *extra,
     ]
-    return runner.invoke(app, args, env={"SELFGUIDE_SUPERNI": str(SUPERNI)})
+
+
+def bench(tiny_model_dir: Path, out: Path, *extra: str):
+    return runner.invoke(app, bench_args(tiny_model_dir, out, *extra), env={"SELFGUIDE_SUPERNI": str(SUPERNI)})
 
 
 def plan_of(output: str) -> tuple[int, int]:
@@ -107,7 +117,47 @@ def test_bench_end_to_end(tiny_model_dir, tmp_path):
     assert done_stamps(out) == stamps
 
 
+def test_killed_bench_redoes_no_finished_stage(tiny_model_dir, tmp_path):
+    """SIGKILL the bench once its first training is done; the rerun reuses that training and every
+    finished call, and the calls of both runs add up to the dry run's exact count."""
+    out = tmp_path / "bench"
+    command = [sys.executable, "-c", "from selfguide.cli import main; main()", *bench_args(tiny_model_dir, out)]
+    env = {**os.environ, "SELFGUIDE_SUPERNI": str(SUPERNI), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not list(out.rglob("done.json")) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "results.json").exists(), "the kill came after the bench had finished"
+    stamps = done_stamps(out)
+    assert len(stamps) == 1
+    with sqlite3.connect(out / "cache.sqlite") as conn:
+        calls_before = conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    resumed = bench(tiny_model_dir, out)
+    assert resumed.exit_code == 0, resumed.output
+    calls_after = json.loads((out / "results.json").read_text())["model_calls"]["calls"]
+    exact = bench(tiny_model_dir, out, "--dry-run")
+    assert plan_of(exact.output) == (calls_before + calls_after,) * 2
+    assert all(done_stamps(out)[path] == stamp for path, stamp in stamps.items())
+
+
 def test_bench_setting_skips_tuning(tiny_model_dir, tmp_path):
     result = bench(tiny_model_dir, tmp_path / "b", "--setting", "temperature=1.0,input_length_filter=false,output_length_filter=false,epochs=1", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "training runs: 2" in result.output  # self-guide + few-shot on task1562, no tuning
+
+
+def test_tasks_run_in_parallel_only_on_a_server_backend():
+    from types import SimpleNamespace
+
+    from selfguide.benchmark.superni import run_parallel
+    from selfguide.config import RunConfig
+
+    barrier = threading.Barrier(2, timeout=10)  # passes only if both tasks are in flight at once
+    server = SimpleNamespace(base=RunConfig(model={"backend": "openai"}), options=SimpleNamespace(parallel=2), dry_run=False)
+    assert run_parallel(server, ["a", "b"], lambda name: (barrier.wait(), name)[1]) == {"a": "a", "b": "b"}
+    in_process = SimpleNamespace(base=RunConfig(model={"backend": "hf"}), options=SimpleNamespace(parallel=2), dry_run=False)
+    threads = run_parallel(in_process, ["a", "b"], lambda name: threading.get_ident())
+    assert set(threads.values()) == {threading.get_ident()}

@@ -1,5 +1,6 @@
 """Small file helpers: every file is written whole to a temporary name and then renamed, so a
-crash never leaves a half-written result behind."""
+crash never leaves a half-written result behind. The temporary name carries the process id, so
+several processes (ranks under `accelerate launch`) writing the same file never collide."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 

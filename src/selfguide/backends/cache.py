@@ -132,6 +132,7 @@ class CachedModel:
         self.info = info
         self._make_backend = make_backend
         self._backend: Backend | None = None
+        self._backend_lock = threading.Lock()  # tasks in parallel threads share one loaded model
         self.cache = cache
         self.max_calls = max_calls
         self.progress = progress
@@ -181,9 +182,10 @@ class CachedModel:
         return results  # type: ignore[return-value]
 
     def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = self._make_backend()
-        return self._backend
+        with self._backend_lock:
+            if self._backend is None:
+                self._backend = self._make_backend()
+            return self._backend
 
     def close(self) -> None:
         if self._backend is not None:
