@@ -46,21 +46,18 @@ def fingerprint(model: str, adapter: str | None = None) -> tuple[str, dict]:
     """sha256 over what identifies the weights, plus readable details for `BackendInfo.extra`."""
     details: dict = {}
     parts: list[bytes] = []
-    model_path = Path(model).expanduser()
-    if model_path.is_dir():
-        parts += _folder_parts(model_path, "model-folder")
-    else:
-        commit = _hub_commit(model)
-        details["revision"] = commit
-        parts.append(f"hub:{model}@{commit or ''}".encode())
-    if adapter is not None:
-        adapter_path = Path(adapter).expanduser()
-        if adapter_path.is_dir():
-            parts += _folder_parts(adapter_path, "adapter-folder")
+    # (name, folder label, hub label, details key) for the model and, if any, the adapter on top.
+    sources = [(model, "model-folder", "hub", "revision"), (adapter, "adapter-folder", "hub-adapter", "adapter_revision")]
+    for name, folder_label, hub_label, revision_key in sources:
+        if name is None:
+            continue
+        path = Path(name).expanduser()
+        if path.is_dir():
+            parts += _folder_parts(path, folder_label)
         else:
-            commit = _hub_commit(adapter)
-            details["adapter_revision"] = commit
-            parts.append(f"hub-adapter:{adapter}@{commit or ''}".encode())
+            commit = _hub_commit(name)
+            details[revision_key] = commit
+            parts.append(f"{hub_label}:{name}@{commit or ''}".encode())
     digest = hashlib.sha256()
     for part in parts:
         digest.update(len(part).to_bytes(8, "little"))
