@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfguide.backends.cache import CallCache
+from selfguide.backends.cache import CachedModel, CallCache
 from selfguide.backends.factory import ModelConfig, cached_model, model_fingerprint
 from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import SelfGuideError
@@ -54,18 +54,23 @@ class SynthResult:
 
 def synthesize(config: RunConfig, *, progress: bool = True, max_calls: int | None = None) -> SynthResult:
     """Write the SELF-GUIDE synthetic dataset of `config.task` into `<out>/synth/`."""
-    from selfguide.synth.pipeline import synthesize as run_synthesis
-
     require_model(config)
     task = load_run_task(config)
     out = run_dir(config, task)
     cache = open_cache(config, out)
     model = cached_model(config.model, cache, max_calls=max_calls, progress=progress)
     try:
-        summary = run_synthesis(task, model, config.synth, out / "synth", config.seed)
+        return synthesize_with(task, model, config, out)
     finally:
         model.close()
         cache.close()
+
+
+def synthesize_with(task: TaskSpec, model: CachedModel, config: RunConfig, out: Path) -> SynthResult:
+    """Synthesis with a model the caller already holds (and closes)."""
+    from selfguide.synth.pipeline import synthesize as run_synthesis
+
+    summary = run_synthesis(task, model, config.synth, out / "synth", config.seed)
     return SynthResult(out, out / "synth" / "dataset.jsonl", summary)
 
 
@@ -198,33 +203,41 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
     model on the same eval set, and write report.md and report.html."""
     from selfguide.report.report import write_report
 
+    from selfguide.eval.evaluate import evaluate as run_eval
+
     require_model(config)
     task = load_run_task(config)
     out = run_dir(config, task)
     timings: dict[str, float] = {}
+    cache = open_cache(config, out)
+    try:
+        # One load of the base model serves synthesis and the prompting baseline; it is freed
+        # before training so the GPU is the trainer's.
+        base = cached_model(config.model, cache, progress=progress)
+        try:
+            started = time.perf_counter()
+            synth = synthesize_with(task, base, config, out)
+            timings["synthesize"] = time.perf_counter() - started
+            started = time.perf_counter()
+            baseline = run_eval(task, base, config.eval, out / "eval" / "prompting", name="prompting")
+            timings["eval_prompting"] = time.perf_counter() - started
+        finally:
+            base.close()
 
-    started = time.perf_counter()
-    synth = synthesize(config, progress=progress)
-    timings["synthesize"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    baseline = evaluate(config, name="prompting", progress=progress)
-    timings["eval_prompting"] = time.perf_counter() - started
-
-    trained, finetuned = None, None
-    if synth.summary["pairs"] > 0:
-        started = time.perf_counter()
-        trained = train(config, synth.dataset_path, progress=progress)
-        timings["train"] = time.perf_counter() - started
-        started = time.perf_counter()
-        finetuned = evaluate(
-            config,
-            adapter=str(trained.model_dir) if trained.is_adapter else None,
-            model_dir=None if trained.is_adapter else str(trained.model_dir),
-            name="finetuned",
-            progress=progress,
-        )
-        timings["eval_finetuned"] = time.perf_counter() - started
+        trained, finetuned = None, None
+        if synth.summary["pairs"] > 0:
+            started = time.perf_counter()
+            trained = train_on_pairs(config, task, read_pairs(synth.dataset_path), out / "train", progress=progress)
+            timings["train"] = time.perf_counter() - started
+            started = time.perf_counter()
+            tuned = cached_model(trained_model_config(config.model, trained), cache, progress=progress)
+            try:
+                finetuned = run_eval(task, tuned, config.eval, out / "eval" / "finetuned", name="finetuned")
+            finally:
+                tuned.close()
+            timings["eval_finetuned"] = time.perf_counter() - started
+    finally:
+        cache.close()
     write_json(out / "timings.json", timings)
     result = RunResult(out, synth, trained, baseline, finetuned, timings)
     result.report_paths = write_report(out, task, config)
