@@ -30,9 +30,11 @@ class RunConfig(BaseModel):
     cache: str | None = Field(None, description="SQLite file of cached model calls; unset: <out>/cache.sqlite. Share one between runs to reuse calls.")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, values: dict | None = None) -> RunConfig:
-    """Defaults, then the YAML file, then `values` (CLI flags), then `key.path=value` overrides."""
-    data: dict = {}
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, values: dict | None = None, *, base: RunConfig | None = None
+) -> RunConfig:
+    """Defaults (or `base`), then the YAML file, then `values` (CLI flags), then `key.path=value` overrides."""
+    data: dict = base.model_dump(mode="json") if base is not None else {}
     source = "command line"
     if path is not None:
         from selfguide.tasks.spec import read_structured_file

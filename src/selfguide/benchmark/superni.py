@@ -16,23 +16,19 @@ import csv
 import io
 import json
 import threading
-
-import yaml
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfguide.api import TrainOutput, train_on_pairs, trained_model_config
-from selfguide.backends.base import Request, SamplingParams
-from selfguide.backends.cache import CachedModel, CallCache, CallStats, derive_seed
+from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.backends.factory import cached_model
 from selfguide.benchmark.grid import HELD_OUT, PAPER_GAINS, TUNING, Setting, select_setting
-from selfguide.config import RunConfig, config_yaml, set_dotted
+from selfguide.config import RunConfig, config_yaml, load_config
 from selfguide.eval.evaluate import evaluate
 from selfguide.io import read_jsonl, write_json, write_text
-from selfguide.prompts import task_messages
 from selfguide.synth.filters import length_window, noise_terms_for, normalize_label
-from selfguide.synth.outputs import check_sample
+from selfguide.synth.outputs import annotation_requests, check_sample
 from selfguide.synth.pipeline import synthesize
 from selfguide.tasks.spec import TaskSpec, load_task
 from selfguide.tasks.superni import find_superni_task, superni_root_default
@@ -118,7 +114,7 @@ class Bench:
         return task
 
     def setting_config(self, setting: Setting) -> RunConfig:
-        return RunConfig.model_validate(merge_overrides(self.base, setting.overrides()))
+        return load_config(overrides=setting.overrides(), base=self.base)
 
     # ---- stages (each one either runs or counts) ----------------------------------------
 
@@ -193,12 +189,7 @@ class Bench:
             n = self.eval_calls(task)
             self.plan.add("eval: prompting with filters", n, tokens=n * outputs.n * outputs.max_new_tokens)
             return None
-        demos = [(e.input, e.output) for e in task.examples]
-        params = SamplingParams(temperature=outputs.temperature, top_k=outputs.top_k, top_p=outputs.top_p, max_new_tokens=outputs.max_new_tokens, n=outputs.n)
-        requests = [
-            Request(task_messages(task.instruction, demos, item.input), SamplingParams(**{**params.as_dict(), "seed": derive_seed(self.base.seed, "filtered", item.input)}))
-            for item in task.eval
-        ]
+        requests = annotation_requests(task, [item.input for item in task.eval], outputs, self.base.seed, salt="filtered")
         window = length_window([len(e.output) for e in task.examples], outputs.degenerate_width)
         terms = noise_terms_for(outputs.noise, task.is_classification)
         predictions = []
@@ -215,14 +206,6 @@ class Bench:
         config.train.epochs = FEW_SHOT_EPOCHS
         demos = [(e.input, e.output) for e in task.examples]
         return self.finetune_eval(task, config, demos, folder / "few_shot", "few_shot_finetune")[0]
-
-
-def merge_overrides(base: RunConfig, overrides: list[str]) -> dict:
-    data = base.model_dump(mode="json")
-    for item in overrides:
-        key, _, raw = item.partition("=")
-        set_dotted(data, key, yaml.safe_load(raw))
-    return data
 
 
 # ---- phases --------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ class OutputGenConfig(BaseModel):
     balance_classes: bool = Field(True, description="Classification: downsample every label to the rarest one present.")
 
 
-def annotation_requests(task: TaskSpec, inputs: list[str], config: OutputGenConfig, seed: int) -> list[Request]:
+def annotation_requests(task: TaskSpec, inputs: list[str], config: OutputGenConfig, seed: int, salt: str = "outputs") -> list[Request]:
+    """n samples per input with the task prompt; `salt` keeps other users' seeds apart from annotation's."""
     demos = [(e.input, e.output) for e in task.examples]
     return [
         Request(
@@ -43,7 +44,7 @@ def annotation_requests(task: TaskSpec, inputs: list[str], config: OutputGenConf
                 top_p=config.top_p,
                 max_new_tokens=config.max_new_tokens,
                 n=config.n,
-                seed=derive_seed(seed, "outputs", text),
+                seed=derive_seed(seed, salt, text),
             ),
         )
         for text in inputs
