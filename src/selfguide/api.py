@@ -18,6 +18,7 @@ from selfguide.backends.factory import ModelConfig, cached_model, model_fingerpr
 from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import SelfGuideError
 from selfguide.io import read_jsonl, write_json, write_text
+from selfguide.model_source import resolve_model
 from selfguide.tasks.spec import TaskSpec, load_task
 
 
@@ -38,11 +39,19 @@ def open_cache(config: RunConfig, out: Path) -> CallCache:
     return CallCache(config.cache or out / "cache.sqlite")
 
 
-def require_model(config: RunConfig) -> None:
-    if not config.model.name:
-        raise SelfGuideError("no model given: pass --model (a hub id, a local folder, or the served model name)")
-    if config.model.backend == "openai" and not config.model.base_url:
-        raise SelfGuideError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+def require_model(config: RunConfig) -> RunConfig:
+    """`config` with its model resolved to what loads: a .gguf file becomes its converted folder, and
+    no model at all the default SmolLM2-135M-Instruct (see `selfguide.model_source`)."""
+    if config.model.backend == "openai":
+        if not config.model.name:
+            raise SelfGuideError("no model given: the openai backend needs --model, the served model name")
+        if not config.model.base_url:
+            raise SelfGuideError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        return config
+    resolved = resolve_model(config.model.name)
+    if resolved == config.model.name:
+        return config
+    return config.model_copy(update={"model": config.model.model_copy(update={"name": resolved})})
 
 
 @dataclass
@@ -54,7 +63,7 @@ class SynthResult:
 
 def synthesize(config: RunConfig, *, progress: bool = True, max_calls: int | None = None) -> SynthResult:
     """Write the SELF-GUIDE synthetic dataset of `config.task` into `<out>/synth/`."""
-    require_model(config)
+    config = require_model(config)
     task = load_run_task(config)
     out = run_dir(config, task)
     cache = open_cache(config, out)
@@ -88,7 +97,7 @@ class TrainOutput:
 
 def train(config: RunConfig, dataset_path: Path, out_dir: Path | None = None, *, merge: bool = False, progress: bool = True) -> TrainOutput:
     """Finetune `config.model.name` on a dataset.jsonl of {input, output} with the task prompt."""
-    require_model(config)
+    config = require_model(config)
     task = load_run_task(config)
     out = out_dir or run_dir(config, task) / "train"
     pairs = read_pairs(dataset_path)
@@ -160,7 +169,7 @@ def evaluate(
     `model_dir` evaluates a finetuned model instead of `config.model`."""
     from selfguide.eval.evaluate import evaluate as run_eval
 
-    require_model(config)
+    config = require_model(config)
     task = load_run_task(config)
     out = run_dir(config, task)
     label = name or ("finetuned" if adapter or model_dir else "prompting")
@@ -205,7 +214,7 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
 
     from selfguide.eval.evaluate import evaluate as run_eval
 
-    require_model(config)
+    config = require_model(config)
     task = load_run_task(config)
     out = run_dir(config, task)
     timings: dict[str, float] = {}

@@ -31,10 +31,18 @@ def has_chat_template(tokenizer) -> bool:
 
 
 def render_prompt(tokenizer, messages: list[Message]) -> str:
-    """The text the model continues: the conversation so far plus the assistant header."""
+    """The text the model continues: the conversation so far plus the assistant header. A last
+    message from the assistant is a prefill: the model continues that turn instead of opening one."""
+    prefill = is_prefill(messages)
     if has_chat_template(tokenizer):
-        return _apply_template(tokenizer, messages, add_generation_prompt=True)
+        return _apply_template(tokenizer, messages, add_generation_prompt=not prefill, continue_final=prefill)
+    if prefill:
+        return _render_plain(messages[:-1]) + PLAIN_HEADERS["assistant"] + messages[-1]["content"]
     return _render_plain(messages) + PLAIN_HEADERS["assistant"]
+
+
+def is_prefill(messages: list[Message]) -> bool:
+    return bool(messages) and messages[-1]["role"] == "assistant"
 
 
 def render_answer(tokenizer, messages: list[Message], answer: str) -> str:
@@ -61,14 +69,16 @@ def stop_strings_for(tokenizer) -> tuple[str, ...]:
     return () if has_chat_template(tokenizer) else (PLAIN_STOP,)
 
 
-def _apply_template(tokenizer, messages: list[Message], add_generation_prompt: bool) -> str:
+def _apply_template(tokenizer, messages: list[Message], add_generation_prompt: bool, continue_final: bool = False) -> str:
+    # continue_final: the last (assistant) turn is left open for the model to continue.
+    options = {"add_generation_prompt": add_generation_prompt, "continue_final_message": continue_final}
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(messages, tokenize=False, **options)
     except Exception:
         # Some templates (Mistral, Gemma) refuse a system turn: fold it into the first user turn.
         if not messages or messages[0]["role"] != "system":
             raise
-        return tokenizer.apply_chat_template(fold_system(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(fold_system(messages), tokenize=False, **options)
 
 
 def fold_system(messages: list[Message]) -> list[Message]:

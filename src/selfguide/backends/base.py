@@ -38,6 +38,21 @@ class Request:
     params: SamplingParams
 
 
+@dataclass(frozen=True)
+class ScoreRequest:
+    messages: tuple[Message, ...] | list[Message]  # the conversation up to the answer
+    candidates: tuple[str, ...]  # assistant answers to score
+
+
+@dataclass
+class CandidateScore:
+    logprob: float  # sum of natural-log probabilities of the candidate's answer tokens
+    tokens: int  # how many tokens were scored
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class Completion:
     text: str  # with the stop string (and anything after it) removed

@@ -23,6 +23,9 @@ from selfguide.backends.base import Backend, BackendInfo, Completion, Request
 from selfguide.errors import BudgetExceeded
 
 
+SCORING_BACKENDS = frozenset({"hf"})
+
+
 def request_key(info: BackendInfo, request: Request) -> str:
     payload = {
         "backend": info.backend,
@@ -180,6 +183,11 @@ class CachedModel:
                 )
         assert all(r is not None for r in results), "backend did not answer every request"
         return results  # type: ignore[return-value]
+
+    @property
+    def supports_scoring(self) -> bool:
+        """Whether `score` works: log-likelihoods need the model in this process."""
+        return self.info.backend in SCORING_BACKENDS
 
     def backend(self) -> Backend:
         with self._backend_lock:

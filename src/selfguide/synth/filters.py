@@ -5,6 +5,7 @@ Each check returns None (keep) or a `Drop` naming the reason, so every decision 
 
 from __future__ import annotations
 
+import re
 import statistics
 import string
 from dataclasses import dataclass
@@ -52,6 +53,11 @@ class InputFilterConfig(BaseModel):
     length_filter: bool = Field(True, description="Keep inputs inside the demo inputs' mean +/- 2 std character window (tuned in the paper).")
     degenerate_width: float = Field(0.5, gt=0, description="When the window is empty (all demos one length, or one demo): mean x (1 +/- this).")
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    require_demo_fields: bool = Field(
+        True,
+        description="Drop inputs that lack a field marker every demo input has (such as 'Premise:' and 'Hypothesis:'), "
+        "so the model learns from inputs in the task's form (not in the paper).",
+    )
     drop_demo_copies: bool = Field(True, description="Drop inputs equal to a demo input (the original did not).")
     drop_eval_copies: bool = Field(True, description="Drop inputs equal to an eval input, so the eval set stays held out (the original did not).")
 
@@ -101,6 +107,32 @@ def check_noise(text: str, phrases: list[str], terms: list[str]) -> Drop | None:
     return None
 
 
+# A field marker: one or two words, or a number, followed by a colon ("Premise:", "POS tag:", "1:").
+FIELD_MARKER = re.compile(r"([A-Za-z_]\w*(?: \w+)?|\d+) ?:(?!\d)")
+
+
+def demo_field_markers(demo_inputs: list[str]) -> list[str]:
+    """The field markers that every demo input has, in the order of the first demo, without those
+    that only repeat the tail of a longer one ("1" of "Sentence 1")."""
+    def markers(text: str) -> list[str]:
+        found = []
+        for match in FIELD_MARKER.findall(text):
+            found.append(match)
+            if " " in match:
+                found.append(match.split(" ", 1)[1])  # "the claim" also counts as "claim"
+        return found
+
+    if not demo_inputs:
+        return []
+    common = [m for m in dict.fromkeys(markers(demo_inputs[0])) if all(m in markers(text) for text in demo_inputs[1:])]
+    return [m for m in common if not any(other != m and other.endswith(" " + m) for other in common)]
+
+
+def check_fields(text: str, fields: list[str]) -> Drop | None:
+    missing = [field for field in fields if f"{field}:" not in text and f"{field} :" not in text]
+    return Drop("missing_fields", ", ".join(missing)) if missing else None
+
+
 class InputFilter:
     """Applies the input filters in order and remembers accepted inputs for the duplicate check."""
 
@@ -108,6 +140,7 @@ class InputFilter:
         self.config = config
         self.window = length_window([len(x) for x in demo_inputs], config.degenerate_width)
         self.terms = noise_terms_for(config.noise, classification)
+        self.fields = demo_field_markers(demo_inputs) if config.require_demo_fields else []
         self.demo_inputs = {x.strip() for x in demo_inputs} if config.drop_demo_copies else set()
         self.eval_inputs = {x.strip() for x in eval_inputs} if config.drop_eval_copies else set()
         self.accepted: set[str] = set()
@@ -119,6 +152,8 @@ class InputFilter:
         if self.config.length_filter and (drop := check_length(text, self.window)):
             return drop
         if self.config.noise.enabled and (drop := check_noise(text, self.config.noise.phrases, self.terms)):
+            return drop
+        if self.fields and (drop := check_fields(text, self.fields)):
             return drop
         if text in self.accepted:
             return Drop("duplicate")

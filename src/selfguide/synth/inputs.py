@@ -10,13 +10,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
 from selfguide.synth.filters import InputFilter, InputFilterConfig
-from selfguide.synth.prompts import INPUT_STOP, clean_generated_input, input_generation_messages
+from selfguide.synth.prompts import clean_generated_input, input_generation_messages, input_stops
 from selfguide.tasks.spec import TaskSpec
 
 
@@ -32,6 +34,11 @@ class InputGenConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; 1 = off.")
     max_new_tokens: int = Field(500, ge=1, description="Upper bound per input; generation normally ends earlier at the example delimiter.")
     max_earlier_examples: int = Field(10, ge=0, description="At most this many earlier accepted inputs per prompt (k ~ U[1, min(pool, this)]).")
+    prompt: Literal["prefill", "published"] = Field(
+        "prefill",
+        description="'prefill': the assistant turn opens with the next example header, so the reply is the input itself "
+        "(small chat models follow it); 'published': a request the model answers freely, as in the paper.",
+    )
 
     def rounds_for(self, task: TaskSpec) -> int:
         return self.rounds if self.rounds is not None else (40 if task.is_classification else 20)
@@ -47,6 +54,7 @@ def generate_inputs(
 ) -> list[dict]:
     """Run every round and return one record per candidate input: kept or dropped, and why."""
     demo_inputs = [e.input for e in task.examples]
+    stops = input_stops(gen.prompt, demo_inputs)
     input_filter = InputFilter(filters, demo_inputs, [item.input for item in task.eval], task.is_classification)
     pool: list[str] = []
     records: list[dict] = []
@@ -65,10 +73,10 @@ def generate_inputs(
                 top_p=gen.top_p,
                 max_new_tokens=gen.max_new_tokens,
                 n=1,
-                stop=INPUT_STOP,
+                stop=stops,
                 seed=derive_seed(seed, "inputs", round_index, slot),
             )
-            requests.append(Request(input_generation_messages(task.instruction, demos, earlier, label), params))
+            requests.append(Request(input_generation_messages(task.instruction, demos, earlier, label, gen.prompt), params))
             labels.append(label)
         completions = model.generate(requests, desc="inputs", progress=False)
         round_records = []

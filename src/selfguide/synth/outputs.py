@@ -3,12 +3,14 @@ voted on; classification pairs are mapped to labels and balanced (SPEC §2.3).""
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter, defaultdict
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfguide.backends.base import Request, SamplingParams
+from selfguide.backends.base import Request, SamplingParams, ScoreRequest
 from selfguide.backends.cache import CachedModel, derive_seed
 from selfguide.prompts import task_messages
 from selfguide.synth.filters import Drop, NoiseConfig, check_length, check_noise, length_window, noise_terms_for, normalize_label
@@ -30,6 +32,18 @@ class OutputGenConfig(BaseModel):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     min_vote_share: float = Field(0.3, ge=0, le=1, description="The winning answer must hold this share of the surviving samples.")
     balance_classes: bool = Field(True, description="Classification: downsample every label to the rarest one present.")
+    labeler: Literal["sample", "score"] = Field(
+        "sample",
+        description="Classification: 'sample' draws n answers, filters and votes (the paper); 'score' ranks every label by "
+        "the model's log-likelihood after the prompt (one forward pass per label, no sampling) and keeps the input when "
+        "the top label's probability reaches min_label_prob.",
+    )
+    min_label_prob: float = Field(0.5, ge=0, le=1, description="labeler 'score': the top label's (calibrated) probability needed to keep an input.")
+    calibrate: bool = Field(
+        True,
+        description="labeler 'score': divide each label's probability by its mean over all inputs labelled together "
+        "(batch calibration), so a label the model favours for every input does not win every input.",
+    )
 
 
 def annotation_requests(task: TaskSpec, inputs: list[str], config: OutputGenConfig, seed: int, salt: str = "outputs") -> list[Request]:
@@ -51,8 +65,40 @@ def annotation_requests(task: TaskSpec, inputs: list[str], config: OutputGenConf
     ]
 
 
+def label_score_requests(task: TaskSpec, inputs: list[str]) -> list[ScoreRequest]:
+    """Every label as a candidate answer to the task prompt of each input."""
+    demos = [(e.input, e.output) for e in task.examples]
+    return [ScoreRequest(task_messages(task.instruction, demos, text), tuple(task.labels or ())) for text in inputs]
+
+
+def label_probabilities(model: CachedModel, task: TaskSpec, inputs: list[str], calibrate: bool, desc: str = "scoring labels") -> list[dict[str, float]]:
+    """Per input, a probability per label from the log-likelihood of each label as the whole answer
+    (end of turn included), normalised over the labels; with `calibrate`, each label's probability
+    is first divided by its mean over `inputs` (batch calibration, Zhou et al. 2023)."""
+    labels = list(task.labels or ())
+    scores = model.score(label_score_requests(task, inputs), desc=desc) if inputs else []
+    probs = [softmax([s.logprob for s in row]) for row in scores]
+    if calibrate and probs:
+        prior = [sum(row[k] for row in probs) / len(probs) for k in range(len(labels))]
+        probs = [normalise([p / q if q > 0 else 0.0 for p, q in zip(row, prior)]) for row in probs]
+    return [dict(zip(labels, row)) for row in probs]
+
+
+def softmax(logprobs: list[float]) -> list[float]:
+    top = max(logprobs)
+    return normalise([math.exp(x - top) for x in logprobs])
+
+
+def normalise(values: list[float]) -> list[float]:
+    total = sum(values)
+    return [v / total for v in values] if total > 0 else [1 / len(values)] * len(values)
+
+
 def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: OutputGenConfig, seed: int) -> list[dict]:
-    """One record per kept input: its samples (each kept or dropped, and why) and the vote."""
+    """One record per kept input: its samples (each kept or dropped, and why) and the vote, or with
+    labeler 'score' its label probabilities and the top label."""
+    if task.is_classification and task.labels and config.labeler == "score":
+        return annotate_by_scores(task, inputs, model, config)
     requests = annotation_requests(task, [record["text"] for record in inputs], config, seed)
     all_completions = model.generate(requests, desc="labelling inputs")
     window = length_window([len(e.output) for e in task.examples], config.degenerate_width)
@@ -83,6 +129,30 @@ def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: Out
                 "samples": samples,
                 "vote": vote,
                 "output": vote["winner"] if drop is None else None,
+                "status": "kept" if drop is None else "dropped",
+                "reason": None if drop is None else drop.reason,
+                "detail": None if drop is None else drop.detail,
+            }
+        )
+    return records
+
+
+def annotate_by_scores(task: TaskSpec, inputs: list[dict], model: CachedModel, config: OutputGenConfig) -> list[dict]:
+    """Label scoring: the most likely label wins when its probability reaches `min_label_prob`."""
+    probabilities = label_probabilities(model, task, [record["text"] for record in inputs], config.calibrate)
+    records = []
+    for record, probs in zip(inputs, probabilities):
+        winner = max(probs, key=lambda label: (probs[label], label))
+        vote = {"winner": winner, "count": 1, "valid": 1, "share": probs[winner], "passed": probs[winner] >= config.min_label_prob, "label_probs": probs}
+        drop = None if vote["passed"] else Drop("low_label_prob", f"{winner} {probs[winner]:.2f}")
+        records.append(
+            {
+                "input_id": record["id"],
+                "input": record["text"],
+                "pseudo_label": record.get("pseudo_label"),
+                "samples": [],
+                "vote": vote,
+                "output": winner if drop is None else None,
                 "status": "kept" if drop is None else "dropped",
                 "reason": None if drop is None else drop.reason,
                 "detail": None if drop is None else drop.detail,

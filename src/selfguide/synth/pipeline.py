@@ -21,6 +21,7 @@ from selfguide.io import append_jsonl, write_json, write_jsonl, write_text
 from selfguide.synth.filters import InputFilterConfig
 from selfguide.synth.inputs import InputGenConfig, generate_inputs
 from selfguide.synth.outputs import OutputGenConfig, annotate, balance_classes
+from selfguide.synth.self_label import SelfLabelConfig, self_label_accuracy
 from selfguide.tasks.spec import TaskSpec
 
 
@@ -30,6 +31,7 @@ class SynthConfig(BaseModel):
     inputs: InputGenConfig = Field(default_factory=InputGenConfig)
     input_filters: InputFilterConfig = Field(default_factory=InputFilterConfig)
     outputs: OutputGenConfig = Field(default_factory=OutputGenConfig)
+    self_label: SelfLabelConfig = Field(default_factory=SelfLabelConfig)
 
 
 def synthesize(task: TaskSpec, model: CachedModel, config: SynthConfig, out_dir: Path, seed: int) -> dict:
@@ -54,6 +56,7 @@ def synthesize(task: TaskSpec, model: CachedModel, config: SynthConfig, out_dir:
     write_jsonl(out_dir / "dataset.jsonl", dataset)
     write_jsonl(out_dir / "drops.jsonl", drop_rows(candidates, annotations, unbalanced))
     summary = summarize(task, candidates, annotations, unbalanced, dataset)
+    summary["self_label_accuracy"] = self_label_accuracy(task, model, config.outputs, config.self_label, seed)
     summary["model_calls"] = model.stats.since(calls_before)
     write_json(out_dir / "summary.json", summary)
     write_text(out_dir / "summary.md", summary_markdown(summary))
@@ -146,6 +149,12 @@ def summary_markdown(summary: dict) -> str:
             )
         if labels["missing_from_final"]:
             lines += ["", f"Labels with no synthetic pair: {', '.join(labels['missing_from_final'])}"]
+    if accuracy := summary.get("self_label_accuracy"):
+        lines += [
+            "",
+            f"Self-label accuracy: {accuracy['accuracy']:.1f} {accuracy['metric']} on {accuracy['n']} {accuracy['source']} "
+            f"({accuracy['passed_vote']} passed the vote).",
+        ]
     if "model_calls" in summary:
         calls = summary["model_calls"]
         lines += ["", f"Model calls: {calls['calls']} made, {calls['cached']} from cache, {calls['completion_tokens']} tokens generated."]

@@ -20,10 +20,15 @@ def clean_generated_input(text: str) -> str:
 
 
 def input_generation_messages(
-    instruction: str, demo_inputs: list[str], earlier_inputs: list[str], pseudo_label: str | None = None
+    instruction: str, demo_inputs: list[str], earlier_inputs: list[str], pseudo_label: str | None = None, style: str = "prefill"
 ) -> list[Message]:
     """Instruction, the demo inputs as reference examples, earlier generated inputs as extra
-    (possibly imperfect) examples, then a request for one new input (for a given label, if any)."""
+    (possibly imperfect) examples, then a request for one new input (for a given label, if any).
+
+    style "published": the request ends the user turn and the model replies freely, as in the paper;
+    small chat models then tend to talk about the task instead of writing an input. style "prefill":
+    the assistant turn is opened with the next example's header, so the model's first words are
+    the new input itself, and the stops end it at the next header or blank line."""
     blocks = [f"Task instruction:\n{instruction}", "Reference examples of inputs for this task:"]
     number = 0
     for text in demo_inputs:
@@ -34,8 +39,24 @@ def input_generation_messages(
         for text in earlier_inputs:
             number += 1
             blocks.append(f"{EXAMPLE_HEADER} {number}]\n{text}")
-    request = "Write one new input for this task, different from every example above"
+    if style == "published":
+        request = "Write one new input for this task, different from every example above"
+        if pseudo_label is not None:
+            request += f", such that the correct answer for it is: {pseudo_label}"
+        blocks.append(request + ". Reply with the new input only, in the same format as the examples.")
+        return [{"role": "user", "content": "\n\n".join(blocks)}]
+    header = f"{EXAMPLE_HEADER} {number + 1}]"
+    request = f"Write {header}: one new input for this task, in exactly the same format as the examples above, about something new"
     if pseudo_label is not None:
-        request += f", such that the correct answer for it is: {pseudo_label}"
-    blocks.append(request + ". Reply with the new input only, in the same format as the examples.")
-    return [{"role": "user", "content": "\n\n".join(blocks)}]
+        request += f". The correct answer for the new input must be: {pseudo_label}"
+    blocks.append(request + ".")
+    return [{"role": "user", "content": "\n\n".join(blocks)}, {"role": "assistant", "content": header + "\n"}]
+
+
+def input_stops(style: str, demo_inputs: list[str]) -> tuple[str, ...]:
+    """Where a generated input ends: the next example header; with a prefilled turn also a header
+    without its newline, and a blank line unless the demo inputs themselves contain one."""
+    if style == "published":
+        return INPUT_STOP
+    stops = (*INPUT_STOP, EXAMPLE_HEADER)
+    return stops if any("\n\n" in text for text in demo_inputs) else (*stops, "\n\n")

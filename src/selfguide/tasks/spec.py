@@ -42,6 +42,9 @@ class TaskSpec(BaseModel):
     type: TaskType
     labels: list[str] | None = None
     eval: list[EvalItem] = Field(default_factory=list)
+    # Gold items outside the eval set (SuperNI instances not evaluated on): for the self-label
+    # diagnostic and the gold-data ceiling, never for synthesis or evaluation.
+    dev: list[EvalItem] = Field(default_factory=list)
     category: str | None = None
     source: str = ""
 

@@ -46,6 +46,8 @@ def superni_task(path: Path, data: dict, eval_split: EvalSplit, superni_root: st
         if not split_file.exists():
             raise BadInputError(split_file, "file", f"the SELF-GUIDE {split_dir} split of {name}", "no such file (use --eval-split official)")
         eval_items = load_eval_jsonl(split_file, input_key="input_col", output_key="output_col")
+    eval_inputs = {item.input for item in eval_items}
+    dev_items = [item for item in all_items if item.input not in eval_inputs]
     categories = data.get("Categories") or [None]
     return TaskSpec(
         name=name,
@@ -54,6 +56,7 @@ def superni_task(path: Path, data: dict, eval_split: EvalSplit, superni_root: st
         type=task_type,
         labels=labels,
         eval=eval_items,
+        dev=dev_items,
         category=categories[0],
         source=str(path),
     )

@@ -1,0 +1,69 @@
+"""The self-label diagnostic: can this model teach itself this task?
+
+Before any training, the labelling stage (the same prompt, samples, filters and vote, or label
+scoring) runs on real inputs whose gold answer is known: the task's gold items outside the eval
+set (SuperNI instances not evaluated on), or else each demo held out in turn and labelled with
+the other demos in the prompt. How often the self-label is right bounds what finetuning on
+self-labels can teach: a model that labels a task at chance will learn chance.
+"""
+
+from __future__ import annotations
+
+import random
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfguide.backends.cache import CachedModel, derive_seed
+from selfguide.eval.metrics import exact_match, rouge_l
+from selfguide.synth.outputs import OutputGenConfig, annotate
+from selfguide.tasks.spec import TaskSpec
+
+
+class SelfLabelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: int = Field(20, ge=0, description="Gold items to self-label (0 = off); a task without gold items outside its eval set uses its demos, each held out in turn.")
+
+
+def self_label_accuracy(task: TaskSpec, model: CachedModel, outputs: OutputGenConfig, config: SelfLabelConfig, seed: int) -> dict | None:
+    """Score of the self-labels against gold: exact match for classification, ROUGE-L otherwise.
+    Inputs the vote drops count as wrong (they would not reach training either)."""
+    if config.items == 0:
+        return None
+    if task.dev:
+        rng = random.Random(derive_seed(seed, "self-label"))
+        chosen = rng.sample(task.dev, min(config.items, len(task.dev)))
+        cases = [(task, item.input, item.references) for item in chosen]
+        source = "gold items outside the eval set"
+    elif len(task.examples) >= 2:
+        cases = [
+            (task.model_copy(update={"examples": task.examples[:i] + task.examples[i + 1 :]}), demo.input, [demo.output])
+            for i, demo in enumerate(task.examples[: config.items])
+        ]
+        source = "demos, each held out in turn"
+    else:
+        return None
+    scores, kept = [], 0
+    # Cases that share a task prompt are labelled in one call, so the backend batches them.
+    by_task: dict[int, list[int]] = {}
+    for index, (case_task, _, _) in enumerate(cases):
+        by_task.setdefault(id(case_task), []).append(index)
+    answers: dict[int, str | None] = {}
+    for indices in by_task.values():
+        case_task = cases[indices[0]][0]
+        records = [{"id": f"gold{i}", "text": cases[i][1]} for i in indices]
+        for i, annotated in zip(indices, annotate(case_task, records, model, outputs, derive_seed(seed, "self-label-samples"))):
+            answers[i] = annotated["output"]
+    metric = "exact_match" if task.is_classification else "rougeL"
+    for i, (_, _, references) in enumerate(cases):
+        answer = answers[i]
+        kept += answer is not None
+        scores.append(0.0 if answer is None else (exact_match(answer, references) if metric == "exact_match" else rouge_l(answer, references)))
+    return {
+        "metric": metric,
+        "accuracy": 100 * sum(scores) / len(scores),
+        "n": len(scores),
+        "passed_vote": kept,
+        "labeler": outputs.labeler if task.is_classification else "sample",
+        "source": source,
+    }

@@ -1,0 +1,62 @@
+"""The input-writing prompt for chat and base tokenizers: it ends where the model must write the
+new input, and the stops end exactly one input."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfguide.prompts import encode_prompt, render_prompt
+from selfguide.synth.filters import check_fields, demo_field_markers
+from selfguide.synth.prompts import INPUT_STOP, clean_generated_input, input_generation_messages, input_stops
+
+DEMOS = ["Premise: a cat sat. Hypothesis: an animal sat.", "Premise: it rains. Hypothesis: the sun shines."]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    chat = AutoTokenizer.from_pretrained(tiny_model_dir)
+    base = AutoTokenizer.from_pretrained(tiny_model_dir)
+    base.chat_template = None
+    return {"chat": chat, "base": base}
+
+
+@pytest.mark.parametrize("kind", ["chat", "base"])
+def test_prefilled_prompt_ends_at_the_new_example_header(tokenizers, kind):
+    tokenizer = tokenizers[kind]
+    messages = input_generation_messages("Classify the pair.", DEMOS, ["Premise: x. Hypothesis: y."], "entailment")
+    text = render_prompt(tokenizer, messages)
+    assert text.endswith("[Example 4]\n")  # 2 demos + 1 earlier input, then the new one
+    assert "correct answer for the new input must be: entailment" in text
+    # The turn is left open: nothing after the header, and its ids are a prefix of the whole text's.
+    ids = encode_prompt(tokenizer, messages)
+    assert tokenizer.decode(ids, skip_special_tokens=False).endswith("[Example 4]\n")
+    if kind == "chat":
+        assert text.count("<|assistant|>") == 1 and not text.endswith("<|end|>\n")
+    else:
+        assert text.endswith("### Response:\n[Example 4]\n")
+
+
+def test_published_prompt_is_one_user_turn_answered_freely(tokenizers):
+    messages = input_generation_messages("Classify the pair.", DEMOS, [], None, style="published")
+    assert [m["role"] for m in messages] == ["user"]
+    assert render_prompt(tokenizers["chat"], messages).endswith("<|assistant|>\n")
+    assert input_stops("published", DEMOS) == INPUT_STOP
+
+
+def test_stops_end_one_input():
+    stops = input_stops("prefill", DEMOS)
+    reply = "Premise: a dog ran. Hypothesis: a pet moved.\n\nI hope this input helps!\n[Example 5]\nPremise: ..."
+    cut = min(reply.find(s) for s in stops if s in reply)
+    assert clean_generated_input(reply[:cut]) == "Premise: a dog ran. Hypothesis: a pet moved."
+    # Demo inputs with blank lines of their own keep blank lines inside an input.
+    assert "\n\n" not in input_stops("prefill", ["Question:\n\nWhy?", "Question:\n\nHow?"])
+
+
+def test_field_markers_every_demo_has():
+    assert demo_field_markers(DEMOS) == ["Premise", "Hypothesis"]
+    assert demo_field_markers(["Sentence 1: a. Sentence 2: b.", "Sentence 1: c. Sentence 2: d."]) == ["Sentence 1", "Sentence 2"]
+    assert demo_field_markers(["just a question?", "another one?"]) == []
+    assert check_fields("Premise : a. Hypothesis: b.", ["Premise", "Hypothesis"]) is None
+    assert check_fields("a cat sat. Hypothesis: b.", ["Premise", "Hypothesis"]).reason == "missing_fields"
