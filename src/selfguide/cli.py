@@ -235,6 +235,7 @@ def bench_superni(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs the grid implies; run nothing.")] = False,
     max_calls: Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")] = None,
     parallel: Annotated[int, typer.Option(help="Tasks at once (openai backend only; in-process models run one task at a time).")] = 4,
+    seeds: Annotated[Optional[str], typer.Option(help="Run the protocol once per seed, e.g. --seeds 0,1,2, and report mean and spread (default: --seed alone).")] = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
     config: ConfigOpt = None,
@@ -249,15 +250,14 @@ def bench_superni(
       selfguide bench superni --model lmsys/vicuna-7b-v1.5 --dry-run
       selfguide bench superni -m ./tiny-model --tasks task190,task036,task1516,task1562 --grid temperature=1.0 --grid epochs=1,2 --limit 5 -c configs/tiny.yaml
     """
-    from selfguide.benchmark.grid import parse_grid, parse_setting
-    from selfguide.benchmark.superni import BenchOptions, bench_superni as run_bench
-    from selfguide.benchmark.superni import results_markdown
+    from selfguide.api import require_model
+    from selfguide.benchmark.grid import parse_grid, parse_seeds, parse_setting
+    from selfguide.benchmark.superni import BenchOptions, bench_superni_seeds, results_markdown, seeds_markdown
 
     if eval_split not in ("selfguide", "official"):
         raise SelfGuideError(f"--eval-split: expected selfguide or official, got {eval_split!r}")
     cfg = build_config(config, set_, model=model, backend=backend, base_url=base_url, seed=seed, limit=limit)
-    if not cfg.model.name:
-        raise SelfGuideError("no model given: pass --model (a hub id, a local folder, or the served model name)")
+    cfg = require_model(cfg)
     names = [n.strip() for item in tasks or [] for n in item.split(",") if n.strip()] or None
     options = BenchOptions(
         out=out,
@@ -270,7 +270,8 @@ def bench_superni(
         parallel=parallel,
         progress=not quiet,
     )
-    summary = run_bench(cfg, options, dry_run=dry_run)
+    seed_list = parse_seeds(seeds) if seeds else [cfg.seed]
+    summary = bench_superni_seeds(cfg, options, seed_list, dry_run=dry_run)
     if summary["missing_tasks"]:
         typer.echo(f"missing here (skipped): {', '.join(summary['missing_tasks'])}")
     if dry_run:
@@ -283,7 +284,7 @@ def bench_superni(
         typer.echo(f"generated tokens: at most {plan['generated_tokens_at_most']}")
         typer.echo(f"training runs: {plan['training_runs']}")
         return
-    typer.echo(results_markdown(summary))
+    typer.echo(seeds_markdown(summary) if "per_seed" in summary else results_markdown(summary))
     typer.echo(f"results: {out / 'results.md'} (and results.csv, results.json)")
 
 

@@ -123,3 +123,14 @@ def select_setting(gains: dict[str, dict[str, float]]) -> tuple[str, float]:
     if best_key is None:
         raise BadInputError("tuning", "gains", "at least one setting scored on at least one tuning task")
     return best_key, best_min
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """`0,1,2` -> [0, 1, 2]: distinct whole numbers."""
+    try:
+        seeds = [int(part) for part in spec.split(",") if part.strip()]
+    except ValueError:
+        raise BadInputError("--seeds", repr(spec), "comma-separated whole numbers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BadInputError("--seeds", repr(spec), "at least one seed, each once, e.g. 0,1,2")
+    return seeds

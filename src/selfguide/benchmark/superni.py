@@ -13,15 +13,18 @@ Layout under --out: cache.sqlite (every model call), <phase>/<task>/prompting/,
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import statistics
 import json
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfguide.api import TrainOutput, train_on_pairs, trained_model_config
-from selfguide.backends.cache import CachedModel, CallCache, CallStats
+from selfguide.backends.cache import CachedModel, CallCache, CallStats, derive_seed
 from selfguide.backends.factory import cached_model
 from selfguide.benchmark.grid import HELD_OUT, PAPER_GAINS, TUNING, Setting, select_setting
 from selfguide.config import RunConfig, config_yaml, load_config
@@ -30,10 +33,11 @@ from selfguide.io import read_jsonl, write_json, write_text
 from selfguide.synth.filters import length_window, noise_terms_for, normalize_label
 from selfguide.synth.outputs import annotation_requests, check_sample
 from selfguide.synth.pipeline import synthesize
+from selfguide.synth.self_label import self_label_calls
 from selfguide.tasks.spec import TaskSpec, load_task
 from selfguide.tasks.superni import find_superni_task, superni_root_default
 
-BASELINES = ["prompting", "few_shot_finetune", "synthetic_in_context", "prompting_with_filters", "self_guide"]
+BASELINES = ["prompting", "few_shot_finetune", "synthetic_in_context", "prompting_with_filters", "self_guide", "gold_finetune"]
 FEW_SHOT_EPOCHS = 3
 
 
@@ -49,6 +53,7 @@ class BenchOptions:
     parallel: int = 1
     progress: bool = True
     superni_root: Path | None = None
+    cache: Path | None = None  # unset: <out>/cache.sqlite
 
 
 @dataclass
@@ -84,7 +89,7 @@ class Bench:
         self.stats = CallStats()
         self.train_lock = threading.Lock()  # training runs in-process, one at a time
         options.out.mkdir(parents=True, exist_ok=True)
-        self.cache = CallCache(options.out / "cache.sqlite")
+        self.cache = CallCache(options.cache or options.out / "cache.sqlite")
         self.model = self.make_model(base)
 
     def make_model(self, config: RunConfig) -> CachedModel:
@@ -118,9 +123,11 @@ class Bench:
 
     # ---- stages (each one either runs or counts) ----------------------------------------
 
-    def eval_calls(self, task: TaskSpec) -> int:
-        """Identical eval inputs make one call."""
-        return len({item.input for item in task.eval})
+    def eval_calls(self, task: TaskSpec, label_scores: bool = True) -> int:
+        """Identical eval inputs make one call; label scoring adds one scoring call per input."""
+        n = len({item.input for item in task.eval})
+        scored = label_scores and task.is_classification and self.base.eval.label_scoring and self.model.supports_scoring
+        return 2 * n if scored else n
 
     def prompting(self, task: TaskSpec, folder: Path) -> dict | None:
         if self.dry_run:
@@ -148,6 +155,7 @@ class Bench:
                 # Annotation is one call per kept input: known once the input stage has run.
                 kept = json.loads((folder / "summary.json").read_text())["stages"][0]["kept"] if done else None
                 self.plan.add("synthesis: outputs", kept or 0, attempts if kept is None else kept, tokens=(attempts if kept is None else kept) * outputs.n * outputs.max_new_tokens)
+                self.plan.add("synthesis: self-label diagnostic", self_label_calls(task, config.synth.self_label, config.seed))
             return [(r["input"], r["output"]) for r in read_jsonl(folder / "dataset.jsonl")] if done else None
         synthesize(task, self.model, config.synth, folder, config.seed)
         return [(r["input"], r["output"]) for r in read_jsonl(folder / "dataset.jsonl")]
@@ -186,7 +194,7 @@ class Bench:
         first survivor (the first sample when none survives)."""
         outputs = config.synth.outputs
         if self.dry_run:
-            n = self.eval_calls(task)
+            n = self.eval_calls(task, label_scores=False)
             self.plan.add("eval: prompting with filters", n, tokens=n * outputs.n * outputs.max_new_tokens)
             return None
         requests = annotation_requests(task, [item.input for item in task.eval], outputs, self.base.seed, salt="filtered")
@@ -201,11 +209,28 @@ class Bench:
             predictions.append(survivors[0] if survivors else (texts[0] if texts else ""))
         return evaluate(task, self.model, self.base.eval, folder / "filtered", name="prompting_with_filters", predictions=predictions)
 
+    def gold_finetune(self, task: TaskSpec, config: RunConfig, pairs: list[tuple[str, str]] | None, folder: Path) -> dict | None:
+        """The ceiling: the same setting trained on as many gold pairs as SELF-GUIDE made, drawn
+        from the task's instances outside the eval set."""
+        if pairs is not None and not pairs:
+            return None
+        gold = gold_pairs(task, len(pairs) if pairs is not None else len(task.dev), config.seed)
+        if not gold and not self.dry_run:
+            return None
+        return self.finetune_eval(task, config, gold if not self.dry_run else pairs, folder / "gold", "gold_finetune")[0]
+
     def few_shot(self, task: TaskSpec, folder: Path) -> dict | None:
         config = self.base.model_copy(deep=True)
         config.train.epochs = FEW_SHOT_EPOCHS
         demos = [(e.input, e.output) for e in task.examples]
         return self.finetune_eval(task, config, demos, folder / "few_shot", "few_shot_finetune")[0]
+
+
+def gold_pairs(task: TaskSpec, count: int, seed: int) -> list[tuple[str, str]]:
+    """`count` gold (input, first reference) pairs from outside the eval set, a seeded sample."""
+    rng = random.Random(derive_seed(seed, "gold", task.name))
+    chosen = rng.sample(task.dev, min(count, len(task.dev)))
+    return [(item.input, item.references[0]) for item in chosen]
 
 
 # ---- phases --------------------------------------------------------------------------------
@@ -269,6 +294,8 @@ def held_out_phase(bench: Bench, tasks: dict[str, TaskSpec], setting: Setting) -
         results["few_shot_finetune"] = bench.few_shot(task, folder)
         results["synthetic_in_context"] = bench.in_context(task, pairs, folder)
         results["prompting_with_filters"] = bench.filtered(task, config, folder)
+        gold = bench.gold_finetune(task, config, pairs, folder / effective.key)
+        results["gold_finetune"] = gold if gold is not None or pairs is None else results["prompting"]
         return {
             "type": task.type,
             "category": task.category,
@@ -325,6 +352,59 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
         return summary
     finally:
         bench.close()
+
+
+def bench_superni_seeds(base: RunConfig, options: BenchOptions, seeds: list[int], dry_run: bool = False) -> dict:
+    """The protocol once per seed (synthesis and training seeds alike), each in <out>/seed-<s>/ with
+    one shared call cache, then every score as mean and spread over the seeds in <out>/results.*."""
+    if len(seeds) == 1:
+        seeded = base.model_copy(update={"seed": seeds[0], "train": base.train.model_copy(update={"seed": seeds[0]})})
+        return bench_superni(seeded, options, dry_run)
+    runs = {}
+    for seed in seeds:
+        seeded = base.model_copy(update={"seed": seed, "train": base.train.model_copy(update={"seed": seed})})
+        seed_options = dataclasses.replace(options, out=options.out / f"seed-{seed}", cache=options.cache or options.out / "cache.sqlite")
+        runs[seed] = bench_superni(seeded, seed_options, dry_run)
+    first = runs[seeds[0]]
+    if dry_run:
+        plans = [run["plan"] for run in runs.values()]
+        plan = {key: sum(p[key] for p in plans) for key in ("model_calls_at_least", "model_calls_at_most", "generated_tokens_at_most", "training_runs")}
+        plan["by_stage"] = {stage: [sum(p["by_stage"].get(stage, [0, 0])[i] for p in plans) for i in (0, 1)] for stage in plans[0]["by_stage"]}
+        return first | {"plan": plan, "seeds": seeds}
+    summary = {key: first[key] for key in ("missing_tasks", "eval_split", "limit", "chosen_setting", "chosen_by")}
+    summary |= {"seeds": seeds, "per_seed": {str(seed): run for seed, run in runs.items()}}
+    write_json(options.out / "results.json", summary)
+    write_text(options.out / "results.md", seeds_markdown(summary))
+    return summary
+
+
+def seeds_table(summary: dict, family: str) -> list[dict]:
+    """Per task and per type average: each column's mean and standard deviation over the seeds."""
+    per_seed = [result_rows(run["heldout"], family) for run in summary["per_seed"].values()]
+    rows = []
+    for i, row in enumerate(per_seed[0]):
+        combined = {k: row[k] for k in ("task", "type", "metric")}
+        combined["pairs"] = [rows_of_seed[i]["pairs"] for rows_of_seed in per_seed]
+        for column in BASELINES:
+            values = [rows_of_seed[i][column] for rows_of_seed in per_seed]
+            combined[column] = None if None in values else (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+        rows.append(combined)
+    return rows
+
+
+def seeds_markdown(summary: dict) -> str:
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    lines = ["# SELF-GUIDE on SuperNI", "", f"Setting `{summary['chosen_setting']['key']}` ({summary['chosen_by']}); seeds {seeds}: mean ± standard deviation over seeds.", ""]
+    for family, title in (("superni", "Official SuperNI metrics"), ("paper", "SELF-GUIDE paper's metric variant")):
+        lines += [f"## {title}", "", "| task | metric | synthetic pairs per seed | " + " | ".join(BASELINES) + " |", "|---|---|---|" + "---:|" * len(BASELINES)]
+        for row in seeds_table(summary, family):
+            cells = ["-" if row[c] is None else f"{row[c][0]:.2f} ± {row[c][1]:.2f}" for c in BASELINES]
+            task = f"**{row['task']}**" if row["task"].startswith("average") else row["task"]
+            pairs = "" if None in row["pairs"] else "/".join(str(p) for p in row["pairs"])
+            lines.append(f"| {task} | {row['metric']} | {pairs} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Each seed's own tables and runs are in seed-<s>/.")
+    return "\n".join(lines) + "\n"
 
 
 # ---- results -------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ def evaluate(
         from selfguide.errors import SelfGuideError
 
         raise SelfGuideError(f"task {task.name} has no eval set: give it an 'eval' JSONL file (see README)")
+    given = predictions
     if predictions is None:
         completions = model.generate(eval_requests(task, [i.input for i in items], config.max_new_tokens, extra_demos), desc=f"eval {name}")
         predictions = [c[0].text.strip() for c in completions]
@@ -71,8 +72,10 @@ def evaluate(
     ]
     scored = score_instances(rows, task.type, task.labels)
     label_scored = None
-    if task.is_classification and task.labels and config.label_scoring and model.supports_scoring:
-        probabilities = label_probabilities(model, task, [item.input for item in items], calibrate=False, desc=f"eval {name} (label scores)")
+    # Answers chosen another way (`predictions`) have no label-scored twin.
+    if task.is_classification and task.labels and config.label_scoring and model.supports_scoring and given is None:
+        inputs = [item.input for item in items]
+        probabilities = label_probabilities(model, task, inputs, calibrate=False, desc=f"eval {name} (label scores)", extra_demos=extra_demos)
         for row, probs in zip(scored, probabilities):
             row["label_scored_prediction"] = max(probs, key=lambda label: (probs[label], label))
             row["label_scored_exact_match"] = exact_match(row["label_scored_prediction"], row["references"])

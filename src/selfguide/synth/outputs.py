@@ -65,18 +65,20 @@ def annotation_requests(task: TaskSpec, inputs: list[str], config: OutputGenConf
     ]
 
 
-def label_score_requests(task: TaskSpec, inputs: list[str]) -> list[ScoreRequest]:
+def label_score_requests(task: TaskSpec, inputs: list[str], extra_demos: list[tuple[str, str]] = ()) -> list[ScoreRequest]:
     """Every label as a candidate answer to the task prompt of each input."""
-    demos = [(e.input, e.output) for e in task.examples]
+    demos = [(e.input, e.output) for e in task.examples] + list(extra_demos)
     return [ScoreRequest(task_messages(task.instruction, demos, text), tuple(task.labels or ())) for text in inputs]
 
 
-def label_probabilities(model: CachedModel, task: TaskSpec, inputs: list[str], calibrate: bool, desc: str = "scoring labels") -> list[dict[str, float]]:
+def label_probabilities(
+    model: CachedModel, task: TaskSpec, inputs: list[str], calibrate: bool, desc: str = "scoring labels", extra_demos: list[tuple[str, str]] = ()
+) -> list[dict[str, float]]:
     """Per input, a probability per label from the log-likelihood of each label as the whole answer
     (end of turn included), normalised over the labels; with `calibrate`, each label's probability
     is first divided by its mean over `inputs` (batch calibration, Zhou et al. 2023)."""
     labels = list(task.labels or ())
-    scores = model.score(label_score_requests(task, inputs), desc=desc) if inputs else []
+    scores = model.score(label_score_requests(task, inputs, extra_demos), desc=desc) if inputs else []
     probs = [softmax([s.logprob for s in row]) for row in scores]
     if calibrate and probs:
         prior = [sum(row[k] for row in probs) / len(probs) for k in range(len(labels))]

@@ -25,23 +25,34 @@ class SelfLabelConfig(BaseModel):
     items: int = Field(20, ge=0, description="Gold items to self-label (0 = off); a task without gold items outside its eval set uses its demos, each held out in turn.")
 
 
-def self_label_accuracy(task: TaskSpec, model: CachedModel, outputs: OutputGenConfig, config: SelfLabelConfig, seed: int) -> dict | None:
-    """Score of the self-labels against gold: exact match for classification, ROUGE-L otherwise.
-    Inputs the vote drops count as wrong (they would not reach training either)."""
+def gold_cases(task: TaskSpec, config: SelfLabelConfig, seed: int) -> tuple[list[tuple[TaskSpec, str, list[str]]], str]:
+    """(task whose demos prompt the labelling, gold input, references) per case, and where they come from."""
     if config.items == 0:
-        return None
+        return [], ""
     if task.dev:
         rng = random.Random(derive_seed(seed, "self-label"))
         chosen = rng.sample(task.dev, min(config.items, len(task.dev)))
-        cases = [(task, item.input, item.references) for item in chosen]
-        source = "gold items outside the eval set"
-    elif len(task.examples) >= 2:
-        cases = [
-            (task.model_copy(update={"examples": task.examples[:i] + task.examples[i + 1 :]}), demo.input, [demo.output])
-            for i, demo in enumerate(task.examples[: config.items])
-        ]
-        source = "demos, each held out in turn"
-    else:
+        return [(task, item.input, item.references) for item in chosen], "gold items outside the eval set"
+    if len(task.examples) < 2:
+        return [], ""
+    held_out = [
+        (task.model_copy(update={"examples": task.examples[:i] + task.examples[i + 1 :]}), demo.input, [demo.output])
+        for i, demo in enumerate(task.examples[: config.items])
+    ]
+    return held_out, "demos, each held out in turn"
+
+
+def self_label_calls(task: TaskSpec, config: SelfLabelConfig, seed: int) -> int:
+    """Model calls of the diagnostic: one per distinct (prompt, input)."""
+    cases, _ = gold_cases(task, config, seed)
+    return len({(id(case_task), text) for case_task, text, _ in cases})
+
+
+def self_label_accuracy(task: TaskSpec, model: CachedModel, outputs: OutputGenConfig, config: SelfLabelConfig, seed: int) -> dict | None:
+    """Score of the self-labels against gold: exact match for classification, ROUGE-L otherwise.
+    Inputs the vote drops count as wrong (they would not reach training either)."""
+    cases, source = gold_cases(task, config, seed)
+    if not cases:
         return None
     scores, kept = [], 0
     # Cases that share a task prompt are labelled in one call, so the backend batches them.
