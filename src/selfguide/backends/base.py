@@ -7,6 +7,10 @@ each is ready, so the cache can store finished work before the rest of the batch
 Sampling must be reproducible per request: a request's completions depend only on its messages,
 its settings and its `seed`, never on which other requests share its batch. That is what lets a
 killed run resume from the cache and end with the same data as an uninterrupted one.
+
+A backend may also score fixed candidate answers after a prompt (`score`): the log-probability
+the model gives each candidate, for label scoring on classification tasks. Backends that cannot
+(remote APIs, vLLM) raise SelfGuideError.
 """
 
 from __future__ import annotations
@@ -49,6 +53,21 @@ class Completion:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ScoreRequest:
+    messages: tuple[Message, ...] | list[Message]  # the conversation up to the answer
+    candidates: tuple[str, ...]  # assistant answers to score
+
+
+@dataclass
+class CandidateScore:
+    logprob: float  # sum of natural-log probabilities of the candidate's answer tokens
+    tokens: int  # how many tokens were scored: the answer plus the closing end-of-turn/EOS
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class BackendInfo:
     """What identifies the model behind a backend, for cache keys and run records."""
@@ -64,6 +83,12 @@ class Backend(Protocol):
 
     def generate(self, requests: Sequence[Request]) -> Iterator[tuple[int, list[Completion]]]:
         """Yield (index into `requests`, its n completions) for every request, in any order."""
+        ...
+
+    def score(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, list[CandidateScore]]]:
+        """Yield (index into `requests`, one score per candidate in order) for every request, in any
+        order. A candidate's tokens are exactly those training puts after the prompt
+        (`selfguide.prompts.render_answer`), the closing end-of-turn token included."""
         ...
 
     def close(self) -> None: ...
