@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+from selfguide.errors import SelfGuideError
+
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
 
@@ -92,3 +94,11 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def label_scoring_unsupported(backend: str) -> SelfGuideError:
+    """The error of a backend that cannot score fixed answers (it sees no token log-probabilities)."""
+    return SelfGuideError(
+        f"label scoring (scoring each label by its log-likelihood) needs the in-process hf backend; "
+        f"the {backend} backend cannot score fixed answers: set model.backend=hf or turn label scoring off"
+    )

@@ -243,7 +243,8 @@ class HFBackend:
       row runs its own prefill (the plain `num_return_sequences` way); same results, slower.
     * `reuse_prefix` (default on, needs `share_prefill`): prompts that share a long token prefix
       share its KV cache, computed once. Off: every distinct prompt is prefilled whole; same
-      results up to float rounding (token-identical in float32 in our tests), slower.
+      results up to float rounding (token-identical in float32 in our tests), slower. Always off
+      with `isolate_requests`, as the prefix a prompt shares depends on the call's other prompts.
     * `isolate_requests` (default off): a batch never mixes requests, so a request's results are
       a function of the request alone, bit for bit, even in bfloat16/float16 where batched kernels
       otherwise shift logits enough to change a few percent of samples with the batch layout.
@@ -276,7 +277,8 @@ class HFBackend:
         self.batch_size = batch_size
         self.max_batch_tokens = int(max_batch_tokens)
         self.share_prefill = bool(share_prefill)
-        self.reuse_prefix = bool(reuse_prefix)
+        # Which prefix a prompt shares depends on the other prompts of the call: isolated requests must not.
+        self.reuse_prefix = bool(reuse_prefix) and not isolate_requests
         self._prefix_kv: dict[tuple[int, ...], list] = {}  # shared prefix -> per-layer (keys, values)
         self.isolate_requests = bool(isolate_requests)
 
