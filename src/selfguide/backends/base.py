@@ -7,6 +7,10 @@ each is ready, so the cache can store finished work before the rest of the batch
 Sampling must be reproducible per request: a request's completions depend only on its messages,
 its settings and its `seed`, never on which other requests share its batch. That is what lets a
 killed run resume from the cache and end with the same data as an uninterrupted one.
+
+A backend may also score fixed candidate answers after a prompt (`score`): the log-probability
+the model gives each candidate, for label scoring on classification tasks. Backends that cannot
+(remote APIs, vLLM) raise SelfGuideError.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
+
+from selfguide.errors import SelfGuideError
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
@@ -38,6 +44,17 @@ class Request:
     params: SamplingParams
 
 
+@dataclass
+class Completion:
+    text: str  # with the stop string (and anything after it) removed
+    completion_tokens: int
+    prompt_tokens: int
+    finish_reason: str = "stop"  # "stop" (EOS or stop string) or "length"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class ScoreRequest:
     messages: tuple[Message, ...] | list[Message]  # the conversation up to the answer
@@ -47,18 +64,7 @@ class ScoreRequest:
 @dataclass
 class CandidateScore:
     logprob: float  # sum of natural-log probabilities of the candidate's answer tokens
-    tokens: int  # how many tokens were scored
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class Completion:
-    text: str  # with the stop string (and anything after it) removed
-    completion_tokens: int
-    prompt_tokens: int
-    finish_reason: str = "stop"  # "stop" (EOS or stop string) or "length"
+    tokens: int  # how many tokens were scored: the answer plus the closing end-of-turn/EOS
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,4 +87,18 @@ class Backend(Protocol):
         """Yield (index into `requests`, its n completions) for every request, in any order."""
         ...
 
+    def score(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, list[CandidateScore]]]:
+        """Yield (index into `requests`, one score per candidate in order) for every request, in any
+        order. A candidate's tokens are exactly those training puts after the prompt
+        (`selfguide.prompts.render_answer`), the closing end-of-turn token included."""
+        ...
+
     def close(self) -> None: ...
+
+
+def label_scoring_unsupported(backend: str) -> SelfGuideError:
+    """The error of a backend that cannot score fixed answers (it sees no token log-probabilities)."""
+    return SelfGuideError(
+        f"label scoring (scoring each label by its log-likelihood) needs the in-process hf backend; "
+        f"the {backend} backend cannot score fixed answers: set model.backend=hf or turn label scoring off"
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from selfguide.backends.base import Backend, BackendInfo, Completion, Request
+from selfguide.backends.base import Backend, BackendInfo, CandidateScore, Completion, Request, ScoreRequest
 from selfguide.errors import BudgetExceeded
 
 
@@ -33,6 +33,19 @@ def request_key(info: BackendInfo, request: Request) -> str:
         "fingerprint": info.fingerprint,
         "messages": list(request.messages),
         "params": request.params.as_dict(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def score_key(info: BackendInfo, request: ScoreRequest) -> str:
+    """Like `request_key`; the "score" field (absent from generate payloads) keeps the two apart."""
+    payload = {
+        "score": True,
+        "backend": info.backend,
+        "model": info.model,
+        "fingerprint": info.fingerprint,
+        "messages": list(request.messages),
+        "candidates": list(request.candidates),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -74,6 +87,29 @@ class CallCache:
             model,
             json.dumps({"messages": list(request.messages), "params": request.params.as_dict()}, ensure_ascii=False),
             json.dumps([c.as_dict() for c in completions], ensure_ascii=False),
+            time.time(),
+        )
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?)", row)
+            self._db.commit()
+
+    def get_scores(self, keys: Sequence[str]) -> dict[str, list[CandidateScore]]:
+        """Cached candidate scores (rows written by `put_scores`) for the keys found."""
+        found: dict[str, list[CandidateScore]] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for key, scores in self._db.execute(f"SELECT key, completions FROM calls WHERE key IN ({marks})", chunk):
+                    found[key] = [CandidateScore(**s) for s in json.loads(scores)]
+        return found
+
+    def put_scores(self, key: str, model: str, request: ScoreRequest, scores: list[CandidateScore]) -> None:
+        row = (
+            key,
+            model,
+            json.dumps({"messages": list(request.messages), "candidates": list(request.candidates)}, ensure_ascii=False),
+            json.dumps([s.as_dict() for s in scores], ensure_ascii=False),
             time.time(),
         )
         with self._lock:
@@ -188,6 +224,44 @@ class CachedModel:
     def supports_scoring(self) -> bool:
         """Whether `score` works: log-likelihoods need the model in this process."""
         return self.info.backend in SCORING_BACKENDS
+
+    def score(self, requests: Sequence[ScoreRequest], desc: str = "scoring", progress: bool | None = None) -> list[list[CandidateScore]]:
+        """Every request's candidate scores, from the cache where it can. One request is one call
+        (for --max-calls); its scored answer tokens count as prompt tokens."""
+        keys = [score_key(self.info, r) for r in requests]
+        found = self.cache.get_scores(list(dict.fromkeys(keys)))
+        results: list[list[CandidateScore] | None] = [found.get(k) for k in keys]
+        self.stats.add(cached=sum(r is not None for r in results))
+        missing: dict[str, list[int]] = {}
+        for i, (key, result) in enumerate(zip(keys, results)):
+            if result is None:
+                missing.setdefault(key, []).append(i)
+        if missing:
+            todo_keys = list(missing)
+            over_budget = self.max_calls is not None and self.stats.calls + len(todo_keys) > self.max_calls
+            if over_budget:
+                todo_keys = todo_keys[: max(0, self.max_calls - self.stats.calls)]
+            todo = [requests[missing[key][0]] for key in todo_keys]
+            started = time.perf_counter()
+            bar = tqdm(total=len(requests), initial=len(requests) - sum(len(v) for v in missing.values()), desc=desc, disable=not (self.progress if progress is None else progress), unit="call")
+            try:
+                for j, scores in (self.backend().score(todo) if todo else ()):
+                    key = todo_keys[j]
+                    self.cache.put_scores(key, self.info.model, todo[j], scores)
+                    self.stats.add(calls=1, prompt_tokens=sum(s.tokens for s in scores))
+                    for i in missing[key]:
+                        results[i] = scores
+                    bar.update(len(missing[key]))
+            finally:
+                bar.close()
+                self.stats.add(seconds=time.perf_counter() - started)
+            if over_budget:
+                raise BudgetExceeded(
+                    f"stopped at the --max-calls budget of {self.max_calls} model calls during {desc}; "
+                    "everything finished is cached: rerun the same command (with a larger --max-calls, or none) to continue"
+                )
+        assert all(r is not None for r in results), "backend did not score every request"
+        return results  # type: ignore[return-value]
 
     def backend(self) -> Backend:
         with self._backend_lock:

@@ -16,9 +16,19 @@ Design, in short:
 * The `n` samples of one prompt share one prefill: the batch's distinct prompts (all but the last
   token) go through one forward pass, the KV cache is expanded to the rows by index, and
   `generate` continues from it with the full ids, so it only runs the last prompt token per row.
-* Requests are grouped by sampling settings (seed aside), sorted longest prompt first, and packed
-  into batches bounded by `batch_size` rows and `max_batch_tokens` ~ rows * (prompt + new tokens).
-  Each request is yielded as soon as the batch holding its last row is done.
+* Prompts that share a long token prefix (every annotation or evaluation prompt of one task holds
+  the instruction and all demos before its input) share its KV cache too: `shared_prefixes` picks,
+  over the call's distinct prompts, the prefixes that save the most prefill; each is computed once
+  (alone, no padding) and copied into every batch that needs it. A batch lays each distinct
+  prompt out as [pad, shared prefix, pad, rest of the prompt] with the prefixes right-aligned in
+  the first columns and the rests in the last ones; position ids follow the attention mask, so
+  the padding in the middle changes nothing but float rounding. Only the rests are prefilled.
+* Requests are grouped by sampling settings (seed aside), sorted by shared prefix then longest
+  prompt first, and packed into batches bounded by `batch_size` rows and `max_batch_tokens` ~
+  rows * (prompt + new tokens). Each request is yielded as soon as the batch holding its last row
+  is done.
+* `score` gives the log-probability of fixed candidate answers: one prefill per distinct prompt
+  (with the same prefix reuse), then one forward over every candidate as a row of its own.
 """
 
 from __future__ import annotations
@@ -27,15 +37,15 @@ import gc
 import hashlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams
+from selfguide.backends.base import BackendInfo, CandidateScore, Completion, Request, SamplingParams, ScoreRequest
 from selfguide.backends.fingerprint import fingerprint
 from selfguide.errors import SelfGuideError
-from selfguide.prompts import encode_prompt, stop_strings_for
+from selfguide.prompts import encode_prompt, render_answer, stop_strings_for
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +100,54 @@ class _GroupKey:
 @dataclass(frozen=True)
 class _Row:
     request: int  # index into the caller's requests
-    sample: int  # j, 0..n-1
+    sample: int  # j, 0..n-1 (the candidate's index when scoring)
     seed: int
     prompt: tuple[int, ...]
+    prefix: int = 0  # leading prompt tokens taken from a shared prefix cache
+
+
+def shared_prefixes(prompts: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], int]:
+    """For each distinct prompt, how many of its leading tokens come from a prefix KV cache it
+    shares with other prompts (0: none).
+
+    Sorted by token ids, prompts that share a prefix are neighbours, and a run of k of them whose
+    common prefix is p tokens long saves (k - 1) * p tokens of prefill. The runs are chosen to
+    save the most: a run is split at its weakest link (the shortest common prefix of two
+    neighbours) whenever its two halves save more apart. A prefix always leaves at least one
+    token of each prompt, whose logits start generation."""
+    ordered = sorted(set(prompts))
+    lengths = dict.fromkeys(ordered, 0)
+    links = [min(_common_length(a, b), len(a) - 1, len(b) - 1) for a, b in zip(ordered, ordered[1:])]
+    if not links:
+        return lengths
+    best: dict[tuple[int, int], tuple[int, list[tuple[int, int, int]]]] = {}  # range -> (saving, runs)
+    stack = [(0, len(ordered) - 1, False)]
+    while stack:  # post-order over the ranges, without recursion (a chain of prompts can be long)
+        first, last, children_done = stack.pop()
+        if first == last:
+            best[first, last] = (0, [])
+            continue
+        cut = min(range(first, last), key=links.__getitem__)
+        if not children_done:
+            stack += [(first, last, True), (first, cut, False), (cut + 1, last, False)]
+            continue
+        left, right = best.pop((first, cut)), best.pop((cut + 1, last))
+        whole = (last - first) * links[cut]
+        if whole > 0 and whole >= left[0] + right[0]:
+            best[first, last] = (whole, [(first, last, links[cut])])
+        else:
+            best[first, last] = (left[0] + right[0], left[1] + right[1])
+    for first, last, length in best[0, len(ordered) - 1][1]:
+        for k in range(first, last + 1):
+            lengths[ordered[k]] = length
+    return lengths
+
+
+def _common_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    for k, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return k
+    return min(len(a), len(b))
 
 
 def _validate(params: SamplingParams, index: int) -> None:
@@ -186,6 +241,10 @@ class HFBackend:
 
     * `share_prefill` (default on): prefill each distinct prompt once for all its rows. Off: every
       row runs its own prefill (the plain `num_return_sequences` way); same results, slower.
+    * `reuse_prefix` (default on, needs `share_prefill`): prompts that share a long token prefix
+      share its KV cache, computed once. Off: every distinct prompt is prefilled whole; same
+      results up to float rounding (token-identical in float32 in our tests), slower. Always off
+      with `isolate_requests`, as the prefix a prompt shares depends on the call's other prompts.
     * `isolate_requests` (default off): a batch never mixes requests, so a request's results are
       a function of the request alone, bit for bit, even in bfloat16/float16 where batched kernels
       otherwise shift logits enough to change a few percent of samples with the batch layout.
@@ -203,6 +262,7 @@ class HFBackend:
         max_batch_tokens: int = 16384,
         trust_remote_code: bool = False,
         share_prefill: bool = True,
+        reuse_prefix: bool = True,
         isolate_requests: bool = False,
     ):
         import torch
@@ -217,6 +277,9 @@ class HFBackend:
         self.batch_size = batch_size
         self.max_batch_tokens = int(max_batch_tokens)
         self.share_prefill = bool(share_prefill)
+        # Which prefix a prompt shares depends on the other prompts of the call: isolated requests must not.
+        self.reuse_prefix = bool(reuse_prefix) and not isolate_requests
+        self._prefix_kv: dict[tuple[int, ...], list] = {}  # shared prefix -> per-layer (keys, values)
         self.isolate_requests = bool(isolate_requests)
 
         _check_source(model, "model")
@@ -230,7 +293,8 @@ class HFBackend:
         self._configure_generation()
         base = self._base_model()
         self._logits_to_keep = base._supports_logits_to_keep() if hasattr(base, "_supports_logits_to_keep") else False
-        if getattr(base.config, "is_encoder_decoder", False):
+        self._encoder_decoder = bool(getattr(base.config, "is_encoder_decoder", False))
+        if self._encoder_decoder:
             self.share_prefill = False
 
         fp, details = fingerprint(model, adapter)
@@ -329,14 +393,16 @@ class HFBackend:
                 continue
             groups.setdefault(_GroupKey.of(params), []).append(index)
 
+        prefix = self._prefix_lengths(prompts.values())
         for key, members in groups.items():
-            members.sort(key=lambda i: (-len(prompts[i]), i))
+            members.sort(key=lambda i: self._row_order(prompts[i], prefix, i))
             rows: list[_Row] = []
             for i in members:
                 params = requests[i].params
                 # Greedy samples are all the same: compute one row and copy it.
                 count = 1 if key.temperature == 0 else params.n
-                rows += [_Row(i, j, row_seed(params.seed, j), prompts[i]) for j in range(count)]
+                p = prompts[i]
+                rows += [_Row(i, j, row_seed(params.seed, j), p, prefix.get(p, 0)) for j in range(count)]
             pending = {i: [None] * (1 if key.temperature == 0 else requests[i].params.n) for i in members}
             left = {i: len(slots) for i, slots in pending.items()}
             for batch in self._pack(rows, key.max_new_tokens):
@@ -350,18 +416,31 @@ class HFBackend:
                             done = [Completion(**done[0].as_dict()) for _ in range(n)]
                         yield row.request, done
 
-    def _pack(self, rows: list[_Row], max_new_tokens: int) -> Iterator[list[_Row]]:
-        """Consecutive rows (longest prompt first) in batches within the row and token limits."""
+    def _prefix_lengths(self, prompts: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], int]:
+        return shared_prefixes(prompts) if self.reuse_prefix and self.share_prefill else {}
+
+    @staticmethod
+    def _row_order(prompt: tuple[int, ...], prefix: dict[tuple[int, ...], int], index: int):
+        """Prompts sharing a prefix next to each other, longest first among them."""
+        return (prompt[: prefix.get(prompt, 0)], -len(prompt), index)
+
+    def _pack(self, rows: list[_Row], new_tokens: int) -> Iterator[list[_Row]]:
+        """Consecutive rows in batches within the row and token limits; a batch is as wide as its
+        widest shared prefix plus its widest rest of a prompt (see `_layout`) plus `new_tokens`."""
         batch: list[_Row] = []
+        head = tail = 0
         for row in rows:
+            wider_head, wider_tail = max(head, row.prefix), max(tail, len(row.prompt) - row.prefix)
             if batch:
-                width = len(batch[0].prompt) + max_new_tokens  # rows come longest first
                 too_many = self.batch_size is not None and len(batch) + 1 > self.batch_size
                 other_request = self.isolate_requests and row.request != batch[0].request
-                if too_many or other_request or (len(batch) + 1) * width > self.max_batch_tokens:
+                too_wide = (len(batch) + 1) * (wider_head + wider_tail + new_tokens) > self.max_batch_tokens
+                if too_many or other_request or too_wide:
                     yield batch
                     batch = []
+                    wider_head, wider_tail = row.prefix, len(row.prompt) - row.prefix
             batch.append(row)
+            head, tail = wider_head, wider_tail
         if batch:
             yield batch
 
@@ -389,19 +468,8 @@ class HFBackend:
         torch = self._torch
         from transformers import LogitsProcessorList
 
-        distinct: dict[tuple[int, ...], int] = {}
-        for row in batch:
-            distinct.setdefault(row.prompt, len(distinct))
-        width = max(len(p) for p in distinct)
-        pad = self.tokenizer.pad_token_id
-        prompt_ids = torch.full((len(distinct), width), pad, dtype=torch.long)
-        prompt_mask = torch.zeros((len(distinct), width), dtype=torch.long)
-        for prompt, k in distinct.items():
-            if prompt:
-                prompt_ids[k, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-                prompt_mask[k, width - len(prompt) :] = 1
-        prompt_ids, prompt_mask = prompt_ids.to(self.device), prompt_mask.to(self.device)
-        select = torch.tensor([distinct[row.prompt] for row in batch], dtype=torch.long, device=self.device)
+        prompts, prompt_ids, prompt_mask, select = self._distinct_prompts(batch)
+        width = prompt_ids.shape[1]
         input_ids, attention_mask = prompt_ids[select], prompt_mask[select]
 
         processors = LogitsProcessorList()
@@ -426,22 +494,69 @@ class HFBackend:
 
         with torch.inference_mode():
             if self.share_prefill and width >= 2:
-                cache = self._prefill(prompt_ids, prompt_mask, select)
+                cache = self._prefill(prompts, prompt_ids, prompt_mask, select)
                 if cache is not None:
                     kwargs["past_key_values"] = cache
             sequences = self.model.generate(**kwargs)
         return sequences, width
 
-    def _prefill(self, prompt_ids, prompt_mask, select):
-        """KV cache of every distinct prompt but its last token, expanded to the batch's rows."""
+    def _distinct_prompts(self, batch: list[_Row]):
+        """The batch's distinct prompts (with their shared-prefix lengths), their `_layout`, and
+        the index of each row's prompt in it."""
         torch = self._torch
+        distinct: dict[tuple[int, ...], int] = {}
+        for row in batch:
+            distinct.setdefault(row.prompt, row.prefix)
+        prompts = list(distinct.items())
+        ids, mask = self._layout(prompts)
+        position = {prompt: k for k, (prompt, _) in enumerate(prompts)}
+        select = torch.tensor([position[row.prompt] for row in batch], dtype=torch.long, device=self.device)
+        return prompts, ids, mask, select
+
+    def _layout(self, prompts: list[tuple[tuple[int, ...], int]]):
+        """Token ids and attention mask of (prompt, shared-prefix length) pairs, each laid out as
+        [pad, prefix, pad, rest]: prefixes right-aligned in the first columns, rests in the last.
+        Without shared prefixes this is plain left padding."""
+        torch = self._torch
+        head = max(prefix for _, prefix in prompts)
+        width = head + max(len(prompt) - prefix for prompt, prefix in prompts)
+        ids = torch.full((len(prompts), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for k, (prompt, prefix) in enumerate(prompts):
+            for end, part in ((head, prompt[:prefix]), (width, prompt[prefix:])):
+                if part:
+                    ids[k, end - len(part) : end] = torch.tensor(part, dtype=torch.long)
+                    mask[k, end - len(part) : end] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _prefill(self, prompts, prompt_ids, prompt_mask, select):
+        """KV cache of every distinct prompt but its last token, expanded to the batch's rows.
+        Shared prefixes come from `_prefix_cache`; only the rest of each prompt runs here."""
+        torch = self._torch
+        head = max(prefix for _, prefix in prompts)
         ids, mask = prompt_ids[:, :-1], prompt_mask[:, :-1]
         positions = (mask.cumsum(-1) - 1).clamp_(min=0)
         extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
+        cache, start = None, 0
+        if head and self.reuse_prefix:
+            try:
+                cache, start = self._prefix_cache(prompts, head), head
+            except (TypeError, ValueError, AttributeError, NotImplementedError) as err:
+                log.warning("prefix reuse is not supported by this model (%s): prefilling whole prompts", err)
+                self.reuse_prefix = False
+                self._prefix_kv.clear()
         try:
-            outputs = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
-            cache = outputs.past_key_values
-            del outputs
+            if ids.shape[1] > start:
+                outputs = self.model(
+                    input_ids=ids[:, start:],
+                    attention_mask=mask,
+                    position_ids=positions[:, start:],
+                    past_key_values=cache,
+                    use_cache=True,
+                    **extra,
+                )
+                cache = outputs.past_key_values
+                del outputs
             if cache is None or not hasattr(cache, "batch_select_indices"):
                 raise TypeError(f"no expandable KV cache ({type(cache).__name__})")
             if select.shape[0] != ids.shape[0] or not bool(
@@ -453,6 +568,112 @@ class HFBackend:
             log.warning("shared prefill is not supported by this model (%s): expanding rows instead", err)
             self.share_prefill = False
             return None
+
+    def _prefix_cache(self, prompts: list[tuple[tuple[int, ...], int]], head: int):
+        """A KV cache of `head` columns holding each distinct prompt's shared prefix right-aligned
+        (zeros, masked out, before it; all zeros for a prompt without one). Each prefix is
+        computed once, alone, and kept while consecutive batches need it."""
+        torch = self._torch
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        needed = {prompt[:prefix] for prompt, prefix in prompts if prefix}
+        for stale in self._prefix_kv.keys() - needed:  # rows come sorted by prefix: never needed again
+            del self._prefix_kv[stale]
+        for prefix in needed - self._prefix_kv.keys():
+            extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
+            ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
+            cache = self.model(input_ids=ids, use_cache=True, **extra).past_key_values
+            layers = getattr(cache, "layers", None)
+            if not layers or not all(type(layer) is DynamicLayer for layer in layers):
+                raise TypeError(f"prefix reuse needs a plain DynamicCache, got {type(cache).__name__}")
+            self._prefix_kv[prefix] = [(layer.keys, layer.values) for layer in layers]
+        some = self._prefix_kv[next(iter(needed))]
+        data = []
+        for layer, (keys, values) in enumerate(some):
+            shape = (len(prompts), keys.shape[1], head, keys.shape[3])
+            layer_keys, layer_values = keys.new_zeros(shape), values.new_zeros(shape[:3] + values.shape[3:])
+            for k, (prompt, prefix) in enumerate(prompts):
+                if prefix:
+                    cached_keys, cached_values = self._prefix_kv[prompt[:prefix]][layer]
+                    layer_keys[k, :, head - prefix :] = cached_keys[0]
+                    layer_values[k, :, head - prefix :] = cached_values[0]
+            data.append((layer_keys, layer_values))
+        return DynamicCache(data)
+
+    # -- scoring ---------------------------------------------------------------------------------
+
+    def score(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, list[CandidateScore]]]:
+        """Log-probability of each candidate answer after its prompt. A candidate is scored on the
+        tokens training puts after the prompt: `render_answer`, closing end-of-turn included."""
+        if self.model is None:
+            raise SelfGuideError("this HF backend was closed")
+        if self._encoder_decoder:
+            raise SelfGuideError("label scoring needs a decoder-only model")
+        prompts: dict[int, tuple[int, ...]] = {}
+        answers: dict[int, list[tuple[int, ...]]] = {}
+        for index, request in enumerate(requests):
+            if not request.candidates:
+                yield index, []
+                continue
+            messages = list(request.messages)
+            prompts[index] = tuple(encode_prompt(self.tokenizer, messages))
+            answers[index] = [
+                tuple(self.tokenizer(render_answer(self.tokenizer, messages, c), add_special_tokens=False)["input_ids"])
+                for c in request.candidates
+            ]
+        if not prompts:
+            return
+        prefix = self._prefix_lengths(prompts.values())
+        rows = [
+            _Row(i, j, 0, prompts[i], prefix.get(prompts[i], 0))
+            for i in sorted(prompts, key=lambda i: self._row_order(prompts[i], prefix, i))
+            for j in range(len(answers[i]))
+        ]
+        pending = {i: [None] * len(a) for i, a in answers.items()}
+        left = {i: len(a) for i, a in answers.items()}
+        longest = max(len(a) for candidates in answers.values() for a in candidates)
+        for batch in self._pack(rows, longest):
+            for row, result in zip(batch, self._score_rows(batch, [answers[row.request][row.sample] for row in batch])):
+                pending[row.request][row.sample] = result
+                left[row.request] -= 1
+                if left[row.request] == 0:
+                    yield row.request, pending.pop(row.request)
+
+    def _score_rows(self, batch: list[_Row], targets: list[tuple[int, ...]]) -> list[CandidateScore]:
+        """One forward over each row's last prompt token and its answer, on the prompts' prefill."""
+        torch = self._torch
+        longest = max(len(t) for t in targets)
+        if longest == 0:
+            return [CandidateScore(0.0, 0) for _ in batch]
+        prompts, prompt_ids, prompt_mask, select = self._distinct_prompts(batch)
+        answer_ids = torch.full((len(batch), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        answer_mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for k, target in enumerate(targets):  # right-padded: padding comes after every real token
+            answer_ids[k, : len(target)] = torch.tensor(target, dtype=torch.long)
+            answer_mask[k, : len(target)] = 1
+        answer_ids, answer_mask = answer_ids.to(self.device), answer_mask.to(self.device)
+        ids = torch.cat([prompt_ids[select], answer_ids], dim=1)
+        mask = torch.cat([prompt_mask[select], answer_mask], dim=1)
+        positions = (mask.cumsum(-1) - 1).clamp_(min=0)
+        extra = {"logits_to_keep": longest} if self._logits_to_keep else {}
+        with torch.inference_mode():
+            width = prompt_ids.shape[1]
+            cache = self._prefill(prompts, prompt_ids, prompt_mask, select) if self.share_prefill and width >= 2 else None
+            start = width - 1 if cache is not None else 0
+            outputs = self.model(
+                input_ids=ids[:, start:-1],
+                attention_mask=mask[:, :-1],
+                position_ids=positions[:, start:-1],
+                past_key_values=cache,
+                use_cache=cache is not None,
+                **extra,
+            )
+            logits = outputs.logits[:, -longest:].float()  # position t predicts answer token t
+            del outputs, cache
+            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, answer_ids[..., None]).squeeze(-1)
+            totals = torch.where(answer_mask.bool(), logprobs, 0.0).sum(-1).tolist()
+        return [CandidateScore(total, len(target)) for total, target in zip(totals, targets)]
 
     def _row_keys(self, batch: list[_Row]):
         """Each row's seed as two 32-bit halves, the key of its noise stream."""
@@ -508,6 +729,7 @@ class HFBackend:
         self.model = None
         self.tokenizer = None
         self._original_generation_config = None
+        self._prefix_kv.clear()
         self._empty_device_cache()
 
     def __enter__(self) -> Self:

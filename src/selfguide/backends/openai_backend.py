@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams
+from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams, ScoreRequest, label_scoring_unsupported
 from selfguide.errors import SelfGuideError
 
 logger = logging.getLogger(__name__)
@@ -297,6 +297,9 @@ class OpenAIBackend:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+    def score(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, list]]:
+        raise label_scoring_unsupported("openai")
 
     def close(self) -> None:
         self._client.close()

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams
+from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams, ScoreRequest, label_scoring_unsupported
 from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.prompts import encode_prompt
 
@@ -132,6 +132,9 @@ class VLLMBackend:
             finish = "length" if sample.finish_reason == "length" and not cut else "stop"
             completions.append(Completion(text=text, completion_tokens=len(sample.token_ids), prompt_tokens=prompt_tokens, finish_reason=finish))
         return completions
+
+    def score(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, list]]:
+        raise label_scoring_unsupported("vllm")
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
