@@ -74,7 +74,7 @@ def test_bench_end_to_end(tiny_model_dir, tmp_path):
     dry = bench(tiny_model_dir, out, "--dry-run")
     assert dry.exit_code == 0, dry.output
     low, high = plan_of(dry.output)
-    assert "training runs: 4" in dry.output  # 2 tuning settings + self-guide + few-shot on the held-out task
+    assert "training runs: 5" in dry.output  # 2 tuning settings + self-guide + few-shot + gold ceiling on the held-out task
 
     # Stop at a budget partway, then continue: the two runs together make every call once.
     stopped = bench(tiny_model_dir, out, "--max-calls", "30")
@@ -95,10 +95,13 @@ def test_bench_end_to_end(tiny_model_dir, tmp_path):
     table = (out / "results.md").read_text()
     assert "task1562" in table and "average (generation)" in table and "+17.9" in table
     held_out = results["heldout"]["task1562"]
-    for column in ("prompting", "few_shot_finetune", "synthetic_in_context", "prompting_with_filters", "self_guide"):
+    for column in ("prompting", "few_shot_finetune", "synthetic_in_context", "prompting_with_filters", "self_guide", "gold_finetune"):
         assert column in table and held_out["metrics"][column] is not None
-    if held_out["untrained"]:  # no synthetic pair: Self-Guide is the unchanged model
-        assert held_out["metrics"]["self_guide"] == held_out["metrics"]["prompting"]
+    if held_out["untrained"]:  # no synthetic pair: Self-Guide and its gold twin are the unchanged model
+        assert held_out["metrics"]["self_guide"] == held_out["metrics"]["gold_finetune"] == held_out["metrics"]["prompting"]
+    else:  # the ceiling trains on as many gold pairs as Self-Guide made (fewer if the task has fewer outside its eval set)
+        gold_dataset = next(out.rglob("heldout/task1562/*/gold/train/done.json"))
+        assert 0 < json.loads(gold_dataset.read_text())["n_train"] <= held_out["pairs"]
     assert held_out["eval_split"] == "selfguide-test" and held_out["eval_items"] == 5
     assert "| task1562 | rougeL | selfguide-test |" in table
     rows = list(csv.DictReader((out / "results.csv").open()))
@@ -146,7 +149,22 @@ def test_killed_bench_redoes_no_finished_stage(tiny_model_dir, tmp_path):
 def test_bench_setting_skips_tuning(tiny_model_dir, tmp_path):
     result = bench(tiny_model_dir, tmp_path / "b", "--setting", "temperature=1.0,input_length_filter=false,output_length_filter=false,epochs=1", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "training runs: 2" in result.output  # self-guide + few-shot on task1562, no tuning
+    assert "training runs: 3" in result.output  # self-guide + few-shot + gold ceiling on task1562, no tuning
+
+
+def test_seeds_repeat_the_protocol_and_report_mean_and_spread(tiny_model_dir, tmp_path):
+    setting = "temperature=1.0,input_length_filter=false,output_length_filter=false,epochs=1"
+    dry = bench(tiny_model_dir, tmp_path / "b", "--setting", setting, "--dry-run", "--seeds", "0,1")
+    assert dry.exit_code == 0, dry.output
+    assert "training runs: 6" in dry.output
+    result = bench(tiny_model_dir, tmp_path / "b", "--setting", setting, "--seeds", "0,1", "--tasks", "task1562")
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "b" / "results.md").read_text()
+    assert "seeds 0, 1" in table and " ± " in table and "| **average (generation)** |" in table
+    per_seed = json.loads((tmp_path / "b" / "results.json").read_text())["per_seed"]
+    assert set(per_seed) == {"0", "1"} and (tmp_path / "b" / "seed-1" / "results.md").is_file()
+    bad = bench(tiny_model_dir, tmp_path / "b", "--setting", setting, "--seeds", "0,x")
+    assert isinstance(bad.exception, BadInputError)
 
 
 def test_tasks_run_in_parallel_only_on_a_server_backend():

@@ -25,17 +25,21 @@ def tokenizers(tiny_model_dir):
 @pytest.mark.parametrize("kind", ["chat", "base"])
 def test_prefilled_prompt_ends_at_the_new_example_header(tokenizers, kind):
     tokenizer = tokenizers[kind]
-    messages = input_generation_messages("Classify the pair.", DEMOS, ["Premise: x. Hypothesis: y."], "entailment")
+    answers = {DEMOS[0]: "entailment", DEMOS[1]: "contradiction"}
+    messages = input_generation_messages("Classify the pair.", DEMOS, ["Premise: x. Hypothesis: y."], "entailment", demo_answers=answers)
     text = render_prompt(tokenizer, messages)
-    assert text.endswith("[Example 4]\n")  # 2 demos + 1 earlier input, then the new one
-    assert "correct answer for the new input must be: entailment" in text
-    # The turn is left open: nothing after the header, and its ids are a prefix of the whole text's.
+    # The demos and earlier inputs are the assistant's own numbered list; the new item's header, with
+    # the wanted answer, is where the model must continue.
+    assert text.endswith("[Example 4] (answer: entailment)\n")
+    assert f"[Example 1] (answer: entailment)\n{DEMOS[0]}" in text and "[Example 3]\nPremise: x." in text
     ids = encode_prompt(tokenizer, messages)
-    assert tokenizer.decode(ids, skip_special_tokens=False).endswith("[Example 4]\n")
+    assert tokenizer.decode(ids, skip_special_tokens=False).endswith("(answer: entailment)\n")
     if kind == "chat":
         assert text.count("<|assistant|>") == 1 and not text.endswith("<|end|>\n")
     else:
-        assert text.endswith("### Response:\n[Example 4]\n")
+        assert "### Response:\n[Example 1]" in text
+    generation = input_generation_messages("Rewrite the question.", DEMOS, [], None)
+    assert render_prompt(tokenizer, generation).endswith("[Example 3]\n") and "answer:" not in generation[-1]["content"]
 
 
 def test_published_prompt_is_one_user_turn_answered_freely(tokenizers):

@@ -22,6 +22,7 @@ TINY = [
     "synth.inputs.rounds=2",
     "synth.inputs.max_new_tokens=16",
     "synth.input_filters.length_filter=false",
+    "synth.input_filters.require_demo_fields=false",
     "synth.outputs.n=3",
     "synth.outputs.max_new_tokens=4",
 ]

@@ -144,3 +144,15 @@ def test_broken_eval_lines_name_the_line(tmp_path):
     (tmp_path / "eval.jsonl").write_text("{oops\n")
     result = run_cli("inspect", str(write_task(tmp_path, {**GOOD, "eval": "eval.jsonl"})))
     assert result.returncode == 2 and "eval.jsonl: line 1" in result.stderr
+
+
+def test_gold_items_outside_the_eval_set():
+    from selfguide.benchmark.superni import gold_pairs
+
+    task = load_task(superni_task_path("task1622"))
+    eval_inputs = {item.input for item in task.eval}
+    assert len(task.eval) == 100 and len(task.dev) > 100
+    assert not eval_inputs & {item.input for item in task.dev}
+    pairs = gold_pairs(task, 30, seed=1)
+    assert len(pairs) == 30 and not eval_inputs & {source for source, _ in pairs}
+    assert pairs == gold_pairs(task, 30, seed=1) != gold_pairs(task, 30, seed=2)

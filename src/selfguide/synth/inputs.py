@@ -55,6 +55,7 @@ def generate_inputs(
     """Run every round and return one record per candidate input: kept or dropped, and why."""
     demo_inputs = [e.input for e in task.examples]
     stops = input_stops(gen.prompt, demo_inputs)
+    demo_answers = {e.input: e.output for e in task.examples}
     input_filter = InputFilter(filters, demo_inputs, [item.input for item in task.eval], task.is_classification)
     pool: list[str] = []
     records: list[dict] = []
@@ -76,7 +77,7 @@ def generate_inputs(
                 stop=stops,
                 seed=derive_seed(seed, "inputs", round_index, slot),
             )
-            requests.append(Request(input_generation_messages(task.instruction, demos, earlier, label, gen.prompt), params))
+            requests.append(Request(input_generation_messages(task.instruction, demos, earlier, label, gen.prompt, demo_answers), params))
             labels.append(label)
         completions = model.generate(requests, desc="inputs", progress=False)
         round_records = []

@@ -20,37 +20,43 @@ def clean_generated_input(text: str) -> str:
 
 
 def input_generation_messages(
-    instruction: str, demo_inputs: list[str], earlier_inputs: list[str], pseudo_label: str | None = None, style: str = "prefill"
+    instruction: str,
+    demo_inputs: list[str],
+    earlier_inputs: list[str],
+    pseudo_label: str | None = None,
+    style: str = "prefill",
+    demo_answers: dict[str, str] | None = None,
 ) -> list[Message]:
     """Instruction, the demo inputs as reference examples, earlier generated inputs as extra
     (possibly imperfect) examples, then a request for one new input (for a given label, if any).
 
     style "published": the request ends the user turn and the model replies freely, as in the paper;
     small chat models then tend to talk about the task instead of writing an input. style "prefill":
-    the assistant turn is opened with the next example's header, so the model's first words are
-    the new input itself, and the stops end it at the next header or blank line."""
-    blocks = [f"Task instruction:\n{instruction}", "Reference examples of inputs for this task:"]
-    number = 0
-    for text in demo_inputs:
-        number += 1
-        blocks.append(f"{EXAMPLE_HEADER} {number}]\n{text}")
-    if earlier_inputs:
-        blocks.append("More inputs written earlier for this task (they may be imperfect):")
-        for text in earlier_inputs:
-            number += 1
-            blocks.append(f"{EXAMPLE_HEADER} {number}]\n{text}")
+    the examples are a numbered list in the assistant's own turn, which ends with the next example's
+    header, so the model continues the list with one new input (few-shot completion inside the chat
+    format). A pseudo-label is asked for by tagging each demo header with its answer
+    (`demo_answers`) and the new header with the wanted one."""
     if style == "published":
+        blocks = [f"Task instruction:\n{instruction}", "Reference examples of inputs for this task:"]
+        blocks += [f"{EXAMPLE_HEADER} {i}]\n{text}" for i, text in enumerate(demo_inputs, start=1)]
+        if earlier_inputs:
+            blocks.append("More inputs written earlier for this task (they may be imperfect):")
+            blocks += [f"{EXAMPLE_HEADER} {i}]\n{text}" for i, text in enumerate(earlier_inputs, start=len(demo_inputs) + 1)]
         request = "Write one new input for this task, different from every example above"
         if pseudo_label is not None:
             request += f", such that the correct answer for it is: {pseudo_label}"
         blocks.append(request + ". Reply with the new input only, in the same format as the examples.")
         return [{"role": "user", "content": "\n\n".join(blocks)}]
-    header = f"{EXAMPLE_HEADER} {number + 1}]"
-    request = f"Write {header}: one new input for this task, in exactly the same format as the examples above, about something new"
-    if pseudo_label is not None:
-        request += f". The correct answer for the new input must be: {pseudo_label}"
-    blocks.append(request + ".")
-    return [{"role": "user", "content": "\n\n".join(blocks)}, {"role": "assistant", "content": header + "\n"}]
+
+    def tag(answer: str | None) -> str:
+        return f" (answer: {answer})" if pseudo_label is not None and answer is not None else ""
+
+    answers = demo_answers or {}
+    items = [f"{EXAMPLE_HEADER} {i}]{tag(answers.get(text))}\n{text}" for i, text in enumerate([*demo_inputs, *earlier_inputs], start=1)]
+    items.append(f"{EXAMPLE_HEADER} {len(items) + 1}]{tag(pseudo_label)}\n")
+    request = f"Task instruction:\n{instruction}\n\nWrite a numbered list of inputs for this task, each one new and in the same format"
+    request += ", each tagged with its correct answer." if pseudo_label is not None else "."
+    return [{"role": "user", "content": request}, {"role": "assistant", "content": "\n\n".join(items)}]
 
 
 def input_stops(style: str, demo_inputs: list[str]) -> tuple[str, ...]:
