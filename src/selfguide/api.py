@@ -150,7 +150,7 @@ def training_fingerprint(config: RunConfig, task: TaskSpec, pairs: list[tuple[st
         "demos": [(e.input, e.output) for e in task.examples],
         "model": config.model.name,
         "weights": model_fingerprint(config.model.name),
-        "train": config.train.model_dump(mode="json"),
+        "train": config.train.model_dump(mode="json", exclude={"report_to"}),  # trackers don't change the model
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

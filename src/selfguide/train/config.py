@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 LORA_DEFAULT_LR = 2e-4
 FULL_DEFAULT_LR = 5e-5
+# Experiment trackers TRL can report to, and the package each one needs.
+TRACKER_PACKAGES = {
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "trackio": "trackio",
+    "comet_ml": "comet_ml",
+    "clearml": "clearml",
+    "neptune": "neptune",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+}
 
 
 class TrainConfig(BaseModel, extra="forbid"):
@@ -45,10 +57,11 @@ class TrainConfig(BaseModel, extra="forbid"):
         None,
         description="bf16 mixed precision. None: on when a CUDA GPU supports bf16, else fp32 (always fp32 on CPU).",
     )
-    gradient_checkpointing: bool = Field(
-        True,
-        description="Recompute activations in the backward pass to save GPU memory (TRL's default; not from the "
-        "paper).",
+    gradient_checkpointing: bool | None = Field(
+        None,
+        description="Recompute activations in the backward pass to save memory (not from the paper). None: on "
+        "when training on a CUDA GPU (TRL's default), off on CPU, where memory is plentiful and the recomputed "
+        "forward would cost about a third of every step.",
     )
     seed: int = Field(42, description="Seed for adapter initialisation, data order and dropout.")
     save_every_epoch: bool = Field(
@@ -57,16 +70,45 @@ class TrainConfig(BaseModel, extra="forbid"):
         "finished epochs and training can resume.",
     )
     logging_steps: int = Field(1, ge=1, description="Log the training loss every this many optimizer steps.")
+    report_to: str | list[str] = Field(
+        "none",
+        description="Experiment trackers that also receive the training logs: 'none' (only train_log.jsonl), or "
+        f"one or a list of {', '.join(TRACKER_PACKAGES)}. Each needs its package installed; tensorboard writes "
+        "its event files to the training folder's tensorboard/.",
+    )
 
-    def resolved(self, cuda_bf16: bool | None = None) -> TrainConfig:
-        """This config with `learning_rate` and `bf16` filled in for this machine."""
+    @field_validator("report_to")
+    @classmethod
+    def _known_trackers(cls, value: str | list[str]) -> str | list[str]:
+        unknown = [name for name in trackers(value) if name not in TRACKER_PACKAGES]
+        if unknown:
+            raise ValueError(f"unknown tracker {unknown[0]!r}: expected 'none' or some of {', '.join(TRACKER_PACKAGES)}")
+        return value
+
+    def resolved(self, cuda_bf16: bool | None = None, cuda: bool | None = None) -> TrainConfig:
+        """This config with `learning_rate`, `bf16` and `gradient_checkpointing` filled in for this machine."""
         if cuda_bf16 is None:
             cuda_bf16 = cuda_bf16_available()
+        if cuda is None:
+            cuda = cuda_available()
         lr = self.learning_rate
         if lr is None:
             lr = LORA_DEFAULT_LR if self.method == "lora" else FULL_DEFAULT_LR
         bf16 = cuda_bf16 if self.bf16 is None else self.bf16
-        return self.model_copy(update={"learning_rate": lr, "bf16": bf16})
+        checkpointing = cuda if self.gradient_checkpointing is None else self.gradient_checkpointing
+        return self.model_copy(update={"learning_rate": lr, "bf16": bf16, "gradient_checkpointing": checkpointing})
+
+
+def trackers(report_to: str | list[str]) -> list[str]:
+    """The tracker names in a `report_to` value ('none' is none)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to)
+    return [name for name in names if name != "none"]
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def cuda_bf16_available() -> bool:

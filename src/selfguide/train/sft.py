@@ -4,14 +4,17 @@ Every training row is the task prompt the evaluator will send, token for token (
 `task_messages`: instruction as system turn, the gold demos as earlier turns, then the input),
 followed by the answer as `render_answer` renders it (closing end-of-turn / EOS included). The
 rows reach TRL pre-tokenised with a `completion_mask`, and `completion_only_loss=True` makes TRL
-turn it into labels that are -100 over the prompt, so the loss is on the answer tokens only.
+turn it into labels that are -100 over the prompt, so the loss is on the answer tokens only. Only
+the positions that predict an answer token go through the LM head (`AnswerLossTrainer`), which is
+most of the CPU speed-up: see bench/train_speed.py.
 
 Outputs under `out_dir`:
   adapter/            PEFT LoRA adapter + tokenizer (method "lora"), or
   model/              full model + tokenizer (method "full")
   checkpoints/        one Trainer checkpoint per epoch; `train(resume=True)` continues from the last
   train_log.jsonl     one JSON object per logged step (loss, learning rate, grad norm, epoch, ...)
-  train_config.json   the resolved TrainConfig (learning rate and bf16 filled in)
+  train_config.json   the resolved TrainConfig (learning rate, bf16, checkpointing filled in)
+  tensorboard/        event files, when `report_to` includes tensorboard
 
 Runs unchanged under `accelerate launch` (DDP): only the main process writes the outputs.
 """
@@ -19,16 +22,18 @@ Runs unchanged under `accelerate launch` (DDP): only the main process writes the
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
+import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-
-from selfguide.errors import SelfGuideError
+from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.prompts import encode_prompt, render_answer, task_messages
 from selfguide.tasks.spec import TaskSpec
-from selfguide.train.config import TrainConfig
+from selfguide.train.config import TRACKER_PACKAGES, TrainConfig, trackers
 
 CHECKPOINT_PREFIX = "checkpoint-"
 FINGERPRINT_FILE = "selfguide_run.json"
@@ -46,6 +51,19 @@ class TrainResult:
     final_loss: float | None
     steps: int
     config_path: Path
+    epochs: float
+    trained_tokens: int  # prompt + answer tokens (no padding) that went through the model in this call
+    train_seconds: float  # wall time of this call's training loop, without loading and saving
+
+    @property
+    def summary(self) -> str:
+        """One line: pairs, steps, epochs, final loss, trained tokens/s, wall time."""
+        loss = "n/a" if self.final_loss is None else f"{self.final_loss:.4f}"
+        speed = self.trained_tokens / self.train_seconds if self.train_seconds > 0 else 0.0
+        return (
+            f"trained {self.n_train} pairs ({self.n_dropped_too_long} dropped as too long): {self.steps} steps, "
+            f"{self.epochs:g} epochs, final loss {loss}, {speed:.0f} trained tokens/s, {self.train_seconds:.1f} s"
+        )
 
     @property
     def output_dir(self) -> Path:
@@ -108,6 +126,7 @@ def build_trainer(
     resolved = config.resolved()
     if not pairs:
         raise SelfGuideError("nothing to train on: no (input, output) pairs were given")
+    require_trackers(resolved.report_to)
     tokenizer = AutoTokenizer.from_pretrained(model)
     rows, dropped = build_training_rows(task, pairs, tokenizer, resolved.max_length)
     if not rows:
@@ -143,9 +162,9 @@ def build_trainer(
         logging_strategy="steps",
         logging_steps=resolved.logging_steps,
         logging_first_step=True,
-        report_to="none",
+        report_to=trackers(resolved.report_to) or "none",
         push_to_hub=False,
-        disable_tqdm=not progress,
+        disable_tqdm=True,  # our own named bar (TrainingProgressCallback) instead of Trainer's bar and log dicts
         dataloader_num_workers=0,
         # Under DDP every trainable weight (LoRA or full) is used in each forward; skip the unused-parameter scan.
         ddp_find_unused_parameters=False,
@@ -169,7 +188,7 @@ def build_trainer(
             target_modules=resolved.lora_target_modules,
             bias="none",
         )
-    trainer = SFTTrainer(
+    trainer = answer_loss_trainer_class()(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
@@ -177,11 +196,100 @@ def build_trainer(
         peft_config=peft_config,
         callbacks=callbacks,
     )
-    if not progress:
-        from transformers.trainer_callback import PrinterCallback
+    from transformers.integrations import TensorBoardCallback
+    from transformers.trainer_callback import PrinterCallback
 
-        trainer.remove_callback(PrinterCallback)  # the loss per step still goes to train_log.jsonl
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; the loss per step goes to train_log.jsonl
+    if progress:
+        trainer.add_callback(TrainingProgressCallback())
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = str(out_dir / "tensorboard")  # inside the run folder, not under checkpoints/
     return trainer, resolved, dropped
+
+
+def require_trackers(report_to: str | list[str]) -> None:
+    """Fail before loading the model when a chosen tracker's package is not installed."""
+    for name in trackers(report_to):
+        package = TRACKER_PACKAGES[name]
+        if importlib.util.find_spec(package) is None:
+            raise MissingDependencyError(
+                f"train.report_to: {name} is chosen but its package is not installed; `pip install {package}`, "
+                "or set train.report_to to 'none'"
+            )
+
+
+@cache
+def answer_loss_trainer_class():
+    """SFTTrainer whose loss sends only the answer positions through the LM head. Built lazily (imports TRL).
+
+    TRL's own loss scores every position with the fused LM head on CPU (it compacts to the answer
+    positions only on Triton devices) and computes the entropy over the whole vocabulary for its logs.
+    With answers a few tokens long after a prompt of hundreds, that was most of a CPU step. The loss is
+    the same: the summed answer-token NLL over the batch's answer tokens (`num_items_in_batch` when
+    Trainer passes it, so gradient accumulation and DDP weigh tokens as TRL does).
+    """
+    import torch
+    from trl import SFTTrainer
+
+    class AnswerLossTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            mode = "train" if self.model.training else "eval"
+            targets = inputs["labels"][:, 1:]
+            # Positions whose next token is an answer token in some row of the batch.
+            scored = (targets != -100).any(dim=0).nonzero().squeeze(1)
+            model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+            outputs = model(**model_inputs, use_cache=False, logits_to_keep=scored)
+            logits, kept = outputs.logits, targets[:, scored]
+            answer = kept != -100
+            nll = torch.nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), kept.flatten(), ignore_index=-100, reduction="sum"
+            )
+            count = answer.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = nll / torch.as_tensor(count).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # DDP averages the gradients across ranks
+
+            with torch.no_grad():
+                correct = self.accelerator.gather_for_metrics(((logits.argmax(-1) == kept) & answer).sum()).sum()
+                valid = self.accelerator.gather_for_metrics(answer.sum()).sum()
+            self._metrics[mode]["mean_token_accuracy"].append((correct / valid).item() if valid > 0 else 0.0)
+            if mode == "train":
+                tokens = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
+                self._total_train_tokens += int(self.accelerator.gather_for_metrics(torch.as_tensor(tokens)).sum())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return (loss, outputs) if return_outputs else loss
+
+    return AnswerLossTrainer
+
+
+def TrainingProgressCallback():
+    """A TrainerCallback showing one "training" bar with the epoch and the last loss, on the main process.
+    Built lazily, like JsonlLogCallback."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class _TrainingProgressCallback(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.set_postfix(epoch=f"{state.epoch:.2f}", loss=f"{logs['loss']:.4f}", refresh=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return _TrainingProgressCallback()
 
 
 def train(
@@ -229,14 +337,16 @@ def train(
         _truncate_log(log_path, resumed_step)
     state.wait_for_everyone()
 
+    started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
+    train_seconds = time.perf_counter() - started
 
     final_dir = out_dir / ("adapter" if resolved.method == "lora" else "model")
     trainer.save_model(str(final_dir))
     state.wait_for_everyone()
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return TrainResult(
+    result = TrainResult(
         adapter_dir=final_dir if resolved.method == "lora" else None,
         model_dir=final_dir if resolved.method == "full" else None,
         n_train=n_train,
@@ -245,7 +355,13 @@ def train(
         final_loss=float(losses[-1]) if losses else None,
         steps=trainer.state.global_step,
         config_path=config_path,
+        epochs=resolved.epochs,
+        trained_tokens=trainer._total_train_tokens,
+        train_seconds=train_seconds,
     )
+    if progress and state.is_main_process:
+        print(result.summary, flush=True)
+    return result
 
 
 def merge_adapter(base_model: str, adapter_dir: Path, out_dir: Path) -> Path:
@@ -313,7 +429,8 @@ def run_fingerprint(model: str, config: TrainConfig, input_ids: list[list[int]])
     """A hash of what decides the training run, to refuse resuming someone else's checkpoints."""
     digest = hashlib.sha256()
     model = str(Path(model).resolve()) if Path(model).is_dir() else str(model)
-    digest.update(json.dumps({"model": model, "config": config.model_dump()}, sort_keys=True).encode())
+    settings = config.model_dump(exclude={"report_to"})  # trackers don't change the run
+    digest.update(json.dumps({"model": model, "config": settings}, sort_keys=True).encode())
     for ids in input_ids:
         digest.update(json.dumps(list(ids)).encode())
     return digest.hexdigest()
