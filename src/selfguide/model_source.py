@@ -151,8 +151,12 @@ def write_converted(gguf_path: Path, out: Path) -> None:
         loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except (ValueError, OSError, KeyError) as err:
         raise BadInputError(gguf_path, "--model", "a GGUF model file transformers can read", f"{type(err).__name__}: {err}") from None
-    # A model loaded from GGUF refuses save_pretrained; a fresh model of the same config takes its weights.
-    plain = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    # A model loaded from GGUF refuses save_pretrained and training; a fresh model of the same config,
+    # without its GGUF quantization entry, takes its (dequantised) weights.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(loaded.state_dict())
     plain.generation_config = loaded.generation_config
     out.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from selfguide.backends.factory import cached_model
 from selfguide.benchmark.grid import HELD_OUT, PAPER_GAINS, TUNING, Setting, select_setting
 from selfguide.config import RunConfig, config_yaml, load_config
 from selfguide.eval.evaluate import evaluate
+from selfguide.errors import BadInputError
 from selfguide.io import read_jsonl, write_json, write_text
 from selfguide.synth.filters import length_window, noise_terms_for, normalize_label
 from selfguide.synth.outputs import annotation_requests, check_sample
@@ -54,6 +55,7 @@ class BenchOptions:
     progress: bool = True
     superni_root: Path | None = None
     cache: Path | None = None  # unset: <out>/cache.sqlite
+    baselines: list[str] | None = None  # held-out columns to run besides prompting and self_guide; None: all
 
 
 @dataclass
@@ -291,11 +293,16 @@ def held_out_phase(bench: Bench, tasks: dict[str, TaskSpec], setting: Setting) -
         self_guide = bench.finetune_eval(task, config, pairs, folder / effective.key, "self_guide")[0]
         # No synthetic pair: there is nothing to finetune on, so Self-Guide leaves the model as it was.
         results["self_guide"] = self_guide if self_guide is not None or pairs is None else results["prompting"]
-        results["few_shot_finetune"] = bench.few_shot(task, folder)
-        results["synthetic_in_context"] = bench.in_context(task, pairs, folder)
-        results["prompting_with_filters"] = bench.filtered(task, config, folder)
-        gold = bench.gold_finetune(task, config, pairs, folder / effective.key)
-        results["gold_finetune"] = gold if gold is not None or pairs is None else results["prompting"]
+        wanted = set(bench.options.baselines or BASELINES)
+        if "few_shot_finetune" in wanted:
+            results["few_shot_finetune"] = bench.few_shot(task, folder)
+        if "synthetic_in_context" in wanted:
+            results["synthetic_in_context"] = bench.in_context(task, pairs, folder)
+        if "prompting_with_filters" in wanted:
+            results["prompting_with_filters"] = bench.filtered(task, config, folder)
+        if "gold_finetune" in wanted:
+            gold = bench.gold_finetune(task, config, pairs, folder / effective.key)
+            results["gold_finetune"] = gold if gold is not None or pairs is None else results["prompting"]
         return {
             "type": task.type,
             "category": task.category,
@@ -385,7 +392,7 @@ def seeds_table(summary: dict, family: str) -> list[dict]:
     for i, row in enumerate(per_seed[0]):
         combined = {k: row[k] for k in ("task", "type", "metric")}
         combined["pairs"] = [rows_of_seed[i]["pairs"] for rows_of_seed in per_seed]
-        for column in BASELINES:
+        for column in columns_run(next(iter(summary["per_seed"].values()))["heldout"]):
             values = [rows_of_seed[i][column] for rows_of_seed in per_seed]
             combined[column] = None if None in values else (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
         rows.append(combined)
@@ -395,10 +402,11 @@ def seeds_table(summary: dict, family: str) -> list[dict]:
 def seeds_markdown(summary: dict) -> str:
     seeds = ", ".join(str(s) for s in summary["seeds"])
     lines = ["# SELF-GUIDE on SuperNI", "", f"Setting `{summary['chosen_setting']['key']}` ({summary['chosen_by']}); seeds {seeds}: mean ± standard deviation over seeds.", ""]
+    columns = columns_run(next(iter(summary["per_seed"].values()))["heldout"])
     for family, title in (("superni", "Official SuperNI metrics"), ("paper", "SELF-GUIDE paper's metric variant")):
-        lines += [f"## {title}", "", "| task | metric | synthetic pairs per seed | " + " | ".join(BASELINES) + " |", "|---|---|---|" + "---:|" * len(BASELINES)]
+        lines += [f"## {title}", "", "| task | metric | synthetic pairs per seed | " + " | ".join(columns) + " |", "|---|---|---|" + "---:|" * len(columns)]
         for row in seeds_table(summary, family):
-            cells = ["-" if row[c] is None else f"{row[c][0]:.2f} ± {row[c][1]:.2f}" for c in BASELINES]
+            cells = ["-" if row[c] is None else f"{row[c][0]:.2f} ± {row[c][1]:.2f}" for c in columns]
             task = f"**{row['task']}**" if row["task"].startswith("average") else row["task"]
             pairs = "" if None in row["pairs"] else "/".join(str(p) for p in row["pairs"])
             lines.append(f"| {task} | {row['metric']} | {pairs} | " + " | ".join(cells) + " |")
@@ -418,6 +426,20 @@ TABLE_METRICS = {
 }
 
 
+def parse_baselines(spec: str) -> list[str]:
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    optional = [c for c in BASELINES if c not in ("prompting", "self_guide")]
+    for name in names:
+        if name not in BASELINES:
+            raise BadInputError("--baselines", repr(name), f"comma-separated names from {', '.join(optional)}")
+    return names
+
+
+def columns_run(heldout: dict) -> list[str]:
+    """The table's columns: every baseline that ran on some held-out task, in the usual order."""
+    return [c for c in BASELINES if any(c in result["metrics"] for result in heldout.values())]
+
+
 def result_rows(heldout: dict, family: str) -> list[dict]:
     """One row per held-out task and one average per type, in the official SuperNI metric
     ("superni") or the SELF-GUIDE paper's variant ("paper") of that type."""
@@ -429,13 +451,13 @@ def result_rows(heldout: dict, family: str) -> list[dict]:
             if result["type"] != kind:
                 continue
             row = {"task": name, "type": kind, "metric": metric, "pairs": result["pairs"], "eval_split": result.get("eval_split")}
-            for column in BASELINES:
+            for column in columns_run(heldout):
                 metrics = result["metrics"].get(column)
                 row[column] = None if metrics is None else score_of(metrics, metric)
             kind_rows.append(row)
         if kind_rows:
             average = {"task": f"average ({kind})", "type": kind, "metric": metric, "pairs": None, "eval_split": None}
-            for column in BASELINES:
+            for column in columns_run(heldout):
                 values = [r[column] for r in kind_rows]
                 average[column] = sum(values) / len(values) if None not in values else None
             rows += kind_rows + [average]
@@ -453,14 +475,15 @@ def results_markdown(summary: dict) -> str:
     lines += [f"Chosen setting ({summary['chosen_by']}): `{setting['key']}`", ""]
     if summary["missing_tasks"]:
         lines += [f"Missing here (not in the SuperNI data): {', '.join(summary['missing_tasks'])}", ""]
+    columns = columns_run(summary["heldout"])
     for family, title in (
         ("superni", "Official SuperNI metrics: exact match (classification), ROUGE-L (generation)"),
         ("paper", "SELF-GUIDE paper's metric variant: last-label accuracy (classification), character LCS F1 (generation)"),
     ):
         rows = result_rows(summary["heldout"], family)
-        lines += [f"## {title}", "", "| task | metric | eval split | synthetic pairs | " + " | ".join(BASELINES) + " |", "|---|---|---|---:|" + "---:|" * len(BASELINES)]
+        lines += [f"## {title}", "", "| task | metric | eval split | synthetic pairs | " + " | ".join(columns) + " |", "|---|---|---|---:|" + "---:|" * len(columns)]
         for row in rows:
-            cells = [fmt(row[c]) for c in BASELINES]
+            cells = [fmt(row[c]) for c in columns]
             task = f"**{row['task']}**" if row["task"].startswith("average") else row["task"]
             lines.append(f"| {task} | {row['metric']} | {row['eval_split'] or ''} | {'' if row['pairs'] is None else row['pairs']} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -493,7 +516,7 @@ def write_results(out: Path, summary: dict) -> None:
     write_json(out / "chosen_setting.json", {"setting": summary["chosen_setting"], "chosen_by": summary["chosen_by"]})
     write_text(out / "results.md", results_markdown(summary))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["family", "task", "type", "metric", "eval_split", "pairs", *BASELINES])
+    writer = csv.DictWriter(buffer, fieldnames=["family", "task", "type", "metric", "eval_split", "pairs", *columns_run(summary["heldout"])])
     writer.writeheader()
     for family in ("superni", "paper"):
         for row in result_rows(summary["heldout"], family):
