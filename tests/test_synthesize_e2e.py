@@ -25,6 +25,7 @@ TINY = [
     "synth.input_filters.require_demo_fields=false",
     "synth.outputs.n=3",
     "synth.outputs.max_new_tokens=4",
+    "synth.outputs.labeler=sample",
 ]
 
 
@@ -57,7 +58,7 @@ def test_synthesize_end_to_end(tiny_model_dir, tmp_path, task, monkeypatch):
         assert summary["type"] == "classification" and "class_balance" in stages
         assert all(row["output"] in ("C", "N") for row in dataset)
         assert all(r["pseudo_label"] in ("C", "N") for r in candidates)
-    assert summary["model_calls"]["calls"] == len(candidates) + len(annotations)
+    assert summary["model_calls"]["calls"] == len(candidates) + len(annotations) + summary["self_label_accuracy"]["n"]
     assert (result.out_dir / "config.yaml").exists() and "rounds: 2" in (result.out_dir / "config.yaml").read_text()
 
     # The same command again: every call from the cache, the same dataset.
@@ -112,3 +113,23 @@ def test_killed_run_resumes_without_repeating_calls(tiny_model_dir, tmp_path):
     assert summary["model_calls"]["cached"] >= done_before
     assert (out / "synth" / "dataset.jsonl").read_text() == (tmp_path / "reference" / "synth" / "dataset.jsonl").read_text()
     assert (out / "synth" / "drops.jsonl").read_text() == (tmp_path / "reference" / "synth" / "drops.jsonl").read_text()
+
+
+def test_label_scoring_labels_classification_inputs_without_sampling(tiny_model_dir, tmp_path, monkeypatch):
+    """The product default on an in-process model: every label scored once per input, no samples."""
+    monkeypatch.setenv("SELFGUIDE_SUPERNI", str(SUPERNI))
+    overrides = [o for o in TINY if not o.startswith("synth.outputs.labeler")] + ["synth.self_label.items=4"]
+    config = load_config(None, overrides, {"task": "task190", "model.name": str(tiny_model_dir), "out": str(tmp_path / "t")})
+    result = api.synthesize(config, progress=False)
+    synth = result.out_dir / "synth"
+    annotations = read_jsonl(synth / "annotations.jsonl")
+    assert annotations and all(a["samples"] == [] for a in annotations)
+    for a in annotations:
+        probs = a["vote"]["label_probs"]
+        assert set(probs) == {"C", "N"} and abs(sum(probs.values()) - 1) < 1e-6
+        assert (a["status"] == "kept") == (max(probs.values()) >= 0.5)
+    assert {row["output"] for row in read_jsonl(synth / "dataset.jsonl")} <= {"C", "N"}
+    summary = json.loads((synth / "summary.json").read_text())
+    assert summary["self_label_accuracy"]["labeler"] == "score" and summary["self_label_accuracy"]["n"] == 4
+    calls = summary["model_calls"]
+    assert calls["calls"] == 20 + len(annotations) + 4  # inputs, one scoring call per kept input, the diagnostic

@@ -32,15 +32,16 @@ class OutputGenConfig(BaseModel):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     min_vote_share: float = Field(0.3, ge=0, le=1, description="The winning answer must hold this share of the surviving samples.")
     balance_classes: bool = Field(True, description="Classification: downsample every label to the rarest one present.")
-    labeler: Literal["sample", "score"] = Field(
-        "sample",
-        description="Classification: 'sample' draws n answers, filters and votes (the paper); 'score' ranks every label by "
-        "the model's log-likelihood after the prompt (one forward pass per label, no sampling) and keeps the input when "
-        "the top label's probability reaches min_label_prob.",
+    labeler: Literal["auto", "score", "sample"] = Field(
+        "auto",
+        description="Classification: 'score' ranks every label by the model's log-likelihood after the prompt (one forward "
+        "pass per label, no sampling) and keeps the input when the top label's probability reaches min_label_prob; "
+        "'sample' draws n answers, filters and votes (the paper); 'auto': score on an in-process model, sample on a "
+        "server. On SmolLM2 both self-labelled the tuning tasks equally well, and scoring was 2-4x cheaper.",
     )
     min_label_prob: float = Field(0.5, ge=0, le=1, description="labeler 'score': the top label's (calibrated) probability needed to keep an input.")
     calibrate: bool = Field(
-        True,
+        False,
         description="labeler 'score': divide each label's probability by its mean over all inputs labelled together "
         "(batch calibration), so a label the model favours for every input does not win every input.",
     )
@@ -99,7 +100,7 @@ def normalise(values: list[float]) -> list[float]:
 def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: OutputGenConfig, seed: int) -> list[dict]:
     """One record per kept input: its samples (each kept or dropped, and why) and the vote, or with
     labeler 'score' its label probabilities and the top label."""
-    if task.is_classification and task.labels and config.labeler == "score":
+    if task.is_classification and task.labels and uses_label_scores(config, model):
         return annotate_by_scores(task, inputs, model, config)
     requests = annotation_requests(task, [record["text"] for record in inputs], config, seed)
     all_completions = model.generate(requests, desc="labelling inputs")
@@ -137,6 +138,10 @@ def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: Out
             }
         )
     return records
+
+
+def uses_label_scores(config: OutputGenConfig, model: CachedModel) -> bool:
+    return config.labeler == "score" or (config.labeler == "auto" and model.supports_scoring)
 
 
 def annotate_by_scores(task: TaskSpec, inputs: list[dict], model: CachedModel, config: OutputGenConfig) -> list[dict]:

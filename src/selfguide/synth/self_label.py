@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfguide.backends.cache import CachedModel, derive_seed
 from selfguide.eval.metrics import exact_match, rouge_l
-from selfguide.synth.outputs import OutputGenConfig, annotate
+from selfguide.synth.outputs import OutputGenConfig, annotate, uses_label_scores
 from selfguide.tasks.spec import TaskSpec
 
 
@@ -75,6 +75,6 @@ def self_label_accuracy(task: TaskSpec, model: CachedModel, outputs: OutputGenCo
         "accuracy": 100 * sum(scores) / len(scores),
         "n": len(scores),
         "passed_vote": kept,
-        "labeler": outputs.labeler if task.is_classification else "sample",
+        "labeler": ("score" if uses_label_scores(outputs, model) else "sample") if task.is_classification else "sample",
         "source": source,
     }
