@@ -219,6 +219,33 @@ def run(
         typer.echo(f"report: {path}")
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (from `selfguide run` or `synthesize`).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="hf (parquet + card, Hub layout), parquet, alpaca, sharegpt (LLaMA-Factory, axolotl), openai (fine-tuning chat JSONL).")] = "hf",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write (default <run>/export/<format>/).")] = None,
+    push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Upload the folder as this Hub dataset repo (user/name); token from $HF_TOKEN.")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo as private.")] = False,
+    license: Annotated[str, typer.Option(help="The dataset card's license id (e.g. apache-2.0); 'other' says the model's terms apply.")] = "other",
+) -> None:
+    """Export the synthetic pairs with the full training prompt, a dataset card and the model card.
+
+    Examples:
+      selfguide export runs/task036 --format sharegpt
+      HF_TOKEN=hf_... selfguide export runs/task036 --push-to-hub me/task036-selfguide --private
+    """
+    from selfguide.export import export_run
+
+    result = export_run(run_dir, format, out, push_to_hub=push_to_hub, private=private, license=license)  # type: ignore[arg-type]
+    typer.echo(f"exported {result.rows} pairs ({format}): {result.folder}")
+    for path in result.files:
+        typer.echo(f"  {path}")
+    if result.model_card:
+        typer.echo(f"model card: {result.model_card}")
+    if result.url:
+        typer.echo(f"pushed: {result.url}")
+
+
 bench_app = typer.Typer(help="Benchmarks: the paper's protocol as one command.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
