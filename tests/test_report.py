@@ -166,7 +166,7 @@ def test_report_of_an_empty_folder(tmp_path):
     paths = write_report(tmp_path, task, RunConfig())
     assert paths == [tmp_path / "report.md", tmp_path / "report.html"]
     page = paths[1].read_text(encoding="utf-8")
-    for missing in ("synth/summary.json is missing", "eval/prompting/metrics.json", "timings.json is missing"):
+    for missing in ("synth/summary.json is missing", "eval/prompting/metrics.json", "timings.json and the model-call counts are missing"):
         assert missing in page
 
 

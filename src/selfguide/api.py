@@ -196,14 +196,17 @@ class RunResult:
     finetuned: dict | None
     timings: dict = field(default_factory=dict)
     report_paths: list[Path] = field(default_factory=list)
+    headline: list[str] = field(default_factory=list)  # the verdict line and the why line
 
 
 def run(config: RunConfig, *, progress: bool = True) -> RunResult:
     """The whole SELF-GUIDE loop: synthesize, finetune, evaluate prompting and the finetuned
     model on the same eval set, and write report.md and report.html."""
-    from selfguide.report.report import write_report
-
+    from selfguide.environment import environment
     from selfguide.eval.evaluate import evaluate as run_eval
+    from selfguide.export.cards import write_model_card
+    from selfguide.report.report import write_report
+    from selfguide.report.verdict import headline
 
     require_model(config)
     task = load_run_task(config)
@@ -239,6 +242,9 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
     finally:
         cache.close()
     write_json(out / "timings.json", timings)
+    write_json(out / "environment.json", environment())
     result = RunResult(out, synth, trained, baseline, finetuned, timings)
+    write_model_card(out, task, config)
     result.report_paths = write_report(out, task, config)
+    result.headline = headline(out)
     return result

@@ -209,12 +209,8 @@ def run(
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit)
     result = api.run(cfg, progress=not quiet)
-    metric = result.baseline["reported_metric"]
-    typer.echo(f"prompting {metric}: {result.baseline['reported']:.2f}")
-    if result.finetuned:
-        typer.echo(f"self-guide {metric}: {result.finetuned['reported']:.2f} ({result.finetuned['reported'] - result.baseline['reported']:+.2f})")
-    else:
-        typer.echo("self-guide: not trained (synthesis kept no pairs; see synth/summary.md)")
+    for line in result.headline:
+        typer.echo(line)
     for path in result.report_paths:
         typer.echo(f"report: {path}")
 

@@ -50,6 +50,7 @@ def evaluate(
         from selfguide.errors import SelfGuideError
 
         raise SelfGuideError(f"task {task.name} has no eval set: give it an 'eval' JSONL file (see README)")
+    calls_before = model.stats.as_dict()
     if predictions is None:
         completions = model.generate(eval_requests(task, [i.input for i in items], config.max_new_tokens, extra_demos), desc=f"eval {name}")
         predictions = [c[0].text.strip() for c in completions]
@@ -68,6 +69,7 @@ def evaluate(
         "by_category": aggregate_by(scored, ["category"]),
     }
     metrics["reported"] = metrics["superni"][metrics["reported_metric"]]
+    metrics["model_calls"] = model.stats.since(calls_before)  # the report's cost table
     if out_dir is not None:
         write_jsonl(out_dir / "predictions.jsonl", scored)
         write_json(out_dir / "metrics.json", metrics)
