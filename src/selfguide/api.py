@@ -34,6 +34,10 @@ from selfguide.tasks.spec import TaskSpec, load_task
 def load_run_task(config: RunConfig) -> TaskSpec:
     if not config.task:
         raise SelfGuideError("no task given: pass a task file or a SuperNI task name such as task036")
+    from selfguide.tasks.datasets import is_dataset_task, load_dataset_task
+
+    if is_dataset_task(config.task):
+        return load_dataset_task(config.task, config.dataset, config.seed)
     return load_task(config.task, config.eval_split)
 
 

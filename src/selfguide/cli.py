@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-TaskArg = Annotated[str, typer.Argument(help="Task file (YAML/JSON, ours or SuperNI) or a SuperNI task name like task036.")]
+TaskArg = Annotated[str, typer.Argument(help="Task file (YAML/JSON, ours or SuperNI), a SuperNI task name like task036, or a dataset: hf:NAME[:CONFIG], a datasets folder, a .parquet file.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local model folder, or served model name (openai).")]
 BackendOpt = Annotated[Optional[str], typer.Option(help="hf (transformers, default), openai (any OpenAI-compatible server), vllm.")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1.")]
@@ -33,6 +33,10 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any
 SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for every sampling decision and training.")]
 SplitOpt = Annotated[Optional[str], typer.Option(help="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+InputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks (hf:NAME[:CONFIG], a datasets folder, a .parquet file): the input column.")]
+OutputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the answer column (a class-label column gives label names).")]
+InstructionOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the task instruction (unless the dataset has an instruction column).")]
+DemosOpt = Annotated[Optional[int], typer.Option(help="Dataset tasks: demos drawn from the train split, which the eval never sees (default 5).")]
 
 
 def build_config(config_file: Optional[Path], overrides: Optional[list[str]], **values):
@@ -48,6 +52,10 @@ def build_config(config_file: Optional[Path], overrides: Optional[list[str]], **
         "seed": values.get("seed"),
         "eval_split": values.get("eval_split"),
         "eval.limit": values.get("limit"),
+        "dataset.input_column": values.get("input_column"),
+        "dataset.output_column": values.get("output_column"),
+        "dataset.instruction": values.get("instruction"),
+        "dataset.demos": values.get("demos"),
     }
     return load_config(config_file, overrides, flags)
 
@@ -100,6 +108,10 @@ def synthesize(
     set_: SetOpt = None,
     seed: SeedOpt = None,
     eval_split: SplitOpt = None,
+    input_column: InputColumnOpt = None,
+    output_column: OutputColumnOpt = None,
+    instruction: InstructionOpt = None,
+    demos: DemosOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write the SELF-GUIDE synthetic dataset for a task: inputs, filters, labels, vote.
@@ -112,7 +124,8 @@ def synthesize(
     from selfguide import api
     from selfguide.synth.pipeline import summary_markdown
 
-    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split)
+    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split,
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos)
     result = api.synthesize(cfg, progress=not quiet)
     typer.echo(summary_markdown(result.summary))
     typer.echo(f"dataset: {result.dataset_path}")
@@ -199,6 +212,10 @@ def run(
     seed: SeedOpt = None,
     eval_split: SplitOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N eval items.")] = None,
+    input_column: InputColumnOpt = None,
+    output_column: OutputColumnOpt = None,
+    instruction: InstructionOpt = None,
+    demos: DemosOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """The whole loop: synthesize, finetune, evaluate against prompting, write the report.
@@ -207,7 +224,8 @@ def run(
     """
     from selfguide import api
 
-    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit)
+    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit,
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos)
     result = api.run(cfg, progress=not quiet)
     for line in result.headline:
         typer.echo(line)
