@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -25,13 +25,13 @@ app = typer.Typer(
 
 TaskArg = Annotated[str, typer.Argument(help="Task file (YAML/JSON, ours or SuperNI), a SuperNI task name like task036, or a dataset: hf:NAME[:CONFIG], a datasets folder, a .parquet file.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local model folder, or served model name (openai).")]
-BackendOpt = Annotated[Optional[str], typer.Option(help="hf (transformers, default), openai (any OpenAI-compatible server), vllm.")]
+BackendOpt = Annotated[Optional[Literal["hf", "openai", "vllm"]], typer.Option(help="hf (transformers, default), openai (any OpenAI-compatible server), vllm.")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<task name>).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file (see `selfguide config`).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting: --set synth.inputs.temperature=0.7 (repeatable).")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for every sampling decision and training.")]
-SplitOpt = Annotated[Optional[str], typer.Option(help="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")]
+SplitOpt = Annotated[Optional[Literal["official", "selfguide-test", "selfguide-validation"]], typer.Option(help="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 InputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks (hf:NAME[:CONFIG], a datasets folder, a .parquet file): the input column.")]
 OutputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the answer column (a class-label column gives label names).")]
@@ -58,6 +58,21 @@ def build_config(config_file: Optional[Path], overrides: Optional[list[str]], **
         "dataset.demos": values.get("demos"),
     }
     return load_config(config_file, overrides, flags)
+
+
+def print_version(value: bool) -> None:
+    if value:
+        from selfguide import __version__
+
+        typer.echo(f"selfguide {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """SELF-GUIDE: make a model a task expert with data it writes and labels itself."""
 
 
 @app.command()
@@ -141,7 +156,7 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
-    method: Annotated[Optional[str], typer.Option(help="lora (default) or full.")] = None,
+    method: Annotated[Optional[Literal["lora", "full"]], typer.Option(help="lora (default) or full.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
 ) -> None:
@@ -193,10 +208,11 @@ def eval_(
     from selfguide import api
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, eval_split=eval_split, limit=limit)
-    run_out = out or Path(cfg.out or Path("runs") / "eval")
-    cfg.out = str(run_out)
+    if out:
+        cfg.out = str(out)
     metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet)
     typer.echo(json.dumps({k: metrics[k] for k in ("name", "task", "n", "superni", "paper", "reported_metric", "reported")}, indent=2))
+    run_out = Path(cfg.out or Path("runs") / metrics["task"])  # as `run`: runs/<task>/eval/<name>/
     typer.echo(f"predictions: {run_out / 'eval' / metrics['name'] / 'predictions.jsonl'}")
 
 
@@ -271,7 +287,7 @@ def bench_superni(
     limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N items of each eval set.")] = None,
     grid: Annotated[Optional[list[str]], typer.Option("--grid", help="Narrow an axis of the grid: --grid temperature=0.7,1.0 --grid epochs=1 (axes: temperature, input_length_filter, output_length_filter, epochs).")] = None,
     setting: Annotated[Optional[str], typer.Option(help="Skip tuning and use this setting, e.g. temperature=0.8,input_length_filter=true,output_length_filter=false,epochs=3.")] = None,
-    eval_split: Annotated[str, typer.Option(help="selfguide: the authors' test/validation splits where present, official first 100 otherwise; official: always the first 100.")] = "selfguide",
+    eval_split: Annotated[Literal["selfguide", "official"], typer.Option(help="selfguide: the authors' test/validation splits where present, official first 100 otherwise; official: always the first 100.")] = "selfguide",
     out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/bench-superni"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs the grid implies; run nothing.")] = False,
     max_calls: Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")] = None,
@@ -294,8 +310,6 @@ def bench_superni(
     from selfguide.benchmark.superni import BenchOptions, bench_superni as run_bench
     from selfguide.benchmark.superni import results_markdown
 
-    if eval_split not in ("selfguide", "official"):
-        raise SelfGuideError(f"--eval-split: expected selfguide or official, got {eval_split!r}")
     cfg = build_config(config, set_, model=model, backend=backend, base_url=base_url, seed=seed, limit=limit)
     if not cfg.model.name:
         raise SelfGuideError("no model given: pass --model (a hub id, a local folder, or the served model name)")
@@ -345,10 +359,27 @@ def config(
     config_file: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Print the resolved config as YAML: the defaults, or a file with overrides applied."""
-    from selfguide.config import config_yaml
+    """Print the resolved config as YAML, each setting's description as a comment above it: the
+    defaults, or a file with overrides applied. The output loads back as a --config file."""
+    from selfguide.config_comments import config_yaml_with_comments
 
-    typer.echo(config_yaml(build_config(config_file, set_)), nl=False)
+    typer.echo(config_yaml_with_comments(build_config(config_file, set_)), nl=False)
+
+
+@app.command()
+def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False) -> None:
+    """Versions, device, default dtype and cache locations: what to paste into a bug report."""
+    from selfguide.environment import environment
+
+    info = environment()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for section in ("versions", "caches"):
+        for key, value in info.pop(section).items():
+            typer.echo(f"{key:>16}: {value or 'not installed'}")
+    for key, value in info.items():
+        typer.echo(f"{key:>16}: {value}")
 
 
 def quiet_libraries() -> None:
