@@ -16,7 +16,8 @@ from trl import SFTConfig, SFTTrainer
 
 
 def main(folder: str, model: str, out: str) -> None:
-    dataset = load_dataset(folder, split="train")
+    # download_mode: datasets reuses a cached local folder by its name, even after a re-export.
+    dataset = load_dataset(folder, split="train", download_mode="force_redownload", verification_mode="no_checks")
     args = SFTConfig(output_dir=out, num_train_epochs=1, per_device_train_batch_size=1, learning_rate=2e-4, report_to=[], save_strategy="no", logging_steps=1)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, peft_config=LoraConfig(r=8, target_modules="all-linear"))
     row = trainer.train_dataset[0]

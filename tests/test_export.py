@@ -42,9 +42,11 @@ def test_hf_and_parquet_load_with_datasets(tmp_path, fmt):
     task, pairs = make_exportable_run(tmp_path)
     result = export_run(tmp_path, fmt)
     if fmt == "hf":
-        loaded = load_dataset(str(result.folder))["train"]  # the card's `configs` point at the parquet file
+        # The card's `configs` point at the parquet file. A cache of our own: datasets 5.2 reuses a
+        # cached local folder by its name (export/hf) even when its files changed.
+        loaded = load_dataset(str(result.folder), cache_dir=str(tmp_path / "cache"))["train"]
     else:
-        loaded = load_dataset("parquet", data_files=str(result.folder / "train.parquet"))["train"]
+        loaded = load_dataset("parquet", data_files=str(result.folder / "train.parquet"), cache_dir=str(tmp_path / "cache"))["train"]
     assert len(loaded) == len(pairs) == result.rows
     for row, pair in zip(loaded, pairs):
         assert row["prompt"] == expected_prompt(task, pair["input"])
@@ -165,7 +167,7 @@ def test_trl_trains_on_the_hf_export_directly(tmp_path, tiny_model_dir):
 
     make_exportable_run(tmp_path, model=str(tiny_model_dir))
     folder = export_run(tmp_path, "hf").folder
-    dataset = load_dataset(str(folder), split="train")
+    dataset = load_dataset(str(folder), split="train", cache_dir=str(tmp_path / "cache"))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = SFTConfig(output_dir=str(tmp_path / "trl"), max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2, report_to=[], save_strategy="no", use_cpu=True)
