@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from selfguide.errors import BadInputError
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-COMMANDS = ["inspect", "synthesize", "train", "eval", "run", "tiny-model", "config"]
+COMMANDS = ["inspect", "synthesize", "train", "eval", "run", "tiny-model", "config", "export", "env"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -80,3 +81,24 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path):
         result = subprocess.run([sys.executable, "-c", "from selfguide.cli import main; main()", *args], capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_version_env_and_choices():
+    from selfguide import __version__
+
+    assert runner.invoke(app, ["--version"]).output.strip() == f"selfguide {__version__}"
+    info = json.loads(runner.invoke(app, ["env", "--json"]).output)
+    assert info["versions"]["selfguide"] == __version__ and info["versions"]["torch"] and info["device"] and "hub_cache" in info["caches"]
+    assert "<hf|openai|vllm>" in runner.invoke(app, ["run", "--help"]).output
+    assert "<lora|full>" in runner.invoke(app, ["train", "--help"]).output
+    assert "<official|selfguide-test" in runner.invoke(app, ["eval", "--help"]).output
+    bad = runner.invoke(app, ["run", "task036", "--backend", "tensorflow"])
+    assert bad.exit_code == 2 and "tensorflow" in bad.output
+
+
+def test_config_prints_each_description_as_a_comment(tmp_path):
+    result = runner.invoke(app, ["config", "--set", "synth.outputs.n=7"])
+    assert "# Seeds every sampling decision and training.\nseed: 0" in result.output
+    assert result.output.count("\n  # ") > 20  # nested settings documented too
+    (tmp_path / "c.yaml").write_text(result.output)
+    assert load_config(tmp_path / "c.yaml").synth.outputs.n == 7

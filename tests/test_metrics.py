@@ -147,6 +147,25 @@ def test_char_lcs_f1_handles_long_strings():
     assert 0 < char_lcs_f1(a, a[::-1]) < 1
 
 
+def plain_lcs_length(a: str, b: str) -> int:
+    """The textbook O(nm) dynamic programme, the reference rapidfuzz is checked against."""
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, ca in enumerate(a):
+        for j, cb in enumerate(b):
+            table[i + 1][j + 1] = table[i][j] + 1 if ca == cb else max(table[i][j + 1], table[i + 1][j])
+    return table[-1][-1]
+
+
+def test_char_lcs_f1_equals_a_plain_dynamic_programme():
+    rng = random.Random(1)
+    for _ in range(200):
+        a = "".join(rng.choices("abcAB .", k=rng.randint(0, 40)))
+        b = "".join(rng.choices("abcAB .", k=rng.randint(0, 40)))
+        lcs = plain_lcs_length(a, b)
+        expected = 0.0 if lcs == 0 else 2 * (lcs / len(a)) * (lcs / len(b)) / (lcs / len(a) + lcs / len(b))
+        assert char_lcs_f1(a, b) == pytest.approx(expected), (a, b)
+
+
 def test_score_instances_classification_and_generation():
     rows = [{"prediction": "It is neutral.", "references": ["neutral"], "task": "t1"},
             {"prediction": None, "references": ["entailment"], "task": "t1"}]

@@ -139,6 +139,17 @@ def test_classification_report(tmp_path):
     assert "As an AI " * 20 in page and "As an AI " * 40 not in page  # long text clipped
     assert "Trained on 9 pairs" in page and "1 dropped as longer" in page
     assert "<details><summary>Full resolved config</summary><pre>" in page
+    # The answer first: prompting scored 0 everywhere (its answer is SCRIPT), the finetuned model
+    # answered "positive", right on the 4 positive items of 6.
+    verdict = page.index('<p class="verdict">')
+    assert verdict < page.index("<h2>") < page.index("<h2>Settings</h2>")
+    assert "Verdict (no clear difference): exact_match 0.00 -&gt; 66.67 (+66.67, 95% CI" in page or "Verdict (helped): exact_match 0.00 -&gt; 66.67 (+66.67, 95% CI" in page
+    assert "wins 4, ties 2, loses 0 of 6 eval items" in page
+    assert "Why: trained on 9 pairs; the funnel lost most at input_filter: 17 of 40 candidate inputs dropped (mostly duplicate)." in page
+    assert "> **Verdict" in markdown
+    assert "Answers differ on 6 of 6 items" in page and "<h2>Confusion matrix</h2>" in page
+    assert "(other)" in page  # prompting's answer is no label
+    assert '<a href="synth/dataset.jsonl">' in page and "[eval/finetuned/metrics.json](eval/finetuned/metrics.json)" in markdown
 
 
 def test_generation_report(tmp_path):
@@ -156,6 +167,7 @@ def test_report_without_training(tmp_path):
     make_run(tmp_path, task, trained=False)
     paths, page, markdown = render(tmp_path, task)
     assert {p.name for p in paths[2:]} == {"funnel.png"}
+    assert "Verdict: not compared: prompting exact_match 40.00" in page and "Why: not trained (0 synthetic pairs)" in page
     for text in (page, markdown):
         assert "Not trained: synthesis kept no pairs" in text
         assert "40.00" in text and "Final pairs: 0." in text
@@ -166,7 +178,7 @@ def test_report_of_an_empty_folder(tmp_path):
     paths = write_report(tmp_path, task, RunConfig())
     assert paths == [tmp_path / "report.md", tmp_path / "report.html"]
     page = paths[1].read_text(encoding="utf-8")
-    for missing in ("synth/summary.json is missing", "eval/prompting/metrics.json", "timings.json is missing"):
+    for missing in ("synth/summary.json is missing", "eval/prompting/metrics.json", "timings.json and the model-call counts are missing"):
         assert missing in page
 
 

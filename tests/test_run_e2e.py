@@ -19,9 +19,13 @@ def test_run_writes_every_report_file(tiny_model_dir, tmp_path):
     args = ["run", "task036", "--model", str(tiny_model_dir), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(out), "-q"]
     result = runner.invoke(app, args, env=env)
     assert result.exit_code == 0, result.output
-    assert "prompting rougeL" in result.output and "self-guide rougeL" in result.output
+    lines = result.output.splitlines()
+    verdict, why = next(line for line in lines if line.startswith("Verdict")), next(line for line in lines if line.startswith("Why"))
+    assert lines.index(why) == lines.index(verdict) + 1
+    assert verdict.startswith("Verdict") and "rougeL" in verdict and "95% CI" in verdict and "of 10 eval items" in verdict
+    assert why.startswith("Why: trained on") and "the funnel lost most at" in why
 
-    for path in ["config.yaml", "timings.json", "report.md", "report.html", "synth/dataset.jsonl", "train/adapter/adapter_config.json", "train/train_log.jsonl", "eval/prompting/metrics.json", "eval/finetuned/metrics.json", "eval/finetuned/predictions.jsonl"]:
+    for path in ["config.yaml", "timings.json", "environment.json", "train/adapter/README.md", "report.md", "report.html", "synth/dataset.jsonl", "train/adapter/adapter_config.json", "train/train_log.jsonl", "eval/prompting/metrics.json", "eval/finetuned/metrics.json", "eval/finetuned/predictions.jsonl"]:
         assert (out / path).exists(), path
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert len(plots) >= 3 and all((out / "plots" / p).read_bytes().startswith(b"\x89PNG") for p in plots)
@@ -31,6 +35,8 @@ def test_run_writes_every_report_file(tiny_model_dir, tmp_path):
     assert set(baseline["superni"]) == {"exact_match", "rougeL"} and set(baseline["paper"]) == {"paper_char_lcs_f1"}
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "rougeL" in html
+    assert html.index('<p class="verdict">Verdict') < html.index("<h2>")  # the answer comes first
+    assert "[More Information Needed]" not in (out / "train/adapter/README.md").read_text()  # our card, not PEFT's template
     assert set(json.loads((out / "timings.json").read_text())) == {"synthesize", "eval_prompting", "train", "eval_finetuned"}
 
     # A second run reuses every call and the finished training.

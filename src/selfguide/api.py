@@ -1,5 +1,14 @@
 """The Python API: synthesize(), train(), evaluate(), run(). The CLI is a thin layer over these.
 
+    import selfguide
+    result = selfguide.run("task.yaml", model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    print(*result.headline, sep="\n")          # the verdict line and the why line
+
+Each function's first argument is a RunConfig (see `load_config`), a task file or SuperNI task
+name, or a `Task` built in memory; keyword settings (`model`, `config` = a YAML file, `out`,
+`seed`, `limit`, `backend`, `base_url`, `eval_split`, `overrides` = ["section.key=value"]) fill
+or override the config, as `selfguide run`'s flags do.
+
 Every function takes a RunConfig, writes the resolved config into the run folder, and reuses
 whatever an earlier identical or interrupted run finished: model calls through the SQLite call
 cache, training through a fingerprint of its inputs.
@@ -15,6 +24,7 @@ from pathlib import Path
 
 from selfguide.backends.cache import CachedModel, CallCache
 from selfguide.backends.factory import ModelConfig, cached_model, model_fingerprint
+from selfguide.arguments import run_config
 from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import SelfGuideError
 from selfguide.io import read_jsonl, write_json, write_text
@@ -25,6 +35,10 @@ from selfguide.tasks.spec import TaskSpec, load_task
 def load_run_task(config: RunConfig) -> TaskSpec:
     if not config.task:
         raise SelfGuideError("no task given: pass a task file or a SuperNI task name such as task036")
+    from selfguide.tasks.datasets import is_dataset_task, load_dataset_task
+
+    if is_dataset_task(config.task):
+        return load_dataset_task(config.task, config.dataset, config.seed)
     return load_task(config.task, config.eval_split)
 
 
@@ -61,8 +75,12 @@ class SynthResult:
     summary: dict
 
 
-def synthesize(config: RunConfig, *, progress: bool = True, max_calls: int | None = None) -> SynthResult:
-    """Write the SELF-GUIDE synthetic dataset of `config.task` into `<out>/synth/`."""
+def synthesize(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, max_calls: int | None = None, **settings) -> SynthResult:
+    """Write the SELF-GUIDE synthetic dataset of the task into `<out>/synth/`: inputs, filters,
+    labels by vote. Returns the dataset path and the funnel summary.
+
+    Example: selfguide.synthesize("task036", model="./tiny-model", config="configs/tiny.yaml")"""
+    config = run_config(target, **settings)
     config = require_model(config)
     task = load_run_task(config)
     out = run_dir(config, task)
@@ -95,11 +113,18 @@ class TrainOutput:
     merged_dir: Path | None = None
 
 
-def train(config: RunConfig, dataset_path: Path, out_dir: Path | None = None, *, merge: bool = False, progress: bool = True) -> TrainOutput:
-    """Finetune `config.model.name` on a dataset.jsonl of {input, output} with the task prompt."""
+def train(
+    target: RunConfig | TaskSpec | str | Path, dataset_path: Path | None = None, out_dir: Path | None = None, *, merge: bool = False, progress: bool = True, **settings
+) -> TrainOutput:
+    """Finetune the model on a dataset.jsonl of {input, output} (default: the run folder's
+    synth/dataset.jsonl) with the task prompt; LoRA unless `train.method` is full.
+
+    Example: selfguide.train("task036", model="./tiny-model", config="configs/tiny.yaml")"""
+    config = run_config(target, **settings)
     config = require_model(config)
     task = load_run_task(config)
     out = out_dir or run_dir(config, task) / "train"
+    dataset_path = Path(dataset_path) if dataset_path else run_dir(config, task) / "synth" / "dataset.jsonl"
     pairs = read_pairs(dataset_path)
     if not pairs:
         raise SelfGuideError(f"{dataset_path}: no pairs to train on (synthesis kept none: see synth/summary.md)")
@@ -156,7 +181,7 @@ def training_fingerprint(config: RunConfig, task: TaskSpec, pairs: list[tuple[st
 
 
 def evaluate(
-    config: RunConfig,
+    target: RunConfig | TaskSpec | str | Path,
     *,
     adapter: str | None = None,
     model_dir: str | None = None,
@@ -164,11 +189,16 @@ def evaluate(
     out_dir: Path | None = None,
     progress: bool = True,
     max_calls: int | None = None,
+    **settings,
 ) -> dict:
-    """Greedy predictions on the task's eval set and both metric families; `adapter` or
-    `model_dir` evaluates a finetuned model instead of `config.model`."""
+    """Greedy predictions on the task's eval set and both metric families, written to
+    `<out>/eval/<name>/`; `adapter` or `model_dir` evaluates a finetuned model instead of the
+    config's model. Returns the metrics (`reported` is the task's official metric, 0-100).
+
+    Example: selfguide.evaluate("task036", model="./tiny-model", adapter="runs/task036/train/adapter", limit=20)"""
     from selfguide.eval.evaluate import evaluate as run_eval
 
+    config = run_config(target, **settings)
     config = require_model(config)
     task = load_run_task(config)
     out = run_dir(config, task)
@@ -205,14 +235,24 @@ class RunResult:
     finetuned: dict | None
     timings: dict = field(default_factory=dict)
     report_paths: list[Path] = field(default_factory=list)
+    headline: list[str] = field(default_factory=list)  # the verdict line and the why line
 
 
-def run(config: RunConfig, *, progress: bool = True) -> RunResult:
+def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, **settings) -> RunResult:
     """The whole SELF-GUIDE loop: synthesize, finetune, evaluate prompting and the finetuned
-    model on the same eval set, and write report.md and report.html."""
-    from selfguide.report.report import write_report
+    model on the same eval set, and write report.md, report.html and the model card.
 
+    `result.headline` holds the verdict line and the why line that open the report.
+
+    Examples:
+        selfguide.run("task.yaml", model="HuggingFaceTB/SmolLM2-135M-Instruct")
+        selfguide.run(Task(instruction="...", examples=[("in", "out"), ...], eval=[...]), model="./tiny-model", config="configs/tiny.yaml")"""
+    config = run_config(target, **settings)
+    from selfguide.environment import environment
     from selfguide.eval.evaluate import evaluate as run_eval
+    from selfguide.export.cards import write_model_card
+    from selfguide.report.report import write_report
+    from selfguide.report.verdict import headline
 
     config = require_model(config)
     task = load_run_task(config)
@@ -248,6 +288,9 @@ def run(config: RunConfig, *, progress: bool = True) -> RunResult:
     finally:
         cache.close()
     write_json(out / "timings.json", timings)
+    write_json(out / "environment.json", environment())
     result = RunResult(out, synth, trained, baseline, finetuned, timings)
+    write_model_card(out, task, config)
     result.report_paths = write_report(out, task, config)
+    result.headline = headline(out)
     return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -23,16 +23,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-TaskArg = Annotated[str, typer.Argument(help="Task file (YAML/JSON, ours or SuperNI) or a SuperNI task name like task036.")]
+TaskArg = Annotated[str, typer.Argument(help="Task file (YAML/JSON, ours or SuperNI), a SuperNI task name like task036, or a dataset: hf:NAME[:CONFIG], a datasets folder, a .parquet file.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local model folder, or served model name (openai).")]
-BackendOpt = Annotated[Optional[str], typer.Option(help="hf (transformers, default), openai (any OpenAI-compatible server), vllm.")]
+BackendOpt = Annotated[Optional[Literal["hf", "openai", "vllm"]], typer.Option(help="hf (transformers, default), openai (any OpenAI-compatible server), vllm.")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<task name>).")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file (see `selfguide config`).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting: --set synth.inputs.temperature=0.7 (repeatable).")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for every sampling decision and training.")]
-SplitOpt = Annotated[Optional[str], typer.Option(help="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")]
+SplitOpt = Annotated[Optional[Literal["official", "selfguide-test", "selfguide-validation"]], typer.Option(help="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+InputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks (hf:NAME[:CONFIG], a datasets folder, a .parquet file): the input column.")]
+OutputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the answer column (a class-label column gives label names).")]
+InstructionOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the task instruction (unless the dataset has an instruction column).")]
+DemosOpt = Annotated[Optional[int], typer.Option(help="Dataset tasks: demos drawn from the train split, which the eval never sees (default 5).")]
 
 
 def build_config(config_file: Optional[Path], overrides: Optional[list[str]], **values):
@@ -48,8 +52,27 @@ def build_config(config_file: Optional[Path], overrides: Optional[list[str]], **
         "seed": values.get("seed"),
         "eval_split": values.get("eval_split"),
         "eval.limit": values.get("limit"),
+        "dataset.input_column": values.get("input_column"),
+        "dataset.output_column": values.get("output_column"),
+        "dataset.instruction": values.get("instruction"),
+        "dataset.demos": values.get("demos"),
     }
     return load_config(config_file, overrides, flags)
+
+
+def print_version(value: bool) -> None:
+    if value:
+        from selfguide import __version__
+
+        typer.echo(f"selfguide {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """SELF-GUIDE: make a model a task expert with data it writes and labels itself."""
 
 
 @app.command()
@@ -100,6 +123,10 @@ def synthesize(
     set_: SetOpt = None,
     seed: SeedOpt = None,
     eval_split: SplitOpt = None,
+    input_column: InputColumnOpt = None,
+    output_column: OutputColumnOpt = None,
+    instruction: InstructionOpt = None,
+    demos: DemosOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write the SELF-GUIDE synthetic dataset for a task: inputs, filters, labels, vote.
@@ -112,7 +139,8 @@ def synthesize(
     from selfguide import api
     from selfguide.synth.pipeline import summary_markdown
 
-    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split)
+    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split,
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos)
     result = api.synthesize(cfg, progress=not quiet)
     typer.echo(summary_markdown(result.summary))
     typer.echo(f"dataset: {result.dataset_path}")
@@ -128,7 +156,7 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
-    method: Annotated[Optional[str], typer.Option(help="lora (default) or full.")] = None,
+    method: Annotated[Optional[Literal["lora", "full"]], typer.Option(help="lora (default) or full.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
 ) -> None:
@@ -180,10 +208,11 @@ def eval_(
     from selfguide import api
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, eval_split=eval_split, limit=limit)
-    run_out = out or Path(cfg.out or Path("runs") / "eval")
-    cfg.out = str(run_out)
+    if out:
+        cfg.out = str(out)
     metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet)
     typer.echo(json.dumps({k: metrics[k] for k in ("name", "task", "n", "superni", "paper", "reported_metric", "reported")}, indent=2))
+    run_out = Path(cfg.out or Path("runs") / metrics["task"])  # as `run`: runs/<task>/eval/<name>/
     typer.echo(f"predictions: {run_out / 'eval' / metrics['name'] / 'predictions.jsonl'}")
 
 
@@ -199,6 +228,10 @@ def run(
     seed: SeedOpt = None,
     eval_split: SplitOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N eval items.")] = None,
+    input_column: InputColumnOpt = None,
+    output_column: OutputColumnOpt = None,
+    instruction: InstructionOpt = None,
+    demos: DemosOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """The whole loop: synthesize, finetune, evaluate against prompting, write the report.
@@ -207,16 +240,40 @@ def run(
     """
     from selfguide import api
 
-    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit)
+    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit,
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos)
     result = api.run(cfg, progress=not quiet)
-    metric = result.baseline["reported_metric"]
-    typer.echo(f"prompting {metric}: {result.baseline['reported']:.2f}")
-    if result.finetuned:
-        typer.echo(f"self-guide {metric}: {result.finetuned['reported']:.2f} ({result.finetuned['reported'] - result.baseline['reported']:+.2f})")
-    else:
-        typer.echo("self-guide: not trained (synthesis kept no pairs; see synth/summary.md)")
+    for line in result.headline:
+        typer.echo(line)
     for path in result.report_paths:
         typer.echo(f"report: {path}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (from `selfguide run` or `synthesize`).")],
+    format: Annotated[str, typer.Option("--format", "-f", help="hf (parquet + card, Hub layout), parquet, alpaca, sharegpt (LLaMA-Factory, axolotl), openai (fine-tuning chat JSONL).")] = "hf",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write (default <run>/export/<format>/).")] = None,
+    push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Upload the folder as this Hub dataset repo (user/name); token from $HF_TOKEN.")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the Hub repo as private.")] = False,
+    license: Annotated[str, typer.Option(help="The dataset card's license id (e.g. apache-2.0); 'other' says the model's terms apply.")] = "other",
+) -> None:
+    """Export the synthetic pairs with the full training prompt, a dataset card and the model card.
+
+    Examples:
+      selfguide export runs/task036 --format sharegpt
+      HF_TOKEN=hf_... selfguide export runs/task036 --push-to-hub me/task036-selfguide --private
+    """
+    from selfguide.export import export_run
+
+    result = export_run(run_dir, format, out, push_to_hub=push_to_hub, private=private, license=license)  # type: ignore[arg-type]
+    typer.echo(f"exported {result.rows} pairs ({format}): {result.folder}")
+    for path in result.files:
+        typer.echo(f"  {path}")
+    if result.model_card:
+        typer.echo(f"model card: {result.model_card}")
+    if result.url:
+        typer.echo(f"pushed: {result.url}")
 
 
 bench_app = typer.Typer(help="Benchmarks: the paper's protocol as one command.", no_args_is_help=True)
@@ -230,7 +287,7 @@ def bench_superni(
     limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N items of each eval set.")] = None,
     grid: Annotated[Optional[list[str]], typer.Option("--grid", help="Narrow an axis of the grid: --grid temperature=0.7,1.0 --grid epochs=1 (axes: temperature, input_length_filter, output_length_filter, epochs).")] = None,
     setting: Annotated[Optional[str], typer.Option(help="Skip tuning and use this setting, e.g. temperature=0.8,input_length_filter=true,output_length_filter=false,epochs=3.")] = None,
-    eval_split: Annotated[str, typer.Option(help="selfguide: the authors' test/validation splits where present, official first 100 otherwise; official: always the first 100.")] = "selfguide",
+    eval_split: Annotated[Literal["selfguide", "official"], typer.Option(help="selfguide: the authors' test/validation splits where present, official first 100 otherwise; official: always the first 100.")] = "selfguide",
     out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/bench-superni"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs the grid implies; run nothing.")] = False,
     max_calls: Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")] = None,
@@ -256,8 +313,6 @@ def bench_superni(
     from selfguide.benchmark.superni import parse_baselines
     from selfguide.benchmark.superni import BenchOptions, bench_superni_seeds, results_markdown, seeds_markdown
 
-    if eval_split not in ("selfguide", "official"):
-        raise SelfGuideError(f"--eval-split: expected selfguide or official, got {eval_split!r}")
     cfg = build_config(config, set_, model=model, backend=backend, base_url=base_url, seed=seed, limit=limit)
     cfg = require_model(cfg)
     names = [n.strip() for item in tasks or [] for n in item.split(",") if n.strip()] or None
@@ -308,10 +363,27 @@ def config(
     config_file: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Print the resolved config as YAML: the defaults, or a file with overrides applied."""
-    from selfguide.config import config_yaml
+    """Print the resolved config as YAML, each setting's description as a comment above it: the
+    defaults, or a file with overrides applied. The output loads back as a --config file."""
+    from selfguide.config_comments import config_yaml_with_comments
 
-    typer.echo(config_yaml(build_config(config_file, set_)), nl=False)
+    typer.echo(config_yaml_with_comments(build_config(config_file, set_)), nl=False)
+
+
+@app.command()
+def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False) -> None:
+    """Versions, device, default dtype and cache locations: what to paste into a bug report."""
+    from selfguide.environment import environment
+
+    info = environment()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for section in ("versions", "caches"):
+        for key, value in info.pop(section).items():
+            typer.echo(f"{key:>16}: {value or 'not installed'}")
+    for key, value in info.items():
+        typer.echo(f"{key:>16}: {value}")
 
 
 def quiet_libraries() -> None:

@@ -12,6 +12,7 @@ from selfguide.backends.factory import ModelConfig
 from selfguide.errors import BadInputError
 from selfguide.eval.evaluate import EvalConfig
 from selfguide.synth.pipeline import SynthConfig
+from selfguide.tasks.datasets import DatasetTaskConfig
 from selfguide.tasks.spec import EvalSplit
 from selfguide.train.config import TrainConfig
 
@@ -20,6 +21,7 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: str = Field("", description="A task file (ours or SuperNI JSON) or a SuperNI task name such as task036.")
+    dataset: DatasetTaskConfig = Field(default_factory=DatasetTaskConfig, description="Columns, demos and splits when the task is a dataset (hf:NAME, a folder, a parquet file).")
     eval_split: EvalSplit | None = Field(None, description="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")
     model: ModelConfig = Field(default_factory=ModelConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)

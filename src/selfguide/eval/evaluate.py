@@ -63,6 +63,7 @@ def evaluate(
 
         raise SelfGuideError(f"task {task.name} has no eval set: give it an 'eval' JSONL file (see README)")
     given = predictions
+    calls_before = model.stats.as_dict()
     if predictions is None:
         completions = model.generate(eval_requests(task, [i.input for i in items], config.max_new_tokens, extra_demos), desc=f"eval {name}")
         predictions = [c[0].text.strip() for c in completions]
@@ -93,6 +94,7 @@ def evaluate(
     metrics["reported"] = metrics["superni"][metrics["reported_metric"]]
     if label_scored is not None and config.reported == "label_scored":
         metrics["reported_metric"], metrics["reported"] = "label_scored_exact_match", label_scored["exact_match"]
+    metrics["model_calls"] = model.stats.since(calls_before)  # the report's cost table
     if out_dir is not None:
         write_jsonl(out_dir / "predictions.jsonl", scored)
         write_json(out_dir / "metrics.json", metrics)

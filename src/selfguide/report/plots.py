@@ -10,8 +10,9 @@ import numpy
 matplotlib.use("Agg")  # reports are written on headless machines; must come before pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-FIGSIZE = (6, 3.5)
-DPI = 100
+FIGSIZE = (7, 4)  # inches; at DPI 110 a plot is 770 x 440 px, full width in the report's column
+DPI = 110
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11})
 SYNTH_COLOR = "tab:orange"
 EVAL_COLOR = "tab:blue"
 
@@ -61,7 +62,7 @@ def length_histograms_plot(
     panels = ((axes[0], "inputs", synth_inputs, eval_inputs), (axes[1], "outputs / references", synth_outputs, eval_references))
     for ax, title, synth, evals in panels:
         groups = [[len(t) for t in synth], [len(t) for t in evals]]
-        bins = numpy.histogram_bin_edges(groups[0] + groups[1] or [0], bins=20)  # shared, so the bars line up
+        bins = histogram_bins(groups[0] + groups[1])  # shared, so the bars line up
         for lengths, name, color in zip(groups, ("synthetic", "eval"), (SYNTH_COLOR, EVAL_COLOR)):
             if lengths:
                 ax.hist(lengths, bins=bins, weights=[1 / len(lengths)] * len(lengths), alpha=0.55, label=name, color=color)
@@ -73,9 +74,19 @@ def length_histograms_plot(
     return save(fig, path)
 
 
-def loss_curve_plot(steps: list[float], losses: list[float], path: Path) -> Path:
+def histogram_bins(values: list[int]) -> numpy.ndarray:
+    """About sqrt(n) bins, 5 to 30: six pairs get a few wide bars, not twenty empty ones."""
+    n_bins = min(30, max(5, round(len(values) ** 0.5)))
+    return numpy.histogram_bin_edges(values or [0], bins=n_bins)
+
+
+def loss_curve_plot(steps: list[float], losses: list[float], path: Path, epoch_ends: list[float] = ()) -> Path:
+    """The loss per logged step, with a dashed line where each epoch ended."""
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax.plot(steps, losses, marker="." if len(steps) < 50 else None, color=SYNTH_COLOR)
+    for i, step in enumerate(epoch_ends, start=1):
+        ax.axvline(step, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"epoch {i}", (step, 1), xycoords=("data", "axes fraction"), xytext=(-3, -3), textcoords="offset points", ha="right", va="top", fontsize=9, color="grey")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_title("Training loss")

@@ -13,12 +13,15 @@ import html
 import json
 import statistics
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from selfguide.config import RunConfig, config_yaml
 from selfguide.io import write_text
 from selfguide.report import plots
+from selfguide.report.sections import confusion_section, cost_section, differences_section, environment_section, files_section
+from selfguide.report.verdict import headline
+from selfguide.report.blocks import Block, Details, FileLinks, Heading, Image, Note, Para, Table, Verdict
 from selfguide.tasks.spec import EvalItem, TaskSpec
 
 TEXT_LIMIT = 300  # characters of model or task text shown per table cell
@@ -29,49 +32,6 @@ METRIC_NAMES = {
     "paper_accuracy": "paper_accuracy (paper variant)",
     "paper_char_lcs_f1": "paper_char_lcs_f1 (paper variant)",
 }
-
-
-# --- blocks: what the renderers know how to draw ---------------------------------------------
-
-
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Para:
-    text: str
-
-
-@dataclass
-class Note:
-    """Something missing or skipped, shown so the reader does not take it for an empty result."""
-
-    text: str
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[str]]
-    highlight: set[int] = field(default_factory=set)  # row indices to emphasise
-
-
-@dataclass
-class Image:
-    path: Path
-    alt: str
-
-
-@dataclass
-class Details:
-    summary: str
-    text: str
-
-
-Block = Heading | Para | Note | Table | Image | Details
 
 
 # --- reading the run folder ------------------------------------------------------------------
@@ -124,6 +84,7 @@ class Run:
     metrics: dict[str, dict | None]  # "prompting" / "finetuned"
     predictions: dict[str, list[dict] | None]
     timings: dict | None
+    environment: dict | None
     eval_items: list[EvalItem]  # the items both systems were evaluated on
 
     @property
@@ -144,6 +105,7 @@ def load_run(files: RunFiles, task: TaskSpec, config: RunConfig) -> Run:
         metrics={s: files.json(f"eval/{s}/metrics.json") for s in systems},
         predictions={s: files.jsonl(f"eval/{s}/predictions.jsonl") for s in systems},
         timings=files.json("timings.json"),
+        environment=files.json("environment.json"),
         eval_items=task.eval[: config.eval.limit] if config.eval.limit else task.eval,
     )
 
@@ -151,12 +113,19 @@ def load_run(files: RunFiles, task: TaskSpec, config: RunConfig) -> Run:
 # --- sections --------------------------------------------------------------------------------
 
 
-def header_section(task: TaskSpec, config: RunConfig) -> list[Block]:
+def title_section(task: TaskSpec, config: RunConfig, out_dir: Path) -> list[Block]:
     labels = ", ".join(task.labels) if task.labels else "-"
     return [
         Heading(f"SELF-GUIDE run report: {task.name}", 1),
-        Para(f"Task: {task.name} ({task.type}{', ' + task.category if task.category else ''}). Labels: {labels}."),
-        Para(f"Model: {config.model.name or '(not set)'} via {config.model.backend}."),
+        Verdict(headline(out_dir)),
+        Para(f"Task: {task.name} ({task.type}{', ' + task.category if task.category else ''}). Labels: {labels}. "
+             f"Model: {config.model.name or '(not set)'} via {config.model.backend}."),
+    ]
+
+
+def settings_section(task: TaskSpec, config: RunConfig) -> list[Block]:
+    return [
+        Heading("Settings"),
         Table(["setting", "value"], settings_rows(task, config)),
         Details("Full resolved config", config_yaml(config)),
     ]
@@ -334,13 +303,23 @@ def training_section(run: Run, config: RunConfig, plot_dir: Path) -> list[Block]
             )
         )
     # Trainer's end-of-training summary row carries "train_loss", not "loss": not a curve point.
-    points = [(row["step"], row["loss"]) for row in run.train_log or [] if "step" in row and "loss" in row]
-    if points:
-        path = plots.loss_curve_plot([s for s, _ in points], [loss for _, loss in points], plot_dir / "loss.png")
+    rows = [row for row in run.train_log or [] if "step" in row and "loss" in row]
+    if rows:
+        path = plots.loss_curve_plot([r["step"] for r in rows], [r["loss"] for r in rows], plot_dir / "loss.png", epoch_ends(rows))
         blocks.append(Image(path, "Training loss"))
     elif done is not None or run.train_log is not None:
         blocks.append(Note("No loss curve: train/train_log.jsonl is missing or has no loss rows."))
     return blocks
+
+
+def epoch_ends(rows: list[dict]) -> list[float]:
+    """The step at which each whole epoch ended, from the logged (step, epoch) pairs."""
+    ends, passed = [], 1
+    for row in rows:
+        while "epoch" in row and row["epoch"] >= passed - 1e-6:
+            ends.append(row["step"])
+            passed += 1
+    return ends
 
 
 def predictions_section(run: Run) -> list[Block]:
@@ -371,24 +350,6 @@ def fmt_prediction(rows: list[dict] | None, i: int) -> str:
     row = rows[i]
     mark = " [exact match]" if row.get("exact_match") == 1 else ""
     return clip(row.get("prediction") or "") + mark
-
-
-def timings_section(run: Run) -> list[Block]:
-    blocks: list[Block] = [Heading("Stage wall times")]
-    if not run.timings:
-        return blocks + [Note("timings.json is missing (it is written by `selfguide run` once every stage has finished).")]
-    rows = [[stage, fmt_seconds(seconds)] for stage, seconds in run.timings.items()]
-    rows.append(["total", fmt_seconds(sum(run.timings.values()))])
-    return blocks + [Table(["stage", "wall time"], rows, {len(rows) - 1})]
-
-
-def fmt_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def fmt_score(value: float | None) -> str:
@@ -424,6 +385,10 @@ def render_markdown(blocks: list[Block], base: Path) -> str:
             out.append(f"![{md_text(block.alt)}]({block.path.relative_to(base).as_posix()})")
         elif isinstance(block, Details):
             out.append(f"<details><summary>{md_text(block.summary)}</summary>\n\n```yaml\n{block.text.rstrip()}\n```\n\n</details>")
+        elif isinstance(block, Verdict):
+            out.append("\n".join(f"> **{md_text(line)}**" if i == 0 else f"> {md_text(line)}" for i, line in enumerate(block.lines)).replace("\n", "\n>\n", 1))
+        elif isinstance(block, FileLinks):
+            out.append("\n".join(f"- [{md_text(p)}]({p})" for p in block.paths))
     return "\n\n".join(out) + "\n"
 
 
@@ -447,6 +412,9 @@ p.note { background: #fdf1e6; border-left: 4px solid #e08a2e; padding: .5em .8em
 img { max-width: 100%; display: block; margin: .6em 0; }
 pre { background: #f6f8fa; padding: .8em; overflow: auto; font-size: .85em; }
 summary { cursor: pointer; }
+div.answer { background: #eef6ee; border: 2px solid #5a9a5a; border-radius: 6px; padding: .4em 1em; margin: 1em 0; }
+p.verdict { font-size: 1.25em; font-weight: 700; margin: .4em 0; }
+p.why { margin: .4em 0; }
 """
 
 
@@ -473,6 +441,11 @@ def render_html(blocks: list[Block], title: str) -> str:
             body.append(f'<img src="data:image/png;base64,{data}" alt="{esc(block.alt)}">')
         elif isinstance(block, Details):
             body.append(f"<details><summary>{esc(block.summary)}</summary><pre>{esc(block.text)}</pre></details>")
+        elif isinstance(block, Verdict):
+            lines = "".join(f'<p class="{"verdict" if i == 0 else "why"}">{esc(line)}</p>' for i, line in enumerate(block.lines))
+            body.append(f'<div class="answer">{lines}</div>')
+        elif isinstance(block, FileLinks):
+            body.append("<ul>" + "".join(f'<li><a href="{esc(p)}">{esc(p)}</a></li>' for p in block.paths) + "</ul>")
     return (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{esc(title)}</title>\n'
         f"<style>{CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
@@ -488,15 +461,25 @@ def write_report(out_dir: Path, task: TaskSpec, config: RunConfig) -> list[Path]
     plot_dir = out_dir / "plots"
     files = RunFiles(out_dir)
     run = load_run(files, task, config)
+    metric = (run.metrics["prompting"] or run.metrics["finetuned"] or {}).get("reported_metric")
+    stage_calls = {
+        "synthesize": (run.summary or {}).get("model_calls"),
+        "eval_prompting": (run.metrics["prompting"] or {}).get("model_calls"),
+        "eval_finetuned": (run.metrics["finetuned"] or {}).get("model_calls"),
+    }
     blocks = [
-        *header_section(task, config),
+        *title_section(task, config, out_dir),
         *headline_section(run),
+        *(differences_section(run.predictions["prompting"], run.predictions["finetuned"], metric) if run.predictions["finetuned"] else predictions_section(run)),
+        *(confusion_section(task.labels, run.predictions) if task.is_classification else []),
         *funnel_section(run, plot_dir),
         *distribution_section(run, task, plot_dir),
         *examples_section(run),
         *training_section(run, config, plot_dir),
-        *predictions_section(run),
-        *timings_section(run),
+        *cost_section(stage_calls, run.timings, run.environment),
+        *environment_section(run.environment),
+        *files_section(out_dir),
+        *settings_section(task, config),
     ]
     if files.problems:
         blocks += [Heading("Unreadable files"), *(Note(problem) for problem in files.problems)]

@@ -1,0 +1,204 @@
+"""The dataset card and the model card of a run, written from its files.
+
+Both are README.md files with Hugging Face YAML metadata (built with huggingface_hub's card data
+classes, so the Hub reads them): the dataset card goes beside every export, the model card
+replaces PEFT's template in the adapter (or full model) folder.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from huggingface_hub import DatasetCardData, ModelCardData
+
+from selfguide import __version__
+from selfguide.config import RunConfig
+from selfguide.report.report import METRIC_NAMES, settings_rows
+from selfguide.report.verdict import headline, read_json
+from selfguide.tasks.spec import TaskSpec
+
+PAPER = "[SELF-GUIDE](https://arxiv.org/abs/2407.12874) (Zhao et al., COLM 2024)"
+TAGS = ["synthetic", "selfguide", "self-guide", "self-synthetic"]
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(text: object) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def is_hub_id(name: str) -> bool:
+    """`org/name` that is not a local folder: the only kind of base model the Hub can link to."""
+    return name.count("/") == 1 and not name.startswith((".", "/")) and not Path(name).exists()
+
+
+def size_category(n: int) -> str:
+    return "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "n>100K"
+
+
+def funnel_markdown(summary: dict | None) -> str:
+    if not summary:
+        return "Synthesis did not finish: no funnel."
+    rows = [
+        [s["stage"], s["unit"], s["total"], s["kept"], s["total"] - s["kept"], ", ".join(f"{r}: {n}" for r, n in s["dropped"].items()) or "-"]
+        for s in summary.get("stages", [])
+    ]
+    return table(["stage", "unit", "in", "kept", "dropped", "drops by reason"], rows) + f"\n\nFinal pairs: {summary.get('pairs', 0)}."
+
+
+def labels_markdown(task: TaskSpec, pairs: list[dict]) -> str:
+    if not task.is_classification:
+        return "Generation task: no label set."
+    final = Counter(pair["output"] for pair in pairs)
+    names = list(task.labels or []) + sorted(set(final) - set(task.labels or []))
+    rows = [[name, final[name], f"{100 * final[name] / (final.total() or 1):.0f}%"] for name in names]
+    return table(["label", "pairs", "share"], rows)
+
+
+def eval_markdown(run_dir: Path) -> str:
+    base = read_json(run_dir / "eval" / "prompting" / "metrics.json")
+    tuned = read_json(run_dir / "eval" / "finetuned" / "metrics.json")
+    if not base and not tuned:
+        return "Not evaluated."
+    values = {name: {**(m or {}).get("superni", {}), **(m or {}).get("paper", {})} for name, m in (("prompting", base), ("finetuned", tuned))}
+    rows = []
+    for key in sorted(set(values["prompting"]) | set(values["finetuned"]), key=list(METRIC_NAMES).index):
+        b, t = values["prompting"].get(key), values["finetuned"].get(key)
+        rows.append([METRIC_NAMES[key], "-" if b is None else f"{b:.2f}", "-" if t is None else f"{t:.2f}", f"{t - b:+.2f}" if b is not None and t is not None else "-"])
+    n = (base or tuned).get("n", "?")
+    return table(["metric (0-100)", f"prompting (n={n})", "finetuned", "difference"], rows) + "\n\n" + "\n\n".join(headline(run_dir))
+
+
+def dataset_card(run_dir: Path, task: TaskSpec, config: RunConfig, pairs: list[dict], data_files: list[dict], fields: str, license: str = "other") -> str:
+    """README.md for an exported dataset: metadata, method, models, settings, funnel, labels, eval."""
+    summary = read_json(run_dir / "synth" / "summary.json")
+    n = len(pairs)
+    model = config.model.name
+    card = DatasetCardData(
+        license=license,
+        pretty_name=f"SELF-GUIDE synthetic data for {task.name}",
+        tags=TAGS,
+        task_categories=["text-classification" if task.is_classification else "text-generation"],
+        size_categories=[size_category(n)],
+        configs=[{"config_name": "default", "data_files": data_files}],
+    )
+    settings = table(["setting", "value"], settings_rows(task, config))
+    body = f"""# SELF-GUIDE synthetic data: {task.name}
+
+{n} input/output pairs that `{model}` wrote and labelled for itself with {PAPER}, produced by
+selfguide {__version__}.
+
+{chr(10).join(headline(run_dir))}
+
+## Method
+
+The model wrote new task inputs from the instruction and the gold demos; rule-based filters
+dropped empty, out-of-window, boilerplate and duplicate inputs (and copies of demo and eval
+inputs); the model then labelled each kept input {config.synth.outputs.n} times by in-context
+learning and a vote kept answers with at least {config.synth.outputs.min_vote_share:.0%} of the
+surviving samples{"; classes were balanced by downsampling" if task.is_classification and config.synth.outputs.balance_classes else ""}.
+
+## Models
+
+| role | model |
+|---|---|
+| wrote the inputs | `{model}` |
+| labelled the inputs | `{model}` |
+| was finetuned | `{model}` ({config.train.method}) |
+
+## Task
+
+- name: {task.name} ({task.type}{", " + task.category if task.category else ""})
+- source: {task.source or "-"}
+- labels: {", ".join(task.labels) if task.labels else "-"}
+- instruction: {task.instruction}
+
+## Data fields
+
+{fields}
+
+Every row holds the full training prompt: the instruction as the system turn, the
+{len(task.examples)} gold demos as earlier user/assistant turns, then the synthetic input; the
+answer is the synthetic output. That is the prompt selfguide trains and evaluates with.
+
+## Funnel
+
+{funnel_markdown(summary)}
+
+## Labels
+
+{labels_markdown(task, pairs)}
+
+## Evaluation
+
+{eval_markdown(run_dir)}
+
+## Settings
+
+{settings}
+
+## License
+
+The license field is `{license}`. The inputs and outputs were generated by `{model}`, so its
+license and usage terms apply to them; the instruction and the demos come from the task source
+({task.source or task.name}), whose license applies to those parts of each prompt.
+"""
+    return f"---\n{card.to_yaml()}\n---\n\n{body}"
+
+
+def model_card(run_dir: Path, task: TaskSpec, config: RunConfig, is_adapter: bool, dataset_link: str | None = None) -> str:
+    """README.md for the finetuned adapter or model: the real base model, the data, the eval table."""
+    model = config.model.name
+    card = ModelCardData(
+        base_model=model if is_hub_id(model) else None,
+        library_name="peft" if is_adapter else "transformers",
+        datasets=[dataset_link] if dataset_link and is_hub_id(dataset_link) else None,
+        tags=[*TAGS[1:], "lora" if is_adapter else "full-finetune", "trl", "sft"],
+        pipeline_tag="text-generation",
+    )
+    done = read_json(run_dir / "train" / "done.json") or {}
+    data = f"[{dataset_link}](https://huggingface.co/datasets/{dataset_link})" if dataset_link and is_hub_id(dataset_link) else f"`{dataset_link or run_dir / 'synth' / 'dataset.jsonl'}`"
+    load = (
+        f'from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained("PATH_OR_REPO")'
+        if is_adapter
+        else 'from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO")'
+    )
+    body = f"""# {task.name} expert: `{model}` finetuned on its own data (SELF-GUIDE)
+
+{"A LoRA adapter" if is_adapter else "A full finetune"} of `{model}` trained with {PAPER} on
+{done.get("n_train", "?")} input/output pairs that the model wrote and labelled for itself, by
+selfguide {__version__}.
+
+- base model: `{model}`
+- training data: {data}
+- task: {task.name} ({task.type}); instruction: {task.instruction}
+- training: {config.train.method}, {config.train.epochs:g} epochs, loss on the answer tokens only
+
+## Evaluation
+
+{eval_markdown(run_dir)}
+
+## Use
+
+Prompt it as it was trained: the instruction as the system turn, the task's demos as earlier
+user/assistant turns, then the input.
+
+```python
+{load}
+```
+"""
+    return f"---\n{card.to_yaml()}\n---\n\n{body}"
+
+
+def write_model_card(run_dir: Path, task: TaskSpec, config: RunConfig, dataset_link: str | None = None) -> Path | None:
+    """Replace PEFT's template README.md in the trained model's folder; None when nothing was trained."""
+    done = read_json(Path(run_dir) / "train" / "done.json")
+    if not done or not Path(done["model_dir"]).is_dir():
+        return None
+    path = Path(done["model_dir"]) / "README.md"
+    path.write_text(model_card(Path(run_dir), task, config, done["is_adapter"], dataset_link), encoding="utf-8")
+    return path

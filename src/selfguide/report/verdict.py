@@ -1,0 +1,96 @@
+"""The two lines that answer "did it help, and why", from the files of a run folder.
+
+The verdict: the reported metric, prompting -> finetuned, the difference with a paired bootstrap
+95% interval, and win/tie/loss counts over the eval items. The why: the pairs trained on, the
+funnel stage that lost the largest share of what entered it, and the self-label accuracy when
+synthesis measured it. `selfguide run`, the report and the dataset card all print these lines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from selfguide.eval.stats import PairedComparison, paired_bootstrap
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_rows(path: Path) -> list[dict] | None:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    rows = []
+    for line in filter(str.strip, lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass  # a last line cut short by a crash
+    return rows
+
+
+def comparison(run_dir: Path) -> tuple[str, PairedComparison] | None:
+    """The reported metric and the paired comparison of its per-item scores (0-100), or None
+    when either system's predictions are missing or they were scored on different items."""
+    metrics = read_json(run_dir / "eval" / "prompting" / "metrics.json")
+    base = read_rows(run_dir / "eval" / "prompting" / "predictions.jsonl")
+    tuned = read_rows(run_dir / "eval" / "finetuned" / "predictions.jsonl")
+    if not metrics or not base or not tuned or len(base) != len(tuned):
+        return None
+    metric = metrics["reported_metric"]
+    if any(b.get("id") != t.get("id") or metric not in b or metric not in t for b, t in zip(base, tuned)):
+        return None
+    return metric, paired_bootstrap([100 * b[metric] for b in base], [100 * t[metric] for t in tuned])
+
+
+def verdict_line(run_dir: Path) -> str:
+    found = comparison(run_dir)
+    if found is None:
+        base = read_json(run_dir / "eval" / "prompting" / "metrics.json")
+        if base is None:
+            return "Verdict: no evaluation results yet (eval/prompting/metrics.json is missing)."
+        return f"Verdict: not compared: prompting {base['reported_metric']} {base['reported']:.2f}, no finetuned model was evaluated."
+    metric, c = found
+    outcome = "helped" if c.low > 0 else "hurt" if c.high < 0 else "no clear difference"
+    return (
+        f"Verdict ({outcome}): {metric} {c.baseline:.2f} -> {c.system:.2f} ({c.diff:+.2f}, 95% CI {c.low:+.2f} to {c.high:+.2f}); "
+        f"finetuned wins {c.wins}, ties {c.ties}, loses {c.losses} of {c.n} eval items."
+    )
+
+
+def why_line(run_dir: Path) -> str:
+    summary = read_json(run_dir / "synth" / "summary.json")
+    if summary is None:
+        return "Why: synthesis did not finish (synth/summary.json is missing)."
+    done = read_json(run_dir / "train" / "done.json")
+    pairs = summary.get("pairs", 0)
+    trained = f"trained on {done.get('n_train', pairs)} pairs" if done else f"not trained ({pairs} synthetic pairs)"
+    parts = [trained]
+    if worst := worst_stage(summary.get("stages", [])):
+        parts.append(worst)
+    accuracy = summary.get("self_label_accuracy")
+    if isinstance(accuracy, dict) and accuracy.get("accuracy") is not None:
+        parts.append(f"self-label accuracy {accuracy['accuracy']:.0f}% (n={accuracy.get('n', '?')}, {accuracy.get('method', '?')})")
+    return "Why: " + "; ".join(parts) + "."
+
+
+def worst_stage(stages: list[dict]) -> str | None:
+    """The stage that dropped the largest share of what entered it, with its main reason."""
+    lossy = [s for s in stages if s.get("total") and s["total"] > s["kept"]]
+    if not lossy:
+        return None
+    stage = max(lossy, key=lambda s: (s["total"] - s["kept"]) / s["total"])
+    dropped = stage["total"] - stage["kept"]
+    reason = max(stage["dropped"].items(), key=lambda kv: kv[1])[0] if stage.get("dropped") else "unknown"
+    return f"the funnel lost most at {stage['stage']}: {dropped} of {stage['total']} {stage['unit']}s dropped (mostly {reason})"
+
+
+def headline(run_dir: Path) -> list[str]:
+    """The verdict line, then the why line."""
+    return [verdict_line(Path(run_dir)), why_line(Path(run_dir))]
