@@ -31,6 +31,7 @@ METRIC_NAMES = {
     "rougeL": "rougeL (SuperNI)",
     "paper_accuracy": "paper_accuracy (paper variant)",
     "paper_char_lcs_f1": "paper_char_lcs_f1 (paper variant)",
+    "label_scored_exact_match": "exact_match of the most likely label (label scoring)",
 }
 
 
@@ -168,6 +169,7 @@ def headline_section(run: Run) -> list[Block]:
     base_values, tuned_values = metric_values(base), metric_values(tuned)
     reported = (base or tuned).get("reported_metric")
     keys = ["exact_match", "rougeL"] + sorted(k for k in {*base_values, *tuned_values} if k.startswith("paper_"))
+    keys += [k for k in ("label_scored_exact_match",) if k in base_values or k in tuned_values]
     rows, highlight = [], set()
     for key in keys:
         b, t = base_values.get(key), tuned_values.get(key)
@@ -190,7 +192,8 @@ def headline_section(run: Run) -> list[Block]:
 def metric_values(metrics: dict | None) -> dict[str, float]:
     if metrics is None:
         return {}
-    return {**metrics.get("superni", {}), **metrics.get("paper", {})}
+    scored = {"label_scored_exact_match": metrics["label_scored"]["exact_match"]} if metrics.get("label_scored") else {}
+    return {**metrics.get("superni", {}), **metrics.get("paper", {}), **scored}
 
 
 def finetuned_missing_reason(run: Run) -> str:

@@ -76,7 +76,10 @@ def why_line(run_dir: Path) -> str:
         parts.append(worst)
     accuracy = summary.get("self_label_accuracy")
     if isinstance(accuracy, dict) and accuracy.get("accuracy") is not None:
-        parts.append(f"self-label accuracy {accuracy['accuracy']:.0f}% (n={accuracy.get('n', '?')}, {accuracy.get('method', '?')})")
+        parts.append(
+            f"before training, the model's own labels scored {accuracy['accuracy']:.1f} {accuracy.get('metric', '')} "
+            f"on {accuracy.get('n', '?')} {accuracy.get('source', 'gold items')} ({accuracy.get('labeler', '?')} labels)"
+        )
     return "Why: " + "; ".join(parts) + "."
 
 
