@@ -33,23 +33,31 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any
 SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for every sampling decision and training.")]
 SplitOpt = Annotated[Optional[str], typer.Option(help="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="If another selfguide process is using the run folder, wait for it instead of stopping.")]
+
+
+# The setting each command-line flag sets, and the flag's name for error messages.
+FLAG_SETTINGS = {
+    "task": ("task", "TASK"),
+    "model": ("model.name", "--model"),
+    "backend": ("model.backend", "--backend"),
+    "base_url": ("model.base_url", "--base-url"),
+    "adapter": ("model.adapter", "--adapter"),
+    "out": ("out", "--out"),
+    "seed": ("seed", "--seed"),
+    "eval_split": ("eval_split", "--eval-split"),
+    "limit": ("eval.limit", "--limit"),
+    "method": ("train.method", "--method"),
+    "epochs": ("train.epochs", "--epochs"),
+}
 
 
 def build_config(config_file: Optional[Path], overrides: Optional[list[str]], **values):
     from selfguide.config import load_config
 
-    flags = {
-        "task": values.get("task"),
-        "model.name": values.get("model"),
-        "model.backend": values.get("backend"),
-        "model.base_url": values.get("base_url"),
-        "model.adapter": values.get("adapter"),
-        "out": str(values["out"]) if values.get("out") else None,
-        "seed": values.get("seed"),
-        "eval_split": values.get("eval_split"),
-        "eval.limit": values.get("limit"),
-    }
-    return load_config(config_file, overrides, flags)
+    settings = {FLAG_SETTINGS[name][0]: str(value) if isinstance(value, Path) else value for name, value in values.items()}
+    flags = {FLAG_SETTINGS[name][0]: FLAG_SETTINGS[name][1] for name in values}
+    return load_config(config_file, overrides, settings, flags=flags)
 
 
 @app.command()
@@ -101,6 +109,7 @@ def synthesize(
     seed: SeedOpt = None,
     eval_split: SplitOpt = None,
     quiet: QuietOpt = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Write the SELF-GUIDE synthetic dataset for a task: inputs, filters, labels, vote.
 
@@ -113,7 +122,7 @@ def synthesize(
     from selfguide.synth.pipeline import summary_markdown
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split)
-    result = api.synthesize(cfg, progress=not quiet)
+    result = api.synthesize(cfg, progress=not quiet, wait=wait)
     typer.echo(summary_markdown(result.summary))
     typer.echo(f"dataset: {result.dataset_path}")
     typer.echo(f"run folder: {result.out_dir}")
@@ -131,6 +140,7 @@ def train(
     method: Annotated[Optional[str], typer.Option(help="lora (default) or full.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Finetune the model on a synthetic dataset with the task prompt (LoRA by default).
 
@@ -144,12 +154,8 @@ def train(
     if dataset.is_dir():
         dataset_path = dataset / "synth" / "dataset.jsonl"
         run_config = dataset / "config.yaml" if (dataset / "config.yaml").exists() else None
-    cfg = build_config(config or run_config, set_, task=task, model=model, out=None, seed=seed)
-    if method:
-        cfg.train.method = method  # type: ignore[assignment]
-    if epochs:
-        cfg.train.epochs = epochs
-    result = api.train(cfg, dataset_path, out, merge=merge)
+    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, method=method, epochs=epochs)
+    result = api.train(cfg, dataset_path, out, merge=merge, wait=wait)
     typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
     typer.echo(f"{'adapter' if result.is_adapter else 'model'}: {result.model_dir}")
     if result.merged_dir:
@@ -170,6 +176,7 @@ def eval_(
     set_: SetOpt = None,
     eval_split: SplitOpt = None,
     quiet: QuietOpt = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Greedy predictions on the task's eval set, scored with SuperNI and paper metrics.
 
@@ -182,7 +189,7 @@ def eval_(
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, eval_split=eval_split, limit=limit)
     run_out = out or Path(cfg.out or Path("runs") / "eval")
     cfg.out = str(run_out)
-    metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet)
+    metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet, wait=wait)
     typer.echo(json.dumps({k: metrics[k] for k in ("name", "task", "n", "superni", "paper", "reported_metric", "reported")}, indent=2))
     typer.echo(f"predictions: {run_out / 'eval' / metrics['name'] / 'predictions.jsonl'}")
 
@@ -200,6 +207,7 @@ def run(
     eval_split: SplitOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N eval items.")] = None,
     quiet: QuietOpt = False,
+    wait: WaitOpt = False,
 ) -> None:
     """The whole loop: synthesize, finetune, evaluate against prompting, write the report.
 
@@ -208,13 +216,16 @@ def run(
     from selfguide import api
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit)
-    result = api.run(cfg, progress=not quiet)
+    result = api.run(cfg, progress=not quiet, wait=wait)
     metric = result.baseline["reported_metric"]
-    typer.echo(f"prompting {metric}: {result.baseline['reported']:.2f}")
+    typer.echo(f"prompting {metric}: {result.baseline['reported']:.2f} [{result.stacks['prompting']}]")
     if result.finetuned:
-        typer.echo(f"self-guide {metric}: {result.finetuned['reported']:.2f} ({result.finetuned['reported'] - result.baseline['reported']:+.2f})")
+        gain = result.finetuned["reported"] - result.baseline["reported"]
+        typer.echo(f"self-guide {metric}: {result.finetuned['reported']:.2f} ({gain:+.2f}) [{result.stacks['finetuned']}]")
     else:
         typer.echo("self-guide: not trained (synthesis kept no pairs; see synth/summary.md)")
+    if result.server_baseline:
+        typer.echo(f"prompting on the server {metric}: {result.server_baseline['reported']:.2f} [{result.stacks['prompting-server']}] (extra: not the same stack as the finetuned model)")
     for path in result.report_paths:
         typer.echo(f"report: {path}")
 
@@ -330,12 +341,21 @@ def quiet_libraries() -> None:
 
 
 def main() -> None:
+    import errno
+
+    from selfguide.redact import redact_url
+
     quiet_libraries()
     try:
         app()
     except SelfGuideError as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {redact_url(str(err))}", err=True)
         sys.exit(err.exit_code)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        typer.echo(f"error: {err.filename or 'a file'}: disk full; finished model calls are cached: free space and rerun the same command to continue", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished model calls are cached; rerun the same command to continue", err=True)
         sys.exit(130)
