@@ -224,6 +224,8 @@ def evaluate(
     from selfguide.eval.evaluate import evaluate as run_eval
 
     require_model(config)
+    if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+        raise BadInputError("--adapter", repr(str(adapter)), "a PEFT adapter folder (with adapter_config.json), e.g. runs/TASK/train/adapter")
     task = load_run_task(config)
     label = name or ("finetuned" if adapter or model_dir else "prompting")
     with open_run(config, task, wait=wait) as out:

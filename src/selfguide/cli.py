@@ -305,8 +305,10 @@ def tiny_model(
 ) -> None:
     """Write a tiny random Llama-style model with a locally trained tokenizer (no download),
     to try every command on a CPU."""
+    from selfguide.runfolder import make_folder
     from selfguide.tinymodel import build_tiny_model
 
+    make_folder(out, "OUT")
     typer.echo(f"tiny model: {build_tiny_model(out, seed=seed)}")
 
 
@@ -345,9 +347,22 @@ def main() -> None:
 
     from selfguide.redact import redact_url
 
+    try:  # recent typer vendors click
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # pragma: no cover
+        from click.exceptions import ClickException, NoArgsIsHelpError
+
     quiet_libraries()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except ClickException as err:  # a usage error (unknown option, bad value): one line, not a panel
+        where = f"{err.ctx.command_path}: " if getattr(err, "ctx", None) is not None else ""
+        hint = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) is not None else ""
+        typer.echo(f"error: {where}{err.format_message()}{hint}", err=True)
+        sys.exit(err.exit_code)
     except SelfGuideError as err:
         typer.echo(f"error: {redact_url(str(err))}", err=True)
         sys.exit(err.exit_code)
@@ -356,6 +371,8 @@ def main() -> None:
             raise
         typer.echo(f"error: {err.filename or 'a file'}: disk full; finished model calls are cached: free space and rerun the same command to continue", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    if code == 130:  # typer turns Ctrl-C into exit code 130
         typer.echo("interrupted: finished model calls are cached; rerun the same command to continue", err=True)
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
