@@ -94,10 +94,11 @@ def synthesize(config: RunConfig, *, progress: bool = True, max_calls: int | Non
     """Write the SELF-GUIDE synthetic dataset of `config.task` into `<out>/synth/`."""
     require_model(config)
     task = load_run_task(config)
-    with open_run(config, task, wait=wait) as out:
+    stats = CallStats()
+    with open_run(config, task, wait=wait) as out, record_invocation(out, "synthesize", stats, {}):
         cache = open_cache(config, out)
         try:
-            model = cached_model(config.model, cache, max_calls=max_calls, progress=progress)
+            model = cached_model(config.model, cache, max_calls=max_calls, progress=progress, stats=stats)
             try:
                 return synthesize_with(task, model, config, out)
             finally:
@@ -137,9 +138,9 @@ def train(
     if not pairs:
         raise SelfGuideError(f"{dataset_path}: no pairs to train on (synthesis kept none: see synth/summary.md)")
     if out_dir is not None:
-        with open_run_folder(out_dir, wait=wait):
+        with open_run_folder(out_dir, wait=wait), record_invocation(out_dir, "train", CallStats(), {}):
             return train_on_pairs(config, task, pairs, out_dir, merge=merge, progress=progress)
-    with open_run(config, task, wait=wait) as out:
+    with open_run(config, task, wait=wait) as out, record_invocation(out, "train", CallStats(), {}):
         return train_on_pairs(config, task, pairs, out / "train", merge=merge, progress=progress)
 
 
@@ -228,11 +229,12 @@ def evaluate(
         raise BadInputError("--adapter", repr(str(adapter)), "a PEFT adapter folder (with adapter_config.json), e.g. runs/TASK/train/adapter")
     task = load_run_task(config)
     label = name or ("finetuned" if adapter or model_dir else "prompting")
-    with open_run(config, task, wait=wait) as out:
+    stats = CallStats()
+    with open_run(config, task, wait=wait) as out, record_invocation(out, f"eval {label}", stats, {}):
         cache = open_cache(config, out)
         try:
             base = local_model_config(config) if adapter or model_dir else config.model
-            model = cached_model(finetuned_model_config(base, adapter, model_dir), cache, max_calls=max_calls, progress=progress)
+            model = cached_model(finetuned_model_config(base, adapter, model_dir), cache, max_calls=max_calls, progress=progress, stats=stats)
             try:
                 return run_eval(task, model, config.eval, out_dir or out / "eval" / label, name=label)
             finally:

@@ -382,6 +382,23 @@ def timings_section(run: Run) -> list[Block]:
     return blocks + [Table(["stage", "wall time"], rows, {len(rows) - 1})]
 
 
+def invocations_section(out_dir: Path) -> list[Block]:
+    """Every command run on this folder (a resumed run is several) and what they cost together."""
+    from selfguide.ledger import read_invocations, totals
+
+    rows_in = read_invocations(out_dir)
+    if not rows_in:
+        return []
+    rows = [
+        [row.get("started", "-"), row.get("command", "-"), row.get("status", "-"), fmt_seconds(row.get("seconds", 0.0)),
+         str(row.get("model_calls", {}).get("calls", 0)), str(row.get("model_calls", {}).get("cached", 0))]
+        for row in rows_in
+    ]
+    total = totals(rows_in)
+    rows.append(["total", f"{total['invocations']} invocations", "", fmt_seconds(total["seconds"]), str(total.get("calls", 0)), str(total.get("cached", 0))])
+    return [Heading("Invocations"), Table(["started", "command", "status", "wall time", "model calls", "from cache"], rows, {len(rows) - 1})]
+
+
 def fmt_seconds(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
@@ -497,6 +514,7 @@ def write_report(out_dir: Path, task: TaskSpec, config: RunConfig) -> list[Path]
         *training_section(run, config, plot_dir),
         *predictions_section(run),
         *timings_section(run),
+        *invocations_section(out_dir),
     ]
     if files.problems:
         blocks += [Heading("Unreadable files"), *(Note(problem) for problem in files.problems)]
