@@ -285,16 +285,25 @@ def run(config: RunConfig, *, progress: bool = True, wait: bool = False) -> RunR
     With a server (openai backend) the finetuned model runs in-process, so the prompting baseline
     is evaluated in-process too, on the same weights (`train.model`); the server's own prompting
     score is kept beside it as an extra, labelled number."""
-    from selfguide.eval.evaluate import evaluate as run_eval
     from selfguide.report.report import write_report
 
     require_model(config)
     training_model(config)
     task = load_run_task(config)
     local = local_model_config(config)  # fails fast when the served name is not loadable weights
+    with open_run(config, task, wait=wait) as out:
+        result = run_stages(config, task, local, out, progress)
+        result.report_paths = write_report(out, task, config)  # after the ledger has this invocation
+    return result
+
+
+def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path, progress: bool) -> RunResult:
+    """`run` in its locked run folder; `local` is where the finetuned model and its baseline run."""
+    from selfguide.eval.evaluate import evaluate as run_eval
+
     timings: dict[str, float] = {}
     stats = CallStats()
-    with open_run(config, task, wait=wait) as out, record_invocation(out, "run", stats, timings):
+    with record_invocation(out, "run", stats, timings):
         cache = open_cache(config, out)
         try:
             stacks = {"synthesis": stack_name(config.model)}
@@ -344,6 +353,4 @@ def run(config: RunConfig, *, progress: bool = True, wait: bool = False) -> RunR
             cache.close()
         write_json(out / "timings.json", timings)
         write_json(out / "stacks.json", stacks)
-        result = RunResult(out, synth, trained, baseline, finetuned, timings, stacks=stacks, server_baseline=server_baseline)
-        result.report_paths = write_report(out, task, config)
-    return result
+    return RunResult(out, synth, trained, baseline, finetuned, timings, stacks=stacks, server_baseline=server_baseline)

@@ -395,7 +395,7 @@ def invocations_section(out_dir: Path) -> list[Block]:
         for row in rows_in
     ]
     total = totals(rows_in)
-    rows.append(["total", f"{total['invocations']} invocations", "", fmt_seconds(total["seconds"]), str(total.get("calls", 0)), str(total.get("cached", 0))])
+    rows.append(["total", f"{total['invocations']} invocation{'s' if total['invocations'] != 1 else ''}", "", fmt_seconds(total["seconds"]), str(total.get("calls", 0)), str(total.get("cached", 0))])
     return [Heading("Invocations"), Table(["started", "command", "status", "wall time", "model calls", "from cache"], rows, {len(rows) - 1})]
 
 
