@@ -218,6 +218,21 @@ def headline_section(run: Run) -> list[Block]:
     return blocks
 
 
+def stacks_section(files: RunFiles) -> list[Block]:
+    """Which serving stack produced each number; with a server, its own prompting score as an extra."""
+    stacks = files.json("stacks.json")
+    if not stacks:
+        return []
+    blocks: list[Block] = [Para("Produced by: " + "; ".join(f"{name}: {stack}" for name, stack in stacks.items()) + ".")]
+    server = files.json("eval/prompting-server/metrics.json")
+    if server:
+        blocks.append(Para(
+            f"Prompting through the server scored {server['reported']:.2f} {server['reported_metric']}. It is not in the table: the "
+            "finetuned model runs in-process, so the baseline it is compared with runs in-process too, on the same weights."
+        ))
+    return blocks
+
+
 def metric_values(metrics: dict | None) -> dict[str, float]:
     if metrics is None:
         return {}
@@ -508,6 +523,7 @@ def write_report(out_dir: Path, task: TaskSpec, config: RunConfig) -> list[Path]
     blocks = [
         *header_section(task, config),
         *headline_section(run),
+        *stacks_section(files),
         *funnel_section(run, plot_dir),
         *distribution_section(run, task, plot_dir),
         *examples_section(run),
