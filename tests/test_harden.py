@@ -297,3 +297,34 @@ def test_run_on_a_server_compares_on_one_stack_and_keeps_every_invocation(tiny_m
     assert first["calls"] > 0 and second["calls"] == 0 and summary["model_calls_total"]["calls"] == first["calls"]
     report = (out / "report.md").read_text()
     assert "Invocations" in report and "2 invocations" in report
+
+
+# ----- a full disk -----
+
+
+def test_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+    import sqlite3
+
+    import selfguide.api
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(selfguide.api, "write_text", full)
+    code, _, err = run_cli(["synthesize", str(write_task(tmp_path)), "-m", "m", "-o", str(tmp_path / "run")], capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1 and "config.yaml" in err and "free space" in err and "Traceback" not in err
+
+    cache = CallCache(tmp_path / "cache.sqlite")
+
+    class FullDisk:
+        def execute(self, *args):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        def close(self):
+            pass
+
+    cache._db = FullDisk()
+    with pytest.raises(SelfGuideError, match="disk full") as raised:
+        cache.put("k", "m", one_request()[0], [])
+    assert str(tmp_path / "cache.sqlite") in str(raised.value) and "rerun" in str(raised.value)

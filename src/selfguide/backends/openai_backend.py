@@ -276,6 +276,8 @@ class OpenAIBackend:
                 self.stats["failed_attempts"] += 1
             if attempt == self.max_retries:
                 break
+            if stop_event.is_set():  # the batch was abandoned while this request was in flight: no warning
+                raise _Stopped()
             delay = self._backoff(attempt, retry_after)
             logger.warning("%s: %s; retry %d/%d in %.1fs", self.base_url, last_error, attempt + 1, self.max_retries, delay)
             if stop_event.wait(delay):
