@@ -22,13 +22,10 @@ from servers import free_port
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CallCache, request_key
 from selfguide.backends.factory import ModelConfig, backend_info, cached_model
-from selfguide.backends.openai_backend import OpenAIBackend, served_model_entry
+from selfguide.backends.openai_backend import OpenAIBackend
 from selfguide.cli import main
 from selfguide.config import RunConfig, config_yaml, load_config
 from selfguide.errors import SelfGuideError
-from selfguide.ledger import read_invocations
-from selfguide.runfolder import safe_folder_name
-from selfguide.runlock import hold_run_folder
 
 TASK = """name: {name}
 instruction: Say whether the review is positive or negative.
@@ -77,6 +74,8 @@ def test_load_config_merges_the_file_over_base(tmp_path):
 
 @pytest.mark.parametrize("name, folder", [("../../x", "x"), ("/etc/passwd", "etc-passwd"), ("..", "task"), ("a/b\\c d", "a-b-c-d"), ("task036", "task036")])
 def test_task_names_become_safe_folder_names(name, folder):
+    from selfguide.runfolder import safe_folder_name
+
     assert safe_folder_name(name) == folder
 
 
@@ -92,6 +91,8 @@ def test_task_name_cannot_write_outside_runs(tmp_path, capsys, monkeypatch):
 
 
 def test_a_second_process_on_a_run_folder_stops_or_waits(tmp_path, capsys, monkeypatch):
+    from selfguide.runlock import hold_run_folder
+
     task = write_task(tmp_path)
     out = tmp_path / "run"
     out.mkdir()
@@ -119,6 +120,8 @@ def test_a_second_process_on_a_run_folder_stops_or_waits(tmp_path, capsys, monke
 
 def test_the_lock_dies_with_its_process(tmp_path):
     """kill -9 leaves no stale lock: the OS drops it with the process."""
+    from selfguide.runlock import hold_run_folder
+
     script = f"from pathlib import Path; from selfguide.runlock import hold_run_folder\nwith hold_run_folder(Path({str(tmp_path)!r})):\n    print('held', flush=True); import time; time.sleep(60)"
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "held"
@@ -165,6 +168,8 @@ def test_malformed_replies_are_retried(monkeypatch):
 
 
 def test_a_dead_or_silent_server_is_found_at_start():
+    from selfguide.backends.openai_backend import served_model_entry
+
     started = time.monotonic()
     with pytest.raises(SelfGuideError, match="not reachable") as dead:
         served_model_entry("m", base_url=f"http://127.0.0.1:{free_port()}/v1")
@@ -271,6 +276,8 @@ def fake_model_reply(body: dict, j: int) -> str:
 
 
 def test_run_on_a_server_compares_on_one_stack_and_keeps_every_invocation(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from selfguide.ledger import read_invocations
+
     task = write_task(tmp_path)
     out = tmp_path / "run"
     with fake_openai(reply=fake_model_reply) as (fake, url):
