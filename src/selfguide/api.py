@@ -12,8 +12,8 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfguide.backends.cache import CachedModel, CallCache, CallStats
@@ -39,9 +39,9 @@ def run_dir(config: RunConfig, task: TaskSpec) -> Path:
 
 
 @contextlib.contextmanager
-def open_run(config: RunConfig, task: TaskSpec, *, wait: bool = False, folder: Path | None = None) -> Iterator[Path]:
+def open_run(config: RunConfig, task: TaskSpec, *, wait: bool = False) -> Iterator[Path]:
     """The run folder, locked for the block, with the resolved config written into it."""
-    with open_run_folder(folder or run_dir(config, task), wait=wait) as out:
+    with open_run_folder(run_dir(config, task), wait=wait) as out:
         write_text(out / "config.yaml", config_yaml(config))
         yield out
 
