@@ -16,19 +16,25 @@ cache, training through a fingerprint of its inputs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfguide.backends.cache import CachedModel, CallCache
-from selfguide.backends.factory import ModelConfig, cached_model, model_fingerprint
+from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.arguments import run_config
+from selfguide.backends.factory import ModelConfig, cached_model, model_fingerprint
 from selfguide.config import RunConfig, config_yaml
-from selfguide.errors import SelfGuideError
-from selfguide.io import read_jsonl, write_json, write_text
+from selfguide.errors import BadInputError, SelfGuideError
+from selfguide.io import write_json, write_text
+from selfguide.ledger import record_invocation
 from selfguide.model_source import resolve_model
+from selfguide.redact import redact_url
+from selfguide.runfolder import default_run_folder, open_run_folder
 from selfguide.tasks.spec import TaskSpec, load_task
 
 
@@ -43,14 +49,46 @@ def load_run_task(config: RunConfig) -> TaskSpec:
 
 
 def run_dir(config: RunConfig, task: TaskSpec) -> Path:
-    out = Path(config.out or Path("runs") / task.name)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "config.yaml", config_yaml(config))
-    return out
+    """The run folder: `out`, or runs/<task name made a safe folder name>."""
+    return Path(config.out) if config.out else default_run_folder(task.name)
+
+
+@contextlib.contextmanager
+def open_run(config: RunConfig, task: TaskSpec, *, wait: bool = False) -> Iterator[Path]:
+    """The run folder, locked for the block, with the resolved config written into it."""
+    with open_run_folder(run_dir(config, task), wait=wait) as out:
+        write_text(out / "config.yaml", config_yaml(config))
+        yield out
 
 
 def open_cache(config: RunConfig, out: Path) -> CallCache:
     return CallCache(config.cache or out / "cache.sqlite")
+
+
+# What `from_pretrained` can take as a hub id: "name" or "org/name" (Ollama's "qwen2.5:1.5b" is not one).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def training_model(config: RunConfig) -> str:
+    """The weights to finetune (and to run in-process): `train.model`, else `model.name`."""
+    name = config.train.model or config.model.name
+    if Path(name).expanduser().is_dir() or (HUB_ID.fullmatch(name) and ".." not in name):
+        return name
+    if config.train.model:
+        raise BadInputError("train.model", repr(name), "a Hugging Face model id or a local model folder")
+    raise BadInputError(
+        "--model",
+        repr(name),
+        "a Hugging Face model id or a local model folder to finetune; a served name that is neither needs "
+        "train.model (e.g. --set train.model=Qwen/Qwen2.5-1.5B-Instruct)",
+    )
+
+
+def local_model_config(config: RunConfig) -> ModelConfig:
+    """The base model in-process, on the weights that get finetuned: where the finetuned model runs."""
+    if config.model.backend != "openai":
+        return config.model
+    return config.model.model_copy(update={"backend": "hf", "name": training_model(config), "adapter": None})
 
 
 def require_model(config: RunConfig) -> RunConfig:
@@ -75,22 +113,27 @@ class SynthResult:
     summary: dict
 
 
-def synthesize(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, max_calls: int | None = None, **settings) -> SynthResult:
+def synthesize(
+    target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, max_calls: int | None = None, wait: bool = False, **settings
+) -> SynthResult:
     """Write the SELF-GUIDE synthetic dataset of the task into `<out>/synth/`: inputs, filters,
-    labels by vote. Returns the dataset path and the funnel summary.
+    labels by vote. Returns the dataset path and the funnel summary. `wait`: wait for another
+    process that holds the run folder instead of stopping.
 
     Example: selfguide.synthesize("task036", model="./tiny-model", config="configs/tiny.yaml")"""
-    config = run_config(target, **settings)
-    config = require_model(config)
+    config = require_model(run_config(target, **settings))
     task = load_run_task(config)
-    out = run_dir(config, task)
-    cache = open_cache(config, out)
-    model = cached_model(config.model, cache, max_calls=max_calls, progress=progress)
-    try:
-        return synthesize_with(task, model, config, out)
-    finally:
-        model.close()
-        cache.close()
+    stats = CallStats()
+    with open_run(config, task, wait=wait) as out, record_invocation(out, "synthesize", stats, {}):
+        cache = open_cache(config, out)
+        try:
+            model = cached_model(config.model, cache, max_calls=max_calls, progress=progress, stats=stats)
+            try:
+                return synthesize_with(task, model, config, out)
+            finally:
+                model.close()
+        finally:
+            cache.close()
 
 
 def synthesize_with(task: TaskSpec, model: CachedModel, config: RunConfig, out: Path) -> SynthResult:
@@ -114,21 +157,31 @@ class TrainOutput:
 
 
 def train(
-    target: RunConfig | TaskSpec | str | Path, dataset_path: Path | None = None, out_dir: Path | None = None, *, merge: bool = False, progress: bool = True, **settings
+    target: RunConfig | TaskSpec | str | Path,
+    dataset_path: Path | None = None,
+    out_dir: Path | None = None,
+    *,
+    merge: bool = False,
+    progress: bool = True,
+    wait: bool = False,
+    **settings,
 ) -> TrainOutput:
     """Finetune the model on a dataset.jsonl of {input, output} (default: the run folder's
     synth/dataset.jsonl) with the task prompt; LoRA unless `train.method` is full.
 
     Example: selfguide.train("task036", model="./tiny-model", config="configs/tiny.yaml")"""
-    config = run_config(target, **settings)
-    config = require_model(config)
+    config = require_model(run_config(target, **settings))
+    training_model(config)
     task = load_run_task(config)
-    out = out_dir or run_dir(config, task) / "train"
     dataset_path = Path(dataset_path) if dataset_path else run_dir(config, task) / "synth" / "dataset.jsonl"
     pairs = read_pairs(dataset_path)
     if not pairs:
         raise SelfGuideError(f"{dataset_path}: no pairs to train on (synthesis kept none: see synth/summary.md)")
-    return train_on_pairs(config, task, pairs, out, merge=merge, progress=progress)
+    if out_dir is not None:
+        with open_run_folder(out_dir, wait=wait), record_invocation(out_dir, "train", CallStats(), {}):
+            return train_on_pairs(config, task, pairs, out_dir, merge=merge, progress=progress)
+    with open_run(config, task, wait=wait) as out, record_invocation(out, "train", CallStats(), {}):
+        return train_on_pairs(config, task, pairs, out / "train", merge=merge, progress=progress)
 
 
 def train_on_pairs(
@@ -138,32 +191,48 @@ def train_on_pairs(
     from selfguide.train.sft import merge_adapter
     from selfguide.train.sft import train as run_training
 
+    base_model = training_model(config)
     fingerprint = training_fingerprint(config, task, pairs)
     done_path = out / "done.json"
     done = json.loads(done_path.read_text()) if done_path.exists() else {}
     if done.get("fingerprint") == fingerprint and Path(done["model_dir"]).exists():
         result = TrainOutput(out, Path(done["model_dir"]), done["is_adapter"], done["n_train"], done["n_dropped_too_long"], out / "train_log.jsonl", reused=True)
     else:
-        trained = run_training(task, pairs, config.model.name, out, config.train, progress=progress)
+        try:
+            trained = run_training(task, pairs, base_model, out, config.train, progress=progress)
+        except OSError as err:
+            if Path(base_model).is_dir():
+                raise
+            # from_pretrained could not find it: a served name that is no hub id, or no network.
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SelfGuideError(f"{base_model!r}: could not load it to finetune ({first}); set train.model to its Hugging Face id or a local folder") from None
         result = TrainOutput(out, Path(trained.output_dir), trained.adapter_dir is not None, trained.n_train, trained.n_dropped_too_long, Path(trained.log_path))
         write_json(
             done_path,
             {"fingerprint": fingerprint, "model_dir": str(result.model_dir), "is_adapter": result.is_adapter, "n_train": result.n_train, "n_dropped_too_long": result.n_dropped_too_long},
         )
     if merge and result.is_adapter:
-        result.merged_dir = merge_adapter(config.model.name, result.model_dir, out / "merged")
+        result.merged_dir = merge_adapter(base_model, result.model_dir, out / "merged")
     return result
 
 
 def read_pairs(dataset_path: Path) -> list[tuple[str, str]]:
-    from selfguide.errors import BadInputError
-
     if not dataset_path.exists():
         raise BadInputError(dataset_path, "file", "a dataset.jsonl of {input, output} (from `selfguide synthesize`)", "no such file")
+    try:
+        lines = dataset_path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInputError(dataset_path, "file", "a readable UTF-8 JSONL file", str(err)) from None
     pairs = []
-    for lineno, row in enumerate(read_jsonl(dataset_path), start=1):
-        if not isinstance(row.get("input"), str) or not isinstance(row.get("output"), str):
-            raise BadInputError(dataset_path, f"line {lineno}", "an object with string 'input' and 'output'")
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BadInputError(dataset_path, f"line {lineno}", "one JSON object per line", err.msg) from None
+        if not isinstance(row, dict) or not isinstance(row.get("input"), str) or not isinstance(row.get("output"), str):
+            raise BadInputError(dataset_path, f"line {lineno}", "an object with string 'input' and 'output'", repr(row)[:60])
         pairs.append((row["input"], row["output"]))
     return pairs
 
@@ -173,9 +242,9 @@ def training_fingerprint(config: RunConfig, task: TaskSpec, pairs: list[tuple[st
         "pairs": pairs,
         "instruction": task.instruction,
         "demos": [(e.input, e.output) for e in task.examples],
-        "model": config.model.name,
-        "weights": model_fingerprint(config.model.name),
-        "train": config.train.model_dump(mode="json", exclude={"report_to"}),  # trackers don't change the model
+        "model": training_model(config),
+        "weights": model_fingerprint(training_model(config)),
+        "train": config.train.model_dump(mode="json", exclude={"model", "report_to"}),  # neither changes the trained weights
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -189,6 +258,7 @@ def evaluate(
     out_dir: Path | None = None,
     progress: bool = True,
     max_calls: int | None = None,
+    wait: bool = False,
     **settings,
 ) -> dict:
     """Greedy predictions on the task's eval set and both metric families, written to
@@ -198,18 +268,23 @@ def evaluate(
     Example: selfguide.evaluate("task036", model="./tiny-model", adapter="runs/task036/train/adapter", limit=20)"""
     from selfguide.eval.evaluate import evaluate as run_eval
 
-    config = run_config(target, **settings)
-    config = require_model(config)
+    config = require_model(run_config(target, **settings))
+    if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+        raise BadInputError("--adapter", repr(str(adapter)), "a PEFT adapter folder (with adapter_config.json), e.g. runs/TASK/train/adapter")
     task = load_run_task(config)
-    out = run_dir(config, task)
     label = name or ("finetuned" if adapter or model_dir else "prompting")
-    cache = open_cache(config, out)
-    model = cached_model(finetuned_model_config(config.model, adapter, model_dir), cache, max_calls=max_calls, progress=progress)
-    try:
-        return run_eval(task, model, config.eval, out_dir or out / "eval" / label, name=label)
-    finally:
-        model.close()
-        cache.close()
+    stats = CallStats()
+    with open_run(config, task, wait=wait) as out, record_invocation(out, f"eval {label}", stats, {}):
+        cache = open_cache(config, out)
+        try:
+            base = local_model_config(config) if adapter or model_dir else config.model
+            model = cached_model(finetuned_model_config(base, adapter, model_dir), cache, max_calls=max_calls, progress=progress, stats=stats)
+            try:
+                return run_eval(task, model, config.eval, out_dir or out / "eval" / label, name=label)
+            finally:
+                model.close()
+        finally:
+            cache.close()
 
 
 def finetuned_model_config(model: ModelConfig, adapter: str | Path | None, model_dir: str | Path | None = None) -> ModelConfig:
@@ -235,62 +310,103 @@ class RunResult:
     finetuned: dict | None
     timings: dict = field(default_factory=dict)
     report_paths: list[Path] = field(default_factory=list)
+    # Which serving stack produced each number: the baseline and the finetuned model are always
+    # compared on the same one; with --backend openai the server's own prompting score is extra.
+    stacks: dict[str, str] = field(default_factory=dict)
+    server_baseline: dict | None = None
     headline: list[str] = field(default_factory=list)  # the verdict line and the why line
 
 
-def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, **settings) -> RunResult:
-    """The whole SELF-GUIDE loop: synthesize, finetune, evaluate prompting and the finetuned
-    model on the same eval set, and write report.md, report.html and the model card.
+def stack_name(model: ModelConfig) -> str:
+    if model.backend == "openai":
+        return f"server {redact_url(model.base_url or '')} ({model.name})"
+    return {"hf": "transformers in-process", "vllm": "vLLM in-process"}[model.backend]
 
-    `result.headline` holds the verdict line and the why line that open the report.
+
+def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wait: bool = False, **settings) -> RunResult:
+    """The whole SELF-GUIDE loop: synthesize, finetune, evaluate prompting and the finetuned
+    model on the same eval set and the same serving stack, and write report.md, report.html and
+    the model card. `result.headline` holds the verdict line and the why line that open the report.
+
+    With a server (openai backend) the finetuned model runs in-process, so the prompting baseline
+    is evaluated in-process too, on the same weights (`train.model`); the server's own prompting
+    score is kept beside it as an extra, labelled number.
 
     Examples:
         selfguide.run("task.yaml", model="HuggingFaceTB/SmolLM2-135M-Instruct")
         selfguide.run(Task(instruction="...", examples=[("in", "out"), ...], eval=[...]), model="./tiny-model", config="configs/tiny.yaml")"""
-    config = run_config(target, **settings)
     from selfguide.environment import environment
-    from selfguide.eval.evaluate import evaluate as run_eval
     from selfguide.export.cards import write_model_card
     from selfguide.report.report import write_report
     from selfguide.report.verdict import headline
 
-    config = require_model(config)
+    config = require_model(run_config(target, **settings))
+    training_model(config)
     task = load_run_task(config)
-    out = run_dir(config, task)
-    timings: dict[str, float] = {}
-    cache = open_cache(config, out)
-    try:
-        # One load of the base model serves synthesis and the prompting baseline; it is freed
-        # before training so the GPU is the trainer's.
-        base = cached_model(config.model, cache, progress=progress)
-        try:
-            started = time.perf_counter()
-            synth = synthesize_with(task, base, config, out)
-            timings["synthesize"] = time.perf_counter() - started
-            started = time.perf_counter()
-            baseline = run_eval(task, base, config.eval, out / "eval" / "prompting", name="prompting")
-            timings["eval_prompting"] = time.perf_counter() - started
-        finally:
-            base.close()
-
-        trained, finetuned = None, None
-        if synth.summary["pairs"] > 0:
-            started = time.perf_counter()
-            trained = train_on_pairs(config, task, read_pairs(synth.dataset_path), out / "train", progress=progress)
-            timings["train"] = time.perf_counter() - started
-            started = time.perf_counter()
-            tuned = cached_model(trained_model_config(config.model, trained), cache, progress=progress)
-            try:
-                finetuned = run_eval(task, tuned, config.eval, out / "eval" / "finetuned", name="finetuned")
-            finally:
-                tuned.close()
-            timings["eval_finetuned"] = time.perf_counter() - started
-    finally:
-        cache.close()
-    write_json(out / "timings.json", timings)
-    write_json(out / "environment.json", environment())
-    result = RunResult(out, synth, trained, baseline, finetuned, timings)
-    write_model_card(out, task, config)
-    result.report_paths = write_report(out, task, config)
-    result.headline = headline(out)
+    local = local_model_config(config)  # fails fast when the served name is not loadable weights
+    with open_run(config, task, wait=wait) as out:
+        result = run_stages(config, task, local, out, progress)
+        write_json(out / "environment.json", environment())
+        write_model_card(out, task, config)
+        result.report_paths = write_report(out, task, config)  # after the ledger has this invocation
+        result.headline = headline(out)
     return result
+
+
+def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path, progress: bool) -> RunResult:
+    """`run` in its locked run folder; `local` is where the finetuned model and its baseline run."""
+    from selfguide.eval.evaluate import evaluate as run_eval
+
+    timings: dict[str, float] = {}
+    stats = CallStats()
+    with record_invocation(out, "run", stats, timings):
+        cache = open_cache(config, out)
+        try:
+            stacks = {"synthesis": stack_name(config.model)}
+            server_baseline = None
+            # One load of the base model serves synthesis and the prompting baseline; it is freed
+            # before training so the GPU is the trainer's.
+            base = cached_model(config.model, cache, progress=progress, stats=stats)
+            try:
+                started = time.perf_counter()
+                synth = synthesize_with(task, base, config, out)
+                timings["synthesize"] = time.perf_counter() - started
+                started = time.perf_counter()
+                if config.model.backend == "openai":
+                    server_baseline = run_eval(task, base, config.eval, out / "eval" / "prompting-server", name="prompting-server")
+                    stacks["prompting-server"] = stack_name(config.model)
+                    timings["eval_prompting_server"] = time.perf_counter() - started
+                else:
+                    baseline = run_eval(task, base, config.eval, out / "eval" / "prompting", name="prompting")
+                    timings["eval_prompting"] = time.perf_counter() - started
+            finally:
+                base.close()
+            if config.model.backend == "openai":
+                started = time.perf_counter()
+                in_process = cached_model(local, cache, progress=progress, stats=stats)
+                try:
+                    baseline = run_eval(task, in_process, config.eval, out / "eval" / "prompting", name="prompting")
+                finally:
+                    in_process.close()
+                timings["eval_prompting"] = time.perf_counter() - started
+            stacks["prompting"] = stack_name(local)
+
+            trained, finetuned = None, None
+            if synth.summary["pairs"] > 0:
+                started = time.perf_counter()
+                trained = train_on_pairs(config, task, read_pairs(synth.dataset_path), out / "train", progress=progress)
+                timings["train"] = time.perf_counter() - started
+                started = time.perf_counter()
+                tuned_config = trained_model_config(local, trained)
+                tuned = cached_model(tuned_config, cache, progress=progress, stats=stats)
+                try:
+                    finetuned = run_eval(task, tuned, config.eval, out / "eval" / "finetuned", name="finetuned")
+                finally:
+                    tuned.close()
+                stacks["finetuned"] = stack_name(tuned_config)
+                timings["eval_finetuned"] = time.perf_counter() - started
+        finally:
+            cache.close()
+        write_json(out / "timings.json", timings)
+        write_json(out / "stacks.json", stacks)
+    return RunResult(out, synth, trained, baseline, finetuned, timings, stacks=stacks, server_baseline=server_baseline)

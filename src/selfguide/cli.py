@@ -37,27 +37,35 @@ InputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks (hf:N
 OutputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the answer column (a class-label column gives label names).")]
 InstructionOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the task instruction (unless the dataset has an instruction column).")]
 DemosOpt = Annotated[Optional[int], typer.Option(help="Dataset tasks: demos drawn from the train split, which the eval never sees (default 5).")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="If another selfguide process is using the run folder, wait for it instead of stopping.")]
+
+
+# The setting each command-line flag sets, and the flag's name for error messages.
+FLAG_SETTINGS = {
+    "task": ("task", "TASK"),
+    "model": ("model.name", "--model"),
+    "backend": ("model.backend", "--backend"),
+    "base_url": ("model.base_url", "--base-url"),
+    "adapter": ("model.adapter", "--adapter"),
+    "out": ("out", "--out"),
+    "seed": ("seed", "--seed"),
+    "eval_split": ("eval_split", "--eval-split"),
+    "limit": ("eval.limit", "--limit"),
+    "method": ("train.method", "--method"),
+    "epochs": ("train.epochs", "--epochs"),
+    "input_column": ("dataset.input_column", "--input-column"),
+    "output_column": ("dataset.output_column", "--output-column"),
+    "instruction": ("dataset.instruction", "--instruction"),
+    "demos": ("dataset.demos", "--demos"),
+}
 
 
 def build_config(config_file: Optional[Path], overrides: Optional[list[str]], **values):
     from selfguide.config import load_config
 
-    flags = {
-        "task": values.get("task"),
-        "model.name": values.get("model"),
-        "model.backend": values.get("backend"),
-        "model.base_url": values.get("base_url"),
-        "model.adapter": values.get("adapter"),
-        "out": str(values["out"]) if values.get("out") else None,
-        "seed": values.get("seed"),
-        "eval_split": values.get("eval_split"),
-        "eval.limit": values.get("limit"),
-        "dataset.input_column": values.get("input_column"),
-        "dataset.output_column": values.get("output_column"),
-        "dataset.instruction": values.get("instruction"),
-        "dataset.demos": values.get("demos"),
-    }
-    return load_config(config_file, overrides, flags)
+    settings = {FLAG_SETTINGS[name][0]: str(value) if isinstance(value, Path) else value for name, value in values.items()}
+    flags = {FLAG_SETTINGS[name][0]: FLAG_SETTINGS[name][1] for name in values}
+    return load_config(config_file, overrides, settings, flags=flags)
 
 
 def print_version(value: bool) -> None:
@@ -128,6 +136,7 @@ def synthesize(
     instruction: InstructionOpt = None,
     demos: DemosOpt = None,
     quiet: QuietOpt = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Write the SELF-GUIDE synthetic dataset for a task: inputs, filters, labels, vote.
 
@@ -141,7 +150,7 @@ def synthesize(
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split,
                        input_column=input_column, output_column=output_column, instruction=instruction, demos=demos)
-    result = api.synthesize(cfg, progress=not quiet)
+    result = api.synthesize(cfg, progress=not quiet, wait=wait)
     typer.echo(summary_markdown(result.summary))
     typer.echo(f"dataset: {result.dataset_path}")
     typer.echo(f"run folder: {result.out_dir}")
@@ -159,6 +168,7 @@ def train(
     method: Annotated[Optional[Literal["lora", "full"]], typer.Option(help="lora (default) or full.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Finetune the model on a synthetic dataset with the task prompt (LoRA by default).
 
@@ -172,12 +182,8 @@ def train(
     if dataset.is_dir():
         dataset_path = dataset / "synth" / "dataset.jsonl"
         run_config = dataset / "config.yaml" if (dataset / "config.yaml").exists() else None
-    cfg = build_config(config or run_config, set_, task=task, model=model, out=None, seed=seed)
-    if method:
-        cfg.train.method = method  # type: ignore[assignment]
-    if epochs:
-        cfg.train.epochs = epochs
-    result = api.train(cfg, dataset_path, out, merge=merge)
+    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, method=method, epochs=epochs)
+    result = api.train(cfg, dataset_path, out, merge=merge, wait=wait)
     typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
     typer.echo(f"{'adapter' if result.is_adapter else 'model'}: {result.model_dir}")
     if result.merged_dir:
@@ -198,6 +204,7 @@ def eval_(
     set_: SetOpt = None,
     eval_split: SplitOpt = None,
     quiet: QuietOpt = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Greedy predictions on the task's eval set, scored with SuperNI and paper metrics.
 
@@ -210,7 +217,7 @@ def eval_(
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, eval_split=eval_split, limit=limit)
     if out:
         cfg.out = str(out)
-    metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet)
+    metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet, wait=wait)
     typer.echo(json.dumps({k: metrics[k] for k in ("name", "task", "n", "superni", "paper", "reported_metric", "reported")}, indent=2))
     run_out = Path(cfg.out or Path("runs") / metrics["task"])  # as `run`: runs/<task>/eval/<name>/
     typer.echo(f"predictions: {run_out / 'eval' / metrics['name'] / 'predictions.jsonl'}")
@@ -233,6 +240,7 @@ def run(
     instruction: InstructionOpt = None,
     demos: DemosOpt = None,
     quiet: QuietOpt = False,
+    wait: WaitOpt = False,
 ) -> None:
     """The whole loop: synthesize, finetune, evaluate against prompting, write the report.
 
@@ -242,9 +250,18 @@ def run(
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit,
                        input_column=input_column, output_column=output_column, instruction=instruction, demos=demos)
-    result = api.run(cfg, progress=not quiet)
+    result = api.run(cfg, progress=not quiet, wait=wait)
     for line in result.headline:
         typer.echo(line)
+    metric = result.baseline["reported_metric"]
+    typer.echo(f"prompting {metric}: {result.baseline['reported']:.2f} [{result.stacks['prompting']}]")
+    if result.finetuned:
+        gain = result.finetuned["reported"] - result.baseline["reported"]
+        typer.echo(f"self-guide {metric}: {result.finetuned['reported']:.2f} ({gain:+.2f}) [{result.stacks['finetuned']}]")
+    else:
+        typer.echo("self-guide: not trained (synthesis kept no pairs; see synth/summary.md)")
+    if result.server_baseline:
+        typer.echo(f"prompting on the server {metric}: {result.server_baseline['reported']:.2f} [{result.stacks['prompting-server']}] (extra: not the same stack as the finetuned model)")
     for path in result.report_paths:
         typer.echo(f"report: {path}")
 
@@ -353,8 +370,10 @@ def tiny_model(
 ) -> None:
     """Write a tiny random Llama-style model with a locally trained tokenizer (no download),
     to try every command on a CPU."""
+    from selfguide.runfolder import make_folder
     from selfguide.tinymodel import build_tiny_model
 
+    make_folder(out, "OUT")
     typer.echo(f"tiny model: {build_tiny_model(out, seed=seed)}")
 
 
@@ -406,12 +425,36 @@ def quiet_libraries() -> None:
 
 
 def main() -> None:
+    import errno
+
+    from selfguide.redact import redact_url
+
+    try:  # recent typer vendors click
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # pragma: no cover
+        from click.exceptions import ClickException, NoArgsIsHelpError
+
     quiet_libraries()
     try:
-        app()
-    except SelfGuideError as err:
-        typer.echo(f"error: {err}", err=True)
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as err:
+        err.show()
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
+    except ClickException as err:  # a usage error (unknown option, bad value): one line, not a panel
+        where = f"{err.ctx.command_path}: " if getattr(err, "ctx", None) is not None else ""
+        hint = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) is not None else ""
+        typer.echo(f"error: {where}{err.format_message()}{hint}", err=True)
+        sys.exit(err.exit_code)
+    except SelfGuideError as err:
+        typer.echo(f"error: {redact_url(str(err))}", err=True)
+        sys.exit(err.exit_code)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        typer.echo(f"error: {err.filename or 'a file'}: disk full; finished model calls are cached: free space and rerun the same command to continue", err=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    if code == 130:  # typer turns Ctrl-C into exit code 130
         typer.echo("interrupted: finished model calls are cached; rerun the same command to continue", err=True)
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfguide.backends.factory import ModelConfig
 from selfguide.errors import BadInputError
+from selfguide.redact import redact_url
 from selfguide.eval.evaluate import EvalConfig
 from selfguide.synth.pipeline import SynthConfig
 from selfguide.tasks.datasets import DatasetTaskConfig
@@ -33,9 +34,16 @@ class RunConfig(BaseModel):
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, values: dict | None = None, *, base: RunConfig | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict | None = None,
+    *,
+    base: RunConfig | None = None,
+    flags: dict[str, str] | None = None,
 ) -> RunConfig:
-    """Defaults (or `base`), then the YAML file, then `values` (CLI flags), then `key.path=value` overrides."""
+    """Defaults (or `base`), then the YAML file merged over them, then `values` (CLI flags), then
+    `key.path=value` overrides. `flags` names the CLI flag of a `values` key, so an error in it
+    blames that flag rather than the config file."""
     data: dict = base.model_dump(mode="json") if base is not None else {}
     source = "command line"
     if path is not None:
@@ -47,16 +55,18 @@ def load_config(
             loaded = {}
         if not isinstance(loaded, dict):
             raise BadInputError(path, "top level", "a mapping of config sections (model, synth, train, eval, ...)", type(loaded).__name__)
-        data = loaded
+        data = merge(data, loaded)
+    origin: dict[str, str] = {}  # dotted key -> the flag or --set that gave it
     for dotted, value in (values or {}).items():
         if value is not None:
             set_dotted(data, dotted, value)
+            origin[dotted] = (flags or {}).get(dotted, "command line")
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise BadInputError("--set", repr(item), "key.path=value, e.g. synth.inputs.temperature=0.7")
-        set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
-        source = source if path is None else f"{path} (with --set)"
+        set_dotted(data, key.strip(), parse_value(key.strip(), raw))
+        origin[key.strip()] = f"--set {key.strip()}"
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
@@ -64,7 +74,30 @@ def load_config(
         where = ".".join(str(p) for p in first["loc"])
         got = repr(first.get("input"))[:60] if first["type"] != "extra_forbidden" else None
         expected = "a known setting (see `selfguide config`)" if first["type"] == "extra_forbidden" else first["msg"].lower()
-        raise BadInputError(source, f"field {where!r}", expected, got) from None
+        given_by = next((flag for dotted, flag in origin.items() if where == dotted or where.startswith(dotted + ".")), source)
+        raise BadInputError(given_by, f"field {where!r}", expected, got) from None
+
+
+def merge(base: dict, update: dict) -> dict:
+    """`update` laid over `base`, section by section."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_value(key: str, raw: str) -> object:
+    """A --set value as YAML (numbers, booleans, lists); an empty value is the empty string."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise BadInputError(f"--set {key}", repr(raw), "a YAML value (quote text with special characters)", problem) from None
 
 
 def set_dotted(data: dict, dotted: str, value: object) -> None:
@@ -79,4 +112,8 @@ def set_dotted(data: dict, dotted: str, value: object) -> None:
 
 
 def config_yaml(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    """The config as YAML, with credentials in `model.base_url` redacted: it is written to disk."""
+    data = config.model_dump(mode="json")
+    if data["model"].get("base_url"):
+        data["model"]["base_url"] = redact_url(data["model"]["base_url"])
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

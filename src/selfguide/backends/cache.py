@@ -9,8 +9,11 @@ lazily: a rerun whose calls are all cached never loads it.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -20,7 +23,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from selfguide.backends.base import Backend, BackendInfo, CandidateScore, Completion, Request, ScoreRequest
-from selfguide.errors import BudgetExceeded
+from selfguide.errors import BudgetExceeded, SelfGuideError
+
+logger = logging.getLogger(__name__)
 
 
 SCORING_BACKENDS = frozenset({"hf"})
@@ -56,24 +61,62 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def cache_error(path: Path, doing: str, err: Exception) -> SelfGuideError:
+    """One line for a cache that cannot be used: which file, what went wrong, how to recover."""
+    text = str(err)
+    if "disk" in text.lower() and "full" in text.lower() or getattr(err, "errno", None) == errno.ENOSPC:
+        return SelfGuideError(f"{path}: disk full while {doing} the call cache; every finished call is saved: free space and rerun the same command to continue")
+    if "not a database" in text or "malformed" in text:
+        return SelfGuideError(
+            f"{path}: not a usable SQLite call cache ({text}); move it aside (or delete it) and rerun: "
+            "the run's data files are kept, and model calls not found in a cache are made again"
+        )
+    return SelfGuideError(f"{path}: call cache error while {doing} ({type(err).__name__}: {text}); finished calls are saved: fix the cause and rerun")
+
+
 class CallCache:
     """A SQLite table of finished calls: key -> completions. Safe to share between runs."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT, request TEXT, completions TEXT, created REAL)"
-        )
-        self._db.commit()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT, request TEXT, completions TEXT, created REAL)"
+            )
+            # What a server said about the model behind a URL and name, to warn when it changes.
+            self._db.execute("CREATE TABLE IF NOT EXISTS identities (name TEXT PRIMARY KEY, identity TEXT)")
+            self._db.commit()
+        except (sqlite3.Error, OSError) as err:
+            raise cache_error(self.path, "opening", err) from None
+
+    def note_identity(self, name: str, identity: dict) -> None:
+        """Remember what the server reports for `name`; warn when it differs from last time."""
+        text = json.dumps(identity, sort_keys=True, default=str)
+        with self._lock, self._guard("writing"):
+            row = self._db.execute("SELECT identity FROM identities WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != text and identity:
+                logger.warning(
+                    "%s: the server now reports a different model (%s, was %s): calls cached from the earlier model are not reused",
+                    name, text[:200], row[0][:200],
+                )
+            self._db.execute("INSERT OR REPLACE INTO identities VALUES (?, ?)", (name, text))
+            self._db.commit()
+
+    @contextlib.contextmanager
+    def _guard(self, doing: str):
+        try:
+            yield
+        except (sqlite3.Error, OSError) as err:
+            raise cache_error(self.path, doing, err) from None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, list[Completion]]:
         found: dict[str, list[Completion]] = {}
-        with self._lock:
+        with self._lock, self._guard("reading"):
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
@@ -89,7 +132,7 @@ class CallCache:
             json.dumps([c.as_dict() for c in completions], ensure_ascii=False),
             time.time(),
         )
-        with self._lock:
+        with self._lock, self._guard("writing"):
             self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?)", row)
             self._db.commit()
 

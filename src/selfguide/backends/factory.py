@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -9,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfguide.backends.base import Backend, BackendInfo
 from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.backends.fingerprint import fingerprint
+from selfguide.redact import redact_url
 
 class ModelConfig(BaseModel):
     """Which model answers, and through what."""
@@ -30,9 +34,17 @@ class ModelConfig(BaseModel):
     )
     base_url: str | None = Field(None, description="The server's /v1 URL (openai), e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key (openai). The key is never written anywhere.")
+    auth: Literal["bearer", "basic"] = Field(
+        "bearer",
+        description="How to authenticate to the server (openai): bearer sends the API key from api_key_env; basic sends "
+        "the user:password given in base_url (http://user:pass@host/v1) as HTTP Basic auth. Credentials in base_url are "
+        "redacted from every file and message.",
+    )
+    health_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the server's /v1/models at start before giving up (openai).")
     concurrency: int = Field(16, ge=1, description="Requests in flight at once (openai).")
     max_retries: int = Field(6, ge=0, description="Retries on 429/5xx/timeouts/resets, with exponential backoff (openai).")
     timeout: float = Field(120.0, gt=0, description="Seconds per request (openai).")
+    retry_backoff: float = Field(1.0, ge=0, description="Seconds before the first retry; doubles each retry, up to 60 (openai).")
     send_top_k: bool = Field(True, description="Send top_k (vLLM/SGLang accept it; hosted OpenAI does not).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take (vllm).")
 
@@ -44,10 +56,19 @@ def model_fingerprint(name: str, adapter: str | None = None) -> str:
 
 def backend_info(config: ModelConfig) -> BackendInfo:
     if config.backend == "openai":
-        return BackendInfo("openai", config.name, f"{config.base_url}|{config.name}", {"base_url": config.base_url})
-    # Precision changes the samples, so it is part of the model's identity in the cache.
+        from selfguide.backends.openai_backend import served_model_entry
+
+        # Asking the server first is the health check (fail fast) and its answer is the served
+        # model's identity: a different model behind the same URL and name gets other cache keys.
+        entry = served_model_entry(config.name, base_url=config.base_url or "", api_key_env=config.api_key_env, auth=config.auth, timeout=config.health_timeout)
+        url = redact_url(config.base_url or "")
+        identity = hashlib.sha256(json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()[:16] if entry else ""
+        return BackendInfo("openai", config.name, f"{url}|{config.name}|{identity}", {"base_url": url, "served_model": entry})
+    # Precision changes the samples, so it is part of the model's identity in the cache. A local
+    # folder is named by its absolute path, so ./tiny and /abs/tiny are the same model.
     precision = f"{resolved_dtype(config.dtype, config.device)}|{config.device}"
-    return BackendInfo(config.backend, config.name, f"{model_fingerprint(config.name, config.adapter)}|{precision}", {"adapter": config.adapter})
+    name = str(Path(config.name).expanduser().resolve()) if Path(config.name).expanduser().is_dir() else config.name
+    return BackendInfo(config.backend, name, f"{model_fingerprint(config.name, config.adapter)}|{precision}", {"adapter": config.adapter})
 
 
 def resolved_dtype(dtype: str, device: str = "auto") -> str:
@@ -85,6 +106,8 @@ def make_backend(config: ModelConfig) -> Backend:
             max_retries=config.max_retries,
             timeout=config.timeout,
             send_top_k=config.send_top_k,
+            backoff_base=config.retry_backoff,
+            auth=config.auth,
         )
     from selfguide.backends.vllm_backend import VLLMBackend
 
@@ -95,4 +118,7 @@ def cached_model(
     config: ModelConfig, cache: CallCache, *, max_calls: int | None = None, progress: bool = True, stats: CallStats | None = None
 ) -> CachedModel:
     """The model behind the call cache; the backend itself loads on the first uncached call."""
-    return CachedModel(backend_info(config), lambda: make_backend(config), cache, max_calls=max_calls, progress=progress, stats=stats)
+    info = backend_info(config)
+    if info.backend == "openai":
+        cache.note_identity(f"{info.extra['base_url']}|{info.model}", info.extra["served_model"])
+    return CachedModel(info, lambda: make_backend(config), cache, max_calls=max_calls, progress=progress, stats=stats)

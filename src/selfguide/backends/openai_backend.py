@@ -32,10 +32,11 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams, ScoreRequest, label_scoring_unsupported
 from selfguide.errors import SelfGuideError
+from selfguide.redact import redact_url, split_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,44 @@ def split_evenly(total: int, parts: int) -> list[int]:
     return [base + (1 if k < extra else 0) for k in range(parts)]
 
 
+class MalformedReply(Exception):
+    """A 200 reply that is no usable chat completion; retried like a 5xx."""
+
+
+class DaemonPool:
+    """A minimal thread pool whose workers are daemon threads: unlike ThreadPoolExecutor, whose
+    threads the interpreter joins at exit, a request stuck in flight never delays Ctrl-C or exit."""
+
+    def __init__(self, workers: int, stop_event: threading.Event):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = stop_event
+        self._workers = max(workers, 1)
+        for k in range(self._workers):
+            threading.Thread(target=self._work, name=f"openai-backend-{k}", daemon=True).start()
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if self._stop.is_set() or not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # handed to the caller through the future
+                future.set_exception(e)
+
+    def shutdown(self) -> None:
+        for _ in range(self._workers):
+            self._jobs.put(None)
+
+
 class _Stopped(Exception):
     """A worker noticed the batch was abandoned (an error elsewhere, or the caller stopped)."""
 
@@ -93,6 +132,7 @@ class OpenAIBackend:
         n_per_request: bool = True,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
+        auth: str = "bearer",
     ):
         if not base_url:
             raise SelfGuideError("the openai backend needs base_url: the server's /v1 URL, e.g. http://127.0.0.1:8000/v1")
@@ -105,8 +145,10 @@ class OpenAIBackend:
         except ImportError as e:  # a core dependency, but say so plainly if it is broken
             raise SelfGuideError("the openai backend needs the `openai` package: pip install openai") from e
 
+        url, credentials = split_credentials(base_url)
+        headers = auth_headers(redact_url(base_url), auth, credentials, api_key_env)
         self.model = model
-        self.base_url = base_url
+        self.base_url = redact_url(base_url)  # what messages show; the client gets `url` and `headers`
         self.api_key_env = api_key_env
         self.concurrency = concurrency
         self.max_retries = max_retries
@@ -116,13 +158,14 @@ class OpenAIBackend:
         self.n_per_request = n_per_request
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        self.info = BackendInfo("openai", model, f"{base_url}|{model}", {"base_url": base_url})
+        self.info = BackendInfo("openai", model, f"{self.base_url}|{model}", {"base_url": self.base_url})
 
         key = os.environ.get(api_key_env) or DUMMY_KEY
-        # Kept only to redact server messages that echo it; never printed.
-        self._secrets = tuple(s for s in {key} if s and s != DUMMY_KEY)
+        # Kept only to redact server messages that echo them; never printed.
+        self._secrets = tuple(s for s in {key, *(credentials or ())} if s and s != DUMMY_KEY)
         # The client's own retries are off: ours are counted, logged and honour Retry-After.
-        self._client = OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+        self._client = OpenAI(api_key=key, base_url=url, max_retries=0, timeout=timeout, default_headers=headers)
+        self.system_fingerprint: str | None = None  # the first one the server reported
         self._n_ignored = not n_per_request  # set once the server returns fewer choices than asked, or refuses n
         self._lock = threading.Lock()
         self.stats = {"calls": 0, "retries": 0, "failed_attempts": 0}
@@ -143,7 +186,7 @@ class OpenAIBackend:
         done: queue.Queue[Future] = queue.Queue()
         slots: list[dict[int, Completion]] = [{} for _ in requests]
         pending: set[Future] = set()  # finished ones leave, so their results are not kept twice
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, sum(max(r.params.n, 1) for r in requests)), thread_name_prefix="openai-backend")
+        pool = DaemonPool(min(self.concurrency, sum(max(r.params.n, 1) for r in requests)), stop_event)
 
         def submit(i: int, n: int, seed: int, first_slot: int) -> None:
             future = pool.submit(self._call, requests[i], n, seed, stop_event)
@@ -186,10 +229,13 @@ class OpenAIBackend:
                     yield i, [slots[i][j] for j in range(want)]
                     slots[i] = {}
         finally:
+            # On an error, Ctrl-C or an abandoned generator: queued calls never start, calls in
+            # backoff stop waiting, and calls in flight are left to daemon threads, so nothing
+            # holds up the caller or the process's exit.
             stop_event.set()
             for future in list(pending):
                 future.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
 
     # ----- one HTTP request, retried -----
 
@@ -224,12 +270,14 @@ class OpenAIBackend:
                 last_error = self._redact(f"{type(e).__name__} ({detail})")
             except SelfGuideError:
                 raise
-            except Exception as e:  # a reply we cannot parse: report, do not retry blindly
-                raise SelfGuideError(f"{self.base_url}: unexpected reply from the server: {self._redact(f'{type(e).__name__}: {e}')}") from None
+            except Exception as e:  # a reply we cannot parse (bad JSON, no choices): retried like a 5xx
+                last_error = self._redact(f"malformed reply ({type(e).__name__}: {str(e)[:200]})")
             with self._lock:
                 self.stats["failed_attempts"] += 1
             if attempt == self.max_retries:
                 break
+            if stop_event.is_set():  # the batch was abandoned while this request was in flight: no warning
+                raise _Stopped()
             delay = self._backoff(attempt, retry_after)
             logger.warning("%s: %s; retry %d/%d in %.1fs", self.base_url, last_error, attempt + 1, self.max_retries, delay)
             if stop_event.wait(delay):
@@ -258,9 +306,12 @@ class OpenAIBackend:
         return kwargs
 
     def _completions(self, response, params: SamplingParams) -> list[Completion]:
+        if isinstance(response, (str, bytes)) or not hasattr(response, "choices"):
+            raise MalformedReply(f"not a chat completion: {str(response)[:100]!r}")
         choices = sorted(response.choices or [], key=lambda c: c.index or 0)
         if not choices:
-            raise SelfGuideError(f"{self.base_url}: the server returned no choices")
+            raise MalformedReply("no choices")
+        self._note_system_fingerprint(getattr(response, "system_fingerprint", None))
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_total = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -293,10 +344,19 @@ class OpenAIBackend:
             text += " (is base_url the server's /v1 URL, and the model name one the server serves?)"
         return text
 
+    def _note_system_fingerprint(self, value: str | None) -> None:
+        """Warn when the server's system_fingerprint changes mid-run: the model behind it changed."""
+        if not value:
+            return
+        with self._lock:
+            previous, self.system_fingerprint = self.system_fingerprint, self.system_fingerprint or value
+        if previous and previous != value:
+            logger.warning("%s: model %r now reports system_fingerprint %r (was %r): the server's model changed during the run", self.base_url, self.model, value, previous)
+
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        return redact_url(text)
 
     def score(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, list]]:
         raise label_scoring_unsupported("openai")
@@ -343,3 +403,64 @@ def _retry_after_seconds(headers) -> float | None:
             return max(when.timestamp() - time.time(), 0.0)
     except Exception:
         return None
+
+
+def auth_headers(shown_url: str, auth: str, credentials: tuple[str, str] | None, api_key_env: str) -> dict:
+    """Extra headers for the chosen auth: none for bearer (the client sends the API key), an HTTP
+    Basic header for basic. Credentials in the URL are used only when asked for, never silently."""
+    if auth == "basic":
+        if credentials is None:
+            raise SelfGuideError(f"{shown_url}: auth is basic but base_url has no user:password@ (e.g. http://user:pass@host/v1)")
+        import base64
+
+        token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+    if credentials is not None:
+        raise SelfGuideError(
+            f"{shown_url}: base_url carries user:password@: set model.auth to basic to send them as HTTP Basic auth, "
+            f"or remove them and put the API key in ${api_key_env} (sent as a bearer token)"
+        )
+    return {}
+
+
+# Fields of a /v1/models entry that change on every request (vLLM stamps `created` and random
+# permission ids), so they say nothing about which model is served.
+VOLATILE_MODEL_FIELDS = ("created", "permission", "object")
+
+
+def served_model_entry(model: str, *, base_url: str, api_key_env: str = "OPENAI_API_KEY", auth: str = "bearer", timeout: float = 10.0) -> dict:
+    """The server's /v1/models entry for `model` (volatile fields dropped): a health check at start
+    that fails fast, naming the URL and what it found, and the served model's identity for the cache.
+
+    A server without /v1/models (404/405/501) gets an empty identity rather than an error."""
+    import openai
+    from openai import OpenAI
+
+    url, credentials = split_credentials(base_url)
+    shown = redact_url(base_url)
+    headers = auth_headers(shown, auth, credentials, api_key_env)
+    client = OpenAI(api_key=os.environ.get(api_key_env) or DUMMY_KEY, base_url=url, max_retries=0, timeout=timeout, default_headers=headers)
+    try:
+        entries = [entry.model_dump() for entry in client.models.list()]
+    except openai.APITimeoutError:
+        raise SelfGuideError(f"{shown}/models: no answer within {timeout:g}s: is the server up and not overloaded? (model.health_timeout)") from None
+    except openai.APIConnectionError as e:
+        cause = e.__cause__ or e
+        raise SelfGuideError(f"{shown}/models: server not reachable ({redact_url(f'{type(cause).__name__}: {cause}')}): start it, or fix --base-url") from None
+    except openai.APIStatusError as e:
+        if e.status_code in (404, 405, 501):
+            logger.info("%s/models: HTTP %d; the served model cannot be identified", shown, e.status_code)
+            return {}
+        hint = f" (check the API key in ${api_key_env}, or model.auth)" if e.status_code in (401, 403) else ""
+        raise SelfGuideError(f"{shown}/models: HTTP {e.status_code}{hint}") from None
+    except Exception as e:  # a reply that is no model list
+        raise SelfGuideError(f"{shown}/models: not an OpenAI-compatible model list ({type(e).__name__}: {str(e)[:100]}): is --base-url the server's /v1 URL?") from None
+    finally:
+        client.close()
+    for entry in entries:
+        if entry.get("id") == model:
+            return {k: v for k, v in entry.items() if k not in VOLATILE_MODEL_FIELDS}
+    # Some servers take names they do not list (aliases, local paths): go on, unidentified.
+    served = ", ".join(str(e.get("id")) for e in entries[:10]) or "none"
+    logger.warning("%s/models does not list %r (it lists: %s); the served model cannot be identified", shown, model, served)
+    return {}

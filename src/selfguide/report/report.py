@@ -19,7 +19,7 @@ from pathlib import Path
 from selfguide.config import RunConfig, config_yaml
 from selfguide.io import write_text
 from selfguide.report import plots
-from selfguide.report.sections import confusion_section, cost_section, differences_section, environment_section, files_section
+from selfguide.report.sections import confusion_section, cost_section, differences_section, environment_section, files_section, fmt_seconds
 from selfguide.report.verdict import headline
 from selfguide.report.blocks import Block, Details, FileLinks, Heading, Image, Note, Para, Table, Verdict
 from selfguide.tasks.spec import EvalItem, TaskSpec
@@ -189,6 +189,21 @@ def headline_section(run: Run) -> list[Block]:
     return blocks
 
 
+def stacks_section(files: RunFiles) -> list[Block]:
+    """Which serving stack produced each number; with a server, its own prompting score as an extra."""
+    stacks = files.json("stacks.json")
+    if not stacks:
+        return []
+    blocks: list[Block] = [Para("Produced by: " + "; ".join(f"{name}: {stack}" for name, stack in stacks.items()) + ".")]
+    server = files.json("eval/prompting-server/metrics.json")
+    if server:
+        blocks.append(Para(
+            f"Prompting through the server scored {server['reported']:.2f} {server['reported_metric']}. It is not in the table: the "
+            "finetuned model runs in-process, so the baseline it is compared with runs in-process too, on the same weights."
+        ))
+    return blocks
+
+
 def metric_values(metrics: dict | None) -> dict[str, float]:
     if metrics is None:
         return {}
@@ -355,6 +370,23 @@ def fmt_prediction(rows: list[dict] | None, i: int) -> str:
     return clip(row.get("prediction") or "") + mark
 
 
+def invocations_section(out_dir: Path) -> list[Block]:
+    """Every command run on this folder (a resumed run is several) and what they cost together."""
+    from selfguide.ledger import read_invocations, totals
+
+    rows_in = read_invocations(out_dir)
+    if not rows_in:
+        return []
+    rows = [
+        [row.get("started", "-"), row.get("command", "-"), row.get("status", "-"), fmt_seconds(row.get("seconds", 0.0)),
+         str(row.get("model_calls", {}).get("calls", 0)), str(row.get("model_calls", {}).get("cached", 0))]
+        for row in rows_in
+    ]
+    total = totals(rows_in)
+    rows.append(["total", f"{total['invocations']} invocation{'s' if total['invocations'] != 1 else ''}", "", fmt_seconds(total["seconds"]), str(total.get("calls", 0)), str(total.get("cached", 0))])
+    return [Heading("Invocations"), Table(["started", "command", "status", "wall time", "model calls", "from cache"], rows, {len(rows) - 1})]
+
+
 def fmt_score(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -475,6 +507,7 @@ def write_report(out_dir: Path, task: TaskSpec, config: RunConfig) -> list[Path]
         *headline_section(run),
         *(differences_section(run.predictions["prompting"], run.predictions["finetuned"], metric) if run.predictions["finetuned"] else predictions_section(run)),
         *(confusion_section(task.labels, run.predictions) if task.is_classification else []),
+        *stacks_section(files),
         *funnel_section(run, plot_dir),
         *distribution_section(run, task, plot_dir),
         *examples_section(run),
@@ -482,6 +515,7 @@ def write_report(out_dir: Path, task: TaskSpec, config: RunConfig) -> list[Path]
         *cost_section(stage_calls, run.timings, run.environment),
         *environment_section(run.environment),
         *files_section(out_dir),
+        *invocations_section(out_dir),
         *settings_section(task, config),
     ]
     if files.problems:

@@ -11,6 +11,7 @@ Files in `<out>/synth/`:
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -58,9 +59,20 @@ def synthesize(task: TaskSpec, model: CachedModel, config: SynthConfig, out_dir:
     summary = summarize(task, candidates, annotations, unbalanced, dataset)
     summary["self_label_accuracy"] = self_label_accuracy(task, model, config.outputs, config.self_label, seed)
     summary["model_calls"] = model.stats.since(calls_before)
+    # Earlier invocations' calls stay on record, so a resumed synthesis still shows what it cost.
+    summary["model_calls_by_invocation"] = previous_invocations(out_dir / "summary.json") + [summary["model_calls"]]
+    summary["model_calls_total"] = {k: sum(c.get(k, 0) for c in summary["model_calls_by_invocation"]) for k in summary["model_calls"]}
     write_json(out_dir / "summary.json", summary)
     write_text(out_dir / "summary.md", summary_markdown(summary))
     return summary
+
+
+def previous_invocations(summary_path: Path) -> list[dict]:
+    try:
+        previous = json.loads(summary_path.read_text(encoding="utf-8"))
+        return list(previous.get("model_calls_by_invocation") or [previous["model_calls"]])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 def dataset_row(pair: dict, candidate: dict) -> dict:
@@ -158,4 +170,7 @@ def summary_markdown(summary: dict) -> str:
     if "model_calls" in summary:
         calls = summary["model_calls"]
         lines += ["", f"Model calls: {calls['calls']} made, {calls['cached']} from cache, {calls['completion_tokens']} tokens generated."]
+        total = summary.get("model_calls_total")
+        if total and len(summary.get("model_calls_by_invocation", [])) > 1:
+            lines += [f"Over all {len(summary['model_calls_by_invocation'])} invocations: {total['calls']} calls made, {total['completion_tokens']} tokens generated."]
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field
@@ -59,6 +59,8 @@ def load_task(path: str | Path, eval_split: EvalSplit | None = None, superni_roo
     `eval_split` picks the eval set of a SuperNI task: "official" (first 100 instances, the default),
     or the SELF-GUIDE authors' "selfguide-test" / "selfguide-validation" split files.
     """
+    if eval_split is not None and eval_split not in get_args(EvalSplit):
+        raise BadInputError("--eval-split", "value", f"one of {', '.join(get_args(EvalSplit))}", repr(eval_split))
     path = Path(path)
     if not path.exists() and re.fullmatch(r"task\d+", str(path)):
         from selfguide.tasks.superni import find_superni_task, superni_root_default

@@ -25,6 +25,12 @@ TRACKER_PACKAGES = {
 class TrainConfig(BaseModel, extra="forbid"):
     """How to finetune. Defaults follow the SELF-GUIDE paper unless a description says otherwise."""
 
+    model: str = Field(
+        "",
+        description="Hugging Face id or local folder of the weights to finetune; unset: model.name. Needed with "
+        "the openai backend when the served name is not one (e.g. Ollama's qwen2.5:1.5b); the finetuned model and "
+        "the prompting baseline it is compared with run in-process on these weights.",
+    )
     method: Literal["lora", "full"] = Field(
         "lora",
         description="'lora' trains a PEFT LoRA adapter (the default here, fits on one GPU); 'full' updates every "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.prompts import encode_prompt, render_answer, task_messages
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TRACKER_PACKAGES, TrainConfig, trackers
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 FINGERPRINT_FILE = "selfguide_run.json"
@@ -318,13 +321,11 @@ def train(
     fingerprint = run_fingerprint(model, resolved, trainer.train_dataset["input_ids"])
 
     last = last_checkpoint(checkpoints) if resume else None
-    if last is not None:
-        previous = _read_json(checkpoints / FINGERPRINT_FILE)
-        if previous.get("fingerprint") != fingerprint:
-            raise SelfGuideError(
-                f"{checkpoints} holds checkpoints of a different run (model, training config or data changed); "
-                "train without resume to start over, or use a new output folder"
-            )
+    if last is not None and _read_json(checkpoints / FINGERPRINT_FILE).get("fingerprint") != fingerprint:
+        # Checkpoints of an earlier training in this folder (the data, model or settings changed
+        # since): they cannot be resumed, so training starts over and replaces them.
+        logger.warning("%s: checkpoints of a different training (data, model or settings changed): starting over", checkpoints)
+        last, resume = None, False
     if state.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         if not resume and checkpoints.exists():

@@ -1,0 +1,62 @@
+"""What each invocation on a run folder cost: one line per command in `<out>/invocations.jsonl`.
+
+A resumed run is several invocations; each one's model calls and stage times are kept, so the
+report can show every invocation and their totals rather than only the last one's."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from selfguide.backends.cache import CallStats
+from selfguide.io import append_jsonl
+
+LEDGER_FILE = "invocations.jsonl"
+
+
+@contextlib.contextmanager
+def record_invocation(out: Path, command: str, stats: CallStats, timings: dict[str, float]) -> Iterator[None]:
+    """Append this invocation's entry when the block ends, however it ends (not on kill -9)."""
+    started, clock = time.time(), time.perf_counter()
+    status = "interrupted"
+    try:
+        yield
+        status = "finished"
+    except Exception as err:
+        status = f"failed: {type(err).__name__}"
+        raise
+    finally:
+        entry = {
+            "command": command,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "seconds": round(time.perf_counter() - clock, 3),
+            "status": status,
+            "stages": {k: round(v, 3) for k, v in timings.items()},
+            "model_calls": stats.as_dict(),
+        }
+        with contextlib.suppress(OSError):  # a full disk must not hide the real error
+            append_jsonl(out / LEDGER_FILE, [entry])
+
+
+def read_invocations(out: Path) -> list[dict]:
+    path = out / LEDGER_FILE
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            rows.append(json.loads(line))
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def totals(invocations: list[dict]) -> dict:
+    """Seconds and model-call counts summed over invocations."""
+    total: dict = {"invocations": len(invocations), "seconds": 0.0}
+    for row in invocations:
+        total["seconds"] += row.get("seconds", 0.0)
+        for name, value in (row.get("model_calls") or {}).items():
+            total[name] = total.get(name, 0) + value
+    return total
