@@ -115,47 +115,30 @@ class CallCache:
             raise cache_error(self.path, doing, err) from None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, list[Completion]]:
-        found: dict[str, list[Completion]] = {}
+        return {key: [Completion(**c) for c in rows] for key, rows in self._get(keys).items()}
+
+    def get_scores(self, keys: Sequence[str]) -> dict[str, list[CandidateScore]]:
+        return {key: [CandidateScore(**s) for s in rows] for key, rows in self._get(keys).items()}
+
+    def put(self, key: str, model: str, request: Request, completions: list[Completion]) -> None:
+        self._put(key, model, {"messages": list(request.messages), "params": request.params.as_dict()}, [c.as_dict() for c in completions])
+
+    def put_scores(self, key: str, model: str, request: ScoreRequest, scores: list[CandidateScore]) -> None:
+        self._put(key, model, {"messages": list(request.messages), "candidates": list(request.candidates)}, [s.as_dict() for s in scores])
+
+    def _get(self, keys: Sequence[str]) -> dict[str, list[dict]]:
+        found: dict[str, list[dict]] = {}
         with self._lock, self._guard("reading"):
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                for key, completions in self._db.execute(f"SELECT key, completions FROM calls WHERE key IN ({marks})", chunk):
-                    found[key] = [Completion(**c) for c in json.loads(completions)]
+                for key, results in self._db.execute(f"SELECT key, completions FROM calls WHERE key IN ({marks})", chunk):
+                    found[key] = json.loads(results)
         return found
 
-    def put(self, key: str, model: str, request: Request, completions: list[Completion]) -> None:
-        row = (
-            key,
-            model,
-            json.dumps({"messages": list(request.messages), "params": request.params.as_dict()}, ensure_ascii=False),
-            json.dumps([c.as_dict() for c in completions], ensure_ascii=False),
-            time.time(),
-        )
+    def _put(self, key: str, model: str, request: dict, results: list[dict]) -> None:
+        row = (key, model, json.dumps(request, ensure_ascii=False), json.dumps(results, ensure_ascii=False), time.time())
         with self._lock, self._guard("writing"):
-            self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?)", row)
-            self._db.commit()
-
-    def get_scores(self, keys: Sequence[str]) -> dict[str, list[CandidateScore]]:
-        """Cached candidate scores (rows written by `put_scores`) for the keys found."""
-        found: dict[str, list[CandidateScore]] = {}
-        with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                for key, scores in self._db.execute(f"SELECT key, completions FROM calls WHERE key IN ({marks})", chunk):
-                    found[key] = [CandidateScore(**s) for s in json.loads(scores)]
-        return found
-
-    def put_scores(self, key: str, model: str, request: ScoreRequest, scores: list[CandidateScore]) -> None:
-        row = (
-            key,
-            model,
-            json.dumps({"messages": list(request.messages), "candidates": list(request.candidates)}, ensure_ascii=False),
-            json.dumps([s.as_dict() for s in scores], ensure_ascii=False),
-            time.time(),
-        )
-        with self._lock:
             self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?)", row)
             self._db.commit()
 
@@ -221,36 +204,52 @@ class CachedModel:
         self.stats = stats or CallStats()  # share one to hold several models to one --max-calls budget
 
     def generate(self, requests: Sequence[Request], desc: str = "generating", progress: bool | None = None) -> list[list[Completion]]:
+        """Every request's n completions."""
+
+        def counts(completions: list[Completion]) -> dict:
+            return {"prompt_tokens": completions[0].prompt_tokens if completions else 0, "completion_tokens": sum(c.completion_tokens for c in completions)}
+
         keys = [request_key(self.info, r) for r in requests]
-        found = self.cache.get_many(list(dict.fromkeys(keys)))
-        results: list[list[Completion] | None] = [found.get(k) for k in keys]
+        return self._answer(requests, keys, self.cache.get_many, self.cache.put, lambda todo: self.backend().generate(todo), counts, desc, progress)
+
+    @property
+    def supports_scoring(self) -> bool:
+        """Whether `score` works: log-likelihoods need the model in this process."""
+        return self.info.backend in SCORING_BACKENDS
+
+    def score(self, requests: Sequence[ScoreRequest], desc: str = "scoring", progress: bool | None = None) -> list[list[CandidateScore]]:
+        """Every request's candidate scores. One request is one call (for --max-calls); its scored
+        answer tokens count as prompt tokens."""
+        keys = [score_key(self.info, r) for r in requests]
+        counts = lambda scores: {"prompt_tokens": sum(s.tokens for s in scores)}  # noqa: E731
+        return self._answer(requests, keys, self.cache.get_scores, self.cache.put_scores, lambda todo: self.backend().score(todo), counts, desc, progress)
+
+    def _answer(self, requests, keys: list[str], get, put, compute, counts, desc: str, progress: bool | None) -> list:
+        """Results from the cache where it can, from `compute` (the backend) where it must; each
+        result is stored the moment it arrives. Identical requests (same key) are computed once."""
+        found = get(list(dict.fromkeys(keys)))
+        results: list = [found.get(k) for k in keys]
         self.stats.add(cached=sum(r is not None for r in results))
-        # Identical requests (same key) are computed once.
         missing: dict[str, list[int]] = {}
         for i, (key, result) in enumerate(zip(keys, results)):
             if result is None:
                 missing.setdefault(key, []).append(i)
         if missing:
             todo_keys = list(missing)
-            over_budget = False
-            if self.max_calls is not None and self.stats.calls + len(todo_keys) > self.max_calls:
+            over_budget = self.max_calls is not None and self.stats.calls + len(todo_keys) > self.max_calls
+            if over_budget:
                 # Spend what is left of the budget, keep it all in the cache, then stop cleanly.
                 todo_keys = todo_keys[: max(0, self.max_calls - self.stats.calls)]
-                over_budget = True
             todo = [requests[missing[key][0]] for key in todo_keys]
             started = time.perf_counter()
             bar = tqdm(total=len(requests), initial=len(requests) - sum(len(v) for v in missing.values()), desc=desc, disable=not (self.progress if progress is None else progress), unit="call")
             try:
-                for j, completions in (self.backend().generate(todo) if todo else ()):
+                for j, result in (compute(todo) if todo else ()):
                     key = todo_keys[j]
-                    self.cache.put(key, self.info.model, todo[j], completions)
-                    self.stats.add(
-                        calls=1,
-                        prompt_tokens=completions[0].prompt_tokens if completions else 0,
-                        completion_tokens=sum(c.completion_tokens for c in completions),
-                    )
+                    put(key, self.info.model, todo[j], result)
+                    self.stats.add(calls=1, **counts(result))
                     for i in missing[key]:
-                        results[i] = completions
+                        results[i] = result
                     bar.update(len(missing[key]))
             finally:
                 bar.close()
@@ -261,50 +260,7 @@ class CachedModel:
                     "everything finished is cached: rerun the same command (with a larger --max-calls, or none) to continue"
                 )
         assert all(r is not None for r in results), "backend did not answer every request"
-        return results  # type: ignore[return-value]
-
-    @property
-    def supports_scoring(self) -> bool:
-        """Whether `score` works: log-likelihoods need the model in this process."""
-        return self.info.backend in SCORING_BACKENDS
-
-    def score(self, requests: Sequence[ScoreRequest], desc: str = "scoring", progress: bool | None = None) -> list[list[CandidateScore]]:
-        """Every request's candidate scores, from the cache where it can. One request is one call
-        (for --max-calls); its scored answer tokens count as prompt tokens."""
-        keys = [score_key(self.info, r) for r in requests]
-        found = self.cache.get_scores(list(dict.fromkeys(keys)))
-        results: list[list[CandidateScore] | None] = [found.get(k) for k in keys]
-        self.stats.add(cached=sum(r is not None for r in results))
-        missing: dict[str, list[int]] = {}
-        for i, (key, result) in enumerate(zip(keys, results)):
-            if result is None:
-                missing.setdefault(key, []).append(i)
-        if missing:
-            todo_keys = list(missing)
-            over_budget = self.max_calls is not None and self.stats.calls + len(todo_keys) > self.max_calls
-            if over_budget:
-                todo_keys = todo_keys[: max(0, self.max_calls - self.stats.calls)]
-            todo = [requests[missing[key][0]] for key in todo_keys]
-            started = time.perf_counter()
-            bar = tqdm(total=len(requests), initial=len(requests) - sum(len(v) for v in missing.values()), desc=desc, disable=not (self.progress if progress is None else progress), unit="call")
-            try:
-                for j, scores in (self.backend().score(todo) if todo else ()):
-                    key = todo_keys[j]
-                    self.cache.put_scores(key, self.info.model, todo[j], scores)
-                    self.stats.add(calls=1, prompt_tokens=sum(s.tokens for s in scores))
-                    for i in missing[key]:
-                        results[i] = scores
-                    bar.update(len(missing[key]))
-            finally:
-                bar.close()
-                self.stats.add(seconds=time.perf_counter() - started)
-            if over_budget:
-                raise BudgetExceeded(
-                    f"stopped at the --max-calls budget of {self.max_calls} model calls during {desc}; "
-                    "everything finished is cached: rerun the same command (with a larger --max-calls, or none) to continue"
-                )
-        assert all(r is not None for r in results), "backend did not score every request"
-        return results  # type: ignore[return-value]
+        return results
 
     def backend(self) -> Backend:
         with self._backend_lock:
