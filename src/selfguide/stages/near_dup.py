@@ -4,12 +4,13 @@ Novelty (Self-Instruct): a new text joins the pool only if its ROUGE-L F1 with e
 below 0.7. `NoveltyPool` decides this exactly as `rouge-score` would, that is
 `RougeScorer(["rougeL"], use_stemmer=False)`: the same tokenizer, the same LCS and the same float
 arithmetic (P = lcs/len(prediction), R = lcs/len(target), F = 2*P*R/(P+R)), so ties at exactly the
-threshold fall the same way. It is fast because each text is tokenised once into integer ids, cheap
-exact upper bounds skip pairs that cannot reach the threshold, and rapidfuzz computes the LCS of the rest.
+threshold fall the same way. It is fast because each text is tokenised once into integer ids, a cheap
+exact upper bound (shared tokens) skips pairs that cannot beat the best score found, and rapidfuzz
+computes the LCS of the rest.
 
 Decontamination: `Decontaminator` flags a synthetic text that reproduces a long n-gram of an
-evaluation item (13 words, as in GPT-3's and Llama's contamination studies), with an index of the eval
-items' n-grams so each check is a few dict look-ups.
+evaluation item (13 words, as GPT-3 did), with an index of the eval items' n-grams so each check is a
+few dict look-ups.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class NearDupConfig(BaseModel):
         "False follows the released Self-Instruct/Alpaca code, which drops only scores > 0.7.",
     )
     decontaminate: bool = Field(True, description="Drop texts that reproduce an n-gram of an evaluation item.")
-    ngram: int = Field(13, ge=1, description="Words per n-gram for eval overlap (GPT-3 and Llama decontamination used 13).")
+    ngram: int = Field(13, ge=1, description="Words per n-gram for eval overlap (GPT-3's decontamination used 13).")
     min_ngram: int = Field(
         8, ge=1, description="Eval items shorter than `ngram` words match as a whole when they have at least this many words (GPT-3's lower bound)."
     )
@@ -73,23 +74,22 @@ def _rouge_f(lcs: int, target_len: int, prediction_len: int) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _fmeasure(lcs: np.ndarray, target_len: int | np.ndarray, prediction_len: int | np.ndarray) -> np.ndarray:
-    """`_rouge_f` over arrays of LCS lengths.
+def _fmeasure(lcs: np.ndarray, target_len: int, prediction_len: np.ndarray) -> np.ndarray:
+    """`_rouge_f` over an array of positive LCS lengths.
 
     numpy's float64 division, product and sum are the IEEE operations Python floats use, and the int
     lengths are exact in float64, so every element is bit for bit `_score_lcs(...).fmeasure`.
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = lcs / prediction_len
-        recall = lcs / target_len
-        f = 2 * precision * recall / (precision + recall)
-    return np.where(lcs > 0, f, 0.0)  # rouge-score: 0 when either text has no tokens or nothing is shared
+    precision = lcs / prediction_len
+    recall = lcs / target_len
+    return 2 * precision * recall / (precision + recall)
 
 
 def rouge_l_f(a: str, b: str) -> float:
     """ROUGE-L F1 of b against a: rouge-score's `score(target=a, prediction=b)["rougeL"].fmeasure`, no stemming."""
-    ta, tb = rouge_tokens(a), rouge_tokens(b)
-    return _rouge_f(LCSseq.similarity(ta, tb), len(ta), len(tb))
+    vocab: dict[str, int] = {}  # ids, not strings: rapidfuzz would compare strings by their hash
+    ta, tb = ([vocab.setdefault(t, len(vocab)) for t in rouge_tokens(text)] for text in (a, b))
+    return _rouge_f(LCSseq.similarity(_as_sequence(ta), _as_sequence(tb)), len(ta), len(tb))
 
 
 class _GrowingInts:
@@ -161,24 +161,33 @@ class NoveltyPool:
         overlap = np.bincount(np.concatenate([self._postings[key].view() for key in keys]), minlength=len(self.texts))
         shared = np.flatnonzero(overlap)  # pooled texts sharing a token; the others score 0
         bound = _fmeasure(overlap[shared], len(ids), self._lengths.view()[shared])
-        # Branch and bound: score pairs from the highest bound down; once a bound is below the best
-        # score no later pair can beat or tie it. Equal bounds keep pool order, so ties go to the first.
-        query, best, best_index = _as_sequence(ids), 0.0, None
-        for j in np.argsort(-bound, kind="stable"):
+        query = _as_sequence(ids)
+
+        def score(j: int) -> float:
+            index = int(shared[j])
+            return _rouge_f(LCSseq.similarity(query, self._sequences[index]), len(ids), len(self._sequences[index]))
+
+        # Branch and bound: the pair with the highest bound gives a first score; only pairs bounded
+        # at or above it can beat or tie it. Score those from the highest bound down and stop once a
+        # bound is below the best score. Equal bounds keep pool order and equal scores go to the
+        # lower index, so the index is the first most similar text.
+        first = int(np.argmax(bound))
+        best, best_j = score(first), first
+        contenders = np.flatnonzero(bound >= best)
+        for j in contenders[np.argsort(-bound[contenders], kind="stable")]:
             if bound[j] < best:
                 break
-            index = int(shared[j])
-            score = _rouge_f(LCSseq.similarity(query, self._sequences[index]), len(ids), len(self._sequences[index]))
-            if score > best or (score == best and index < best_index):
-                best, best_index = score, index
-        return not self._reaches(best), best, best_index
+            if j != first and ((s := score(j)) > best or (s == best and j < best_j)):
+                best, best_j = s, int(j)
+        return not self._reaches(best), best, int(shared[best_j])
 
     def scores(self, text: str) -> np.ndarray:
         """Exact ROUGE-L F1 of text against every pooled text, in pool order (no pruning)."""
         ids = self._encode(text)
         query = _as_sequence(ids)
         lcs = np.array([LCSseq.similarity(query, seq) for seq in self._sequences], dtype=np.int64)
-        return _fmeasure(lcs, len(ids), self._lengths.view())
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0/0 where nothing is shared
+            return np.where(lcs > 0, _fmeasure(lcs, len(ids), self._lengths.view()), 0.0)
 
     def add(self, text: str) -> None:
         """Put text in the pool, whatever its score (check first to keep the pool novel)."""
@@ -233,11 +242,11 @@ def _ngrams(tokens: Sequence, n: int) -> set[tuple]:
 class Decontaminator:
     """Flags texts that reproduce n-grams of evaluation items (reason code `eval_overlap`).
 
-    Defaults and why: n = 13 words, the size GPT-3 and Llama used to find benchmark text in training
-    data: long enough that common phrasing never matches, short enough that a copied sentence does.
-    Eval items under 13 words match as a whole (their one n-gram is the item), down to min_n = 8
-    words, GPT-3's lower bound for short items; shorter items ("yes", a name) would flag ordinary
-    text, and the exact-copy filter already catches them verbatim. A text is flagged when more than
+    Defaults and why: n = 13 words, the n-gram GPT-3 (Brown et al. 2020, appendix C) used to find
+    benchmark text in training data: long enough that common phrasing never matches, short enough
+    that a copied sentence does. Eval items under 13 words match as a whole (their one n-gram is the
+    item), down to min_n = 8 words, the smallest n GPT-3 used for benchmarks of short items; shorter
+    items ("yes", a name) would flag ordinary text, and the exact-copy filter catches them verbatim. A text is flagged when more than
     max_overlap of an item's n-grams occur in it; the default 0 flags any shared n-gram, as GPT-3 did.
     """
 
@@ -253,9 +262,8 @@ class Decontaminator:
             size = min(n, len(tokens))
             grams = _ngrams(tokens, size) if size >= min_n else set()
             self._counts.append(len(grams))
-            by_gram = self._index.setdefault(size, {})
             for gram in grams:
-                by_gram.setdefault(gram, []).append(item)
+                self._index.setdefault(size, {}).setdefault(gram, []).append(item)
 
     def check(self, text: str) -> tuple[bool, float, int | None]:
         """(clean, share, index): the eval item with the largest share of its n-grams in text, and that share."""
