@@ -15,9 +15,11 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("", description="Hugging Face hub id or local folder (hf, vllm); the served model name (openai).")
-    backend: Literal["hf", "openai", "vllm"] = Field("hf", description="hf: transformers in-process; openai: any OpenAI-compatible server; vllm: in-process vLLM (extra).")
-    adapter: str | None = Field(None, description="A PEFT adapter folder applied on top of the model.")
+    name: str = Field("", description="Hugging Face hub id or local folder (hf, vllm); the served model name (openai); a .gguf file or a folder holding exactly one (llamacpp).")
+    backend: Literal["hf", "openai", "vllm", "llamacpp"] = Field(
+        "hf", description="hf: transformers in-process; openai: any OpenAI-compatible server; vllm: in-process vLLM (extra); llamacpp: GGUF models in-process through llama-cpp-python (extra)."
+    )
+    adapter: str | None = Field(None, description="A PEFT adapter folder applied on top of the model (llamacpp: a PEFT LoRA folder, converted to a GGUF LoRA, or a GGUF LoRA file).")
     dtype: str = Field("auto", description="auto: bf16/fp16 on GPU, fp32 on CPU; or float32, bfloat16, float16.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N (hf).")
     batch_size: int | None = Field(None, ge=1, description="Rows per forward batch (hf); unset: sized by max_batch_tokens.")
@@ -35,6 +37,9 @@ class ModelConfig(BaseModel):
     timeout: float = Field(120.0, gt=0, description="Seconds per request (openai).")
     send_top_k: bool = Field(True, description="Send top_k (vLLM/SGLang accept it; hosted OpenAI does not).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take (vllm).")
+    n_ctx: int = Field(4096, ge=16, description="Context window in tokens, prompt plus answer; sizes llama.cpp's KV cache (llamacpp).")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads llama.cpp computes with; unset: llama-cpp-python's default, half the CPU count (llamacpp).")
+    n_batch: int = Field(512, ge=1, description="Prompt tokens llama.cpp evaluates per forward pass (llamacpp).")
 
 
 def model_fingerprint(name: str, adapter: str | None = None) -> str:
@@ -45,6 +50,12 @@ def model_fingerprint(name: str, adapter: str | None = None) -> str:
 def backend_info(config: ModelConfig) -> BackendInfo:
     if config.backend == "openai":
         return BackendInfo("openai", config.name, f"{config.base_url}|{config.name}", {"base_url": config.base_url})
+    if config.backend == "llamacpp":
+        from selfguide.backends.llamacpp import resolve_gguf
+
+        # The GGUF's own tensor types are its precision; dtype and device do not apply.
+        gguf = str(resolve_gguf(config.name))
+        return BackendInfo("llamacpp", config.name, model_fingerprint(gguf, config.adapter), {"adapter": config.adapter, "gguf": gguf})
     # Precision changes the samples, so it is part of the model's identity in the cache.
     precision = f"{resolved_dtype(config.dtype, config.device)}|{config.device}"
     return BackendInfo(config.backend, config.name, f"{model_fingerprint(config.name, config.adapter)}|{precision}", {"adapter": config.adapter})
@@ -86,6 +97,10 @@ def make_backend(config: ModelConfig) -> Backend:
             timeout=config.timeout,
             send_top_k=config.send_top_k,
         )
+    if config.backend == "llamacpp":
+        from selfguide.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(config.name, adapter=config.adapter, n_ctx=config.n_ctx, n_threads=config.n_threads, n_batch=config.n_batch)
     from selfguide.backends.vllm_backend import VLLMBackend
 
     return VLLMBackend(config.name, adapter=config.adapter, dtype=config.dtype, gpu_memory_utilization=config.gpu_memory_utilization)
