@@ -20,6 +20,8 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
 from selfguide.backends.base import Request
 from selfguide.eval.evaluate import eval_requests
 from selfguide.synth.outputs import OutputGenConfig, annotation_requests
@@ -45,7 +47,7 @@ def main() -> None:
     parser.add_argument("--task", default="task036")
     parser.add_argument("--eval", type=int, default=40, help="greedy evaluation requests")
     parser.add_argument("--annotate", type=int, default=20, help="annotation requests (n=10, T=0.2)")
-    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its own)")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: as many as torch uses)")
     args = parser.parse_args()
 
     task = load_task(args.task)
@@ -63,13 +65,13 @@ def main() -> None:
         hf = HFBackend(args.hf, device="cpu")
         hf_stats, hf_results = timed(hf, requests)
         hf.close()
-        llama = LlamaCppBackend(str(Path(args.gguf)), n_threads=args.threads)
+        llama = LlamaCppBackend(str(Path(args.gguf)), n_threads=args.threads or torch.get_num_threads())
         ll_stats, ll_results = timed(llama, requests)
         llama.close()
         agree = sum(a[0].text == b[0].text for a, b in zip(hf_results, ll_results))
         rows.append((name, len(requests), hf_stats, ll_stats, agree))
 
-    print(f"model: {args.gguf} (llamacpp) vs {args.hf} (hf, float32 CPU); task {task.name}")
+    print(f"model: {args.gguf} (llamacpp) vs {args.hf} (hf, float32 CPU); task {task.name}; {torch.get_num_threads()} torch threads")
     print(f"{'workload':24} {'requests':>8} {'hf req/s':>9} {'hf tok/s':>9} {'llama req/s':>11} {'llama tok/s':>11} {'ratio (req/s)':>13} {'1st answers equal':>17}")
     for name, count, hf_stats, ll_stats, agree in rows:
         ratio = ll_stats["requests/s"] / hf_stats["requests/s"]

@@ -106,10 +106,14 @@ def test_missing_llama_cpp_names_the_extra(monkeypatch, tiny_gguf):
 
 
 def test_full_finetune_is_refused_with_the_rule(tiny_model_dir, tiny_gguf):
-    from selfguide.backends.llamacpp import check_finetuned_on_llamacpp
+    from selfguide.backends.factory import ModelConfig
+    from selfguide.backends.llamacpp import check_finetuned_on_llamacpp, finetuned_llamacpp_config
 
-    with pytest.raises(SelfGuideError, match="evaluate both prompting and finetuned with the hf backend"):
+    rule = "evaluate both prompting and finetuned with the hf backend"
+    with pytest.raises(SelfGuideError, match=rule):
         check_finetuned_on_llamacpp(tiny_model_dir, tiny_gguf)
+    with pytest.raises(SelfGuideError, match=rule):
+        finetuned_llamacpp_config(ModelConfig(name=str(tiny_gguf), backend="llamacpp"), None, tiny_model_dir)
 
 
 # -- the backend --------------------------------------------------------------------------------------
@@ -211,6 +215,11 @@ def test_a_peft_lora_runs_on_the_gguf_as_in_transformers(tiny_model_dir, tiny_gg
         if "lora_B" in name:  # PEFT starts B at zero: make the adapter change something
             torch.nn.init.normal_(param, std=0.5)
     model.save_pretrained(tmp_path / "adapter")
+    from selfguide.backends.factory import ModelConfig
+    from selfguide.backends.llamacpp import finetuned_llamacpp_config
+
+    finetuned = finetuned_llamacpp_config(ModelConfig(name=str(tiny_gguf), backend="llamacpp"), tmp_path / "adapter")
+    assert (finetuned.backend, finetuned.adapter) == ("llamacpp", str(tmp_path / "adapter"))
     with_lora = LlamaCppBackend(str(tiny_gguf), adapter=str(tmp_path / "adapter"), n_ctx=256, n_threads=1)
     try:
         ids = encode_prompt(with_lora.tokenizer, MESSAGES)
