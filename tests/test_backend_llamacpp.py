@@ -157,7 +157,7 @@ def test_seeds_decide_the_samples(backend):
 
 
 def test_n_stop_and_max_new_tokens(backend):
-    [greedy] = run(backend, [request(n=3, max_new_tokens=6)])
+    [greedy] = run(backend, [request(temperature=0.0, n=3, max_new_tokens=6)])
     assert len(greedy) == 3 and len({c.text for c in greedy}) == 1
     for c in greedy:
         assert c.completion_tokens <= 6
@@ -165,7 +165,7 @@ def test_n_stop_and_max_new_tokens(backend):
     text = greedy[0].text
     assert len(text) >= 2, "the tiny model should say something"
     stop = text[1:3]
-    [stopped] = run(backend, [request(n=1, max_new_tokens=6, stop=(stop,))])
+    [stopped] = run(backend, [request(temperature=0.0, n=1, max_new_tokens=6, stop=(stop,))])
     assert stopped[0].text == text[: text.find(stop)]
     assert stopped[0].finish_reason == "stop"
     assert stopped[0].completion_tokens <= greedy[0].completion_tokens

@@ -109,7 +109,7 @@ def _add_tokenizer(gguf, writer, tokenizer, vocab_size: int) -> None:
     special = {added["id"] for added in backend.get("added_tokens", []) if added.get("special")}
     tokens = [by_id.get(i, f"[PAD{i}]") for i in range(vocab_size)]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt2")
+    writer.add_tokenizer_pre("gpt-2")  # llama.cpp's name for the GPT-2 split regex
     writer.add_token_list(tokens)
     writer.add_token_types([TOKEN_CONTROL if i in special or i not in by_id else TOKEN_NORMAL for i in range(vocab_size)])
     merges = backend["model"]["merges"]

@@ -152,10 +152,11 @@ class LlamaCppBackend:
             raise SelfGuideError(f"llama.cpp could not load {self.path}{f' with adapter {adapter}' if adapter else ''}: {err}") from err
         self.n_ctx = self.llm.n_ctx()
         self.n_vocab = self.llm.n_vocab()
+        # The ends the file declares (EOS, end of turn), as the hf backend stops at EOS. Not llama.cpp's
+        # wider guess (every "</s>"-like token), so both backends stop at the same tokens.
         vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self._eog = {t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)}
-        if self.tokenizer.eos_token_id is not None:
-            self._eog.add(int(self.tokenizer.eos_token_id))
+        declared = (self.tokenizer.eos_token_id, llama_cpp.llama_vocab_eos(vocab), llama_cpp.llama_vocab_eot(vocab))
+        self._eos = {int(t) for t in declared if t is not None and 0 <= t < self.n_vocab}
         self._stops = stop_strings_for(self.tokenizer)
         self._lock = threading.Lock()  # one llama.cpp context: one request at a time
         self._checked_tokenization = False
@@ -238,7 +239,7 @@ class LlamaCppBackend:
                 token = int(torch.argmax(scores, dim=-1))
             else:
                 token = int(torch.argmax(sampler(torch.tensor([ids], dtype=torch.int64), scores), dim=-1))
-            if token in self._eog:
+            if token in self._eos:
                 return Completion(self._decode(ids), len(ids) + 1, len(prompt), "stop")
             ids.append(token)
             if stops:
