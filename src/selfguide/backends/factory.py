@@ -38,7 +38,7 @@ class ModelConfig(BaseModel):
     send_top_k: bool = Field(True, description="Send top_k (vLLM/SGLang accept it; hosted OpenAI does not).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take (vllm).")
     n_ctx: int = Field(4096, ge=16, description="Context window in tokens, prompt plus answer; sizes llama.cpp's KV cache (llamacpp).")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads llama.cpp computes with; unset: one per CPU core (llamacpp).")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads llama.cpp computes with; unset: as many as torch uses (llamacpp). On a CPU shared with other jobs, 1 is often faster.")
     n_batch: int = Field(512, ge=1, description="Prompt tokens llama.cpp evaluates per forward pass (llamacpp).")
 
 

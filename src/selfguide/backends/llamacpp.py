@@ -22,7 +22,6 @@ Design, in short:
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -144,7 +143,7 @@ class LlamaCppBackend:
                 n_ctx=n_ctx,
                 n_batch=n_batch,
                 n_ubatch=n_batch,
-                n_threads=n_threads or os.cpu_count(),  # as many as torch uses; llama-cpp-python's default is half
+                n_threads=n_threads or torch.get_num_threads(),  # as many as torch computes with
                 lora_path=str(lora) if lora else None,
                 verbose=False,
             )
@@ -187,9 +186,12 @@ class LlamaCppBackend:
                 yield index, [Completion("", 0, len(prompts[index]), "length") for _ in range(params.n)]
                 continue
             with self._lock:
-                yield index, self._run(prompts[index], params)
+                completions = self._run(prompts[index], params)
+            yield index, completions
 
     def _run(self, prompt: tuple[int, ...], params: SamplingParams) -> list[Completion]:
+        if not prompt:
+            raise SelfGuideError("an empty prompt: the llamacpp backend needs at least one prompt token")
         if len(prompt) >= self.n_ctx:
             raise SelfGuideError(f"a prompt of {len(prompt)} tokens does not fit model.n_ctx={self.n_ctx}: raise model.n_ctx")
         first_logits = self._eval_prompt(prompt)
