@@ -60,26 +60,28 @@ def main() -> None:
     from selfguide.backends.hf import HFBackend
     from selfguide.backends.llamacpp import LlamaCppBackend
 
-    rows = []
+    print(f"model: {args.gguf} (llamacpp) vs {args.hf} (hf, float32 CPU); task {task.name}; {torch.get_num_threads()} torch threads")
+    print(f"{'workload':24} {'requests':>8} {'hf req/s':>9} {'hf tok/s':>9} {'llama req/s':>11} {'llama tok/s':>11} {'ratio (req/s)':>13} {'1st answers equal':>17}", flush=True)
     for name, requests in workloads.items():
         hf = HFBackend(args.hf, device="cpu")
         hf_stats, hf_results = timed(hf, requests)
         hf.close()
+        print(f"{name}: hf {hf_stats['seconds']:.1f}s for {len(requests)} requests, {hf_stats['tokens']} tokens", flush=True)
         llama = LlamaCppBackend(str(Path(args.gguf)), n_threads=args.threads or torch.get_num_threads())
         ll_stats, ll_results = timed(llama, requests)
         llama.close()
         agree = sum(a[0].text == b[0].text for a, b in zip(hf_results, ll_results))
-        rows.append((name, len(requests), hf_stats, ll_stats, agree))
-
-    print(f"model: {args.gguf} (llamacpp) vs {args.hf} (hf, float32 CPU); task {task.name}; {torch.get_num_threads()} torch threads")
-    print(f"{'workload':24} {'requests':>8} {'hf req/s':>9} {'hf tok/s':>9} {'llama req/s':>11} {'llama tok/s':>11} {'ratio (req/s)':>13} {'1st answers equal':>17}")
-    for name, count, hf_stats, ll_stats, agree in rows:
         ratio = ll_stats["requests/s"] / hf_stats["requests/s"]
+        count = len(requests)
         print(
-            f"{name:24} {count:>8} {hf_stats['requests/s']:>9.2f} {hf_stats['tokens/s']:>9.1f} "
-            f"{ll_stats['requests/s']:>11.2f} {ll_stats['tokens/s']:>11.1f} {ratio:>12.2f}x {agree:>12}/{count}"
+            f"{name:24} {count:>8} {hf_stats['requests/s']:>9.3f} {hf_stats['tokens/s']:>9.1f} "
+            f"{ll_stats['requests/s']:>11.3f} {ll_stats['tokens/s']:>11.1f} {ratio:>12.2f}x {agree:>12}/{count}"
         )
-        print(f"{'':24} tokens generated: hf {hf_stats['tokens']}, llamacpp {ll_stats['tokens']}; seconds: hf {hf_stats['seconds']:.1f}, llamacpp {ll_stats['seconds']:.1f}")
+        print(
+            f"{'':24} tokens generated: hf {hf_stats['tokens']}, llamacpp {ll_stats['tokens']}; "
+            f"seconds: hf {hf_stats['seconds']:.1f}, llamacpp {ll_stats['seconds']:.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
