@@ -32,7 +32,7 @@ from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.io import write_json, write_text
 from selfguide.ledger import record_invocation
-from selfguide.model_source import resolve_model
+from selfguide.model_source import HOW_TO_GET_DEFAULT, installed_default_gguf, resolve_model
 from selfguide.redact import redact_url
 from selfguide.runfolder import default_run_folder, open_run_folder
 from selfguide.tasks.spec import TaskSpec, load_task
@@ -100,6 +100,15 @@ def require_model(config: RunConfig) -> RunConfig:
         if not config.model.base_url:
             raise SelfGuideError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
         return config
+    if config.model.backend == "llamacpp":
+        # llama.cpp runs the GGUF file itself; training needs its converted transformers folder.
+        gguf = config.model.name or str(installed_default_gguf() or "")
+        if not gguf:
+            raise SelfGuideError(f"the llamacpp backend needs --model, a .gguf file: {HOW_TO_GET_DEFAULT}")
+        train_model = config.train.model or resolve_model(gguf)
+        return config.model_copy(
+            update={"model": config.model.model_copy(update={"name": gguf}), "train": config.train.model_copy(update={"model": train_model})}
+        )
     resolved = resolve_model(config.model.name)
     if resolved == config.model.name:
         return config
@@ -288,9 +297,14 @@ def evaluate(
 
 
 def finetuned_model_config(model: ModelConfig, adapter: str | Path | None, model_dir: str | Path | None = None) -> ModelConfig:
-    """The finetuned model runs in-process: transformers, or vLLM when that is the backend."""
+    """The finetuned model runs in-process: transformers, or vLLM or llama.cpp when that is the
+    backend (never a mix: the baseline ran there too)."""
     if not adapter and not model_dir:
         return model
+    if model.backend == "llamacpp":
+        from selfguide.backends.llamacpp import finetuned_llamacpp_config
+
+        return finetuned_llamacpp_config(model, adapter, model_dir)
     backend = "vllm" if model.backend == "vllm" else "hf"
     return model.model_copy(update={"backend": backend, "name": str(model_dir or model.name), "adapter": str(adapter) if adapter else None})
 

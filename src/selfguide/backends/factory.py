@@ -19,9 +19,11 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("", description="Hugging Face hub id or local folder (hf, vllm); the served model name (openai).")
-    backend: Literal["hf", "openai", "vllm"] = Field("hf", description="hf: transformers in-process; openai: any OpenAI-compatible server; vllm: in-process vLLM (extra).")
-    adapter: str | None = Field(None, description="A PEFT adapter folder applied on top of the model.")
+    name: str = Field("", description="Hugging Face hub id or local folder (hf, vllm); the served model name (openai); a .gguf file or a folder holding exactly one (llamacpp).")
+    backend: Literal["hf", "openai", "vllm", "llamacpp"] = Field(
+        "hf", description="hf: transformers in-process; openai: any OpenAI-compatible server; vllm: in-process vLLM (extra); llamacpp: GGUF models in-process through llama-cpp-python (extra)."
+    )
+    adapter: str | None = Field(None, description="A PEFT adapter folder applied on top of the model (llamacpp: a PEFT LoRA folder, converted to a GGUF LoRA, or a GGUF LoRA file).")
     dtype: str = Field("auto", description="auto: bf16/fp16 on GPU, fp32 on CPU; or float32, bfloat16, float16.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N (hf).")
     batch_size: int | None = Field(None, ge=1, description="Rows per forward batch (hf); unset: sized by max_batch_tokens.")
@@ -47,6 +49,9 @@ class ModelConfig(BaseModel):
     retry_backoff: float = Field(1.0, ge=0, description="Seconds before the first retry; doubles each retry, up to 60 (openai).")
     send_top_k: bool = Field(True, description="Send top_k (vLLM/SGLang accept it; hosted OpenAI does not).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take (vllm).")
+    n_ctx: int = Field(4096, ge=16, description="Context window in tokens, prompt plus answer; sizes llama.cpp's KV cache (llamacpp).")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads llama.cpp computes with; unset: as many as torch uses (llamacpp). On a CPU shared with other jobs, 1 is often faster.")
+    n_batch: int = Field(512, ge=1, description="Prompt tokens llama.cpp evaluates per forward pass (llamacpp).")
 
 
 def model_fingerprint(name: str, adapter: str | None = None) -> str:
@@ -64,6 +69,12 @@ def backend_info(config: ModelConfig) -> BackendInfo:
         url = redact_url(config.base_url or "")
         identity = hashlib.sha256(json.dumps(entry, sort_keys=True, default=str).encode()).hexdigest()[:16] if entry else ""
         return BackendInfo("openai", config.name, f"{url}|{config.name}|{identity}", {"base_url": url, "served_model": entry})
+    if config.backend == "llamacpp":
+        from selfguide.backends.llamacpp import resolve_gguf
+
+        # The GGUF's own tensor types are its precision; dtype and device do not apply.
+        gguf = str(resolve_gguf(config.name))
+        return BackendInfo("llamacpp", config.name, model_fingerprint(gguf, config.adapter), {"adapter": config.adapter, "gguf": gguf})
     # Precision changes the samples, so it is part of the model's identity in the cache. A local
     # folder is named by its absolute path, so ./tiny and /abs/tiny are the same model.
     precision = f"{resolved_dtype(config.dtype, config.device)}|{config.device}"
@@ -109,6 +120,10 @@ def make_backend(config: ModelConfig) -> Backend:
             backoff_base=config.retry_backoff,
             auth=config.auth,
         )
+    if config.backend == "llamacpp":
+        from selfguide.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend(config.name, adapter=config.adapter, n_ctx=config.n_ctx, n_threads=config.n_threads, n_batch=config.n_batch)
     from selfguide.backends.vllm_backend import VLLMBackend
 
     return VLLMBackend(config.name, adapter=config.adapter, dtype=config.dtype, gpu_memory_utilization=config.gpu_memory_utilization)

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+FILE_HEAD_BYTES = 1 << 20
 # Small files whose bytes define the model's behaviour besides the weights.
 CONFIG_FILES = ("config.json", "adapter_config.json")
 
@@ -22,6 +23,14 @@ def _folder_parts(folder: Path, label: str) -> list[bytes]:
         stat = path.stat()
         parts.append(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
     return parts
+
+
+def _file_parts(path: Path, label: str) -> list[bytes]:
+    """A single-file model or adapter (GGUF): its size, mtime and first MiB (the header and metadata)."""
+    stat = path.stat()
+    with path.open("rb") as f:
+        head = hashlib.sha256(f.read(FILE_HEAD_BYTES)).hexdigest()
+    return [label.encode(), f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0{head}".encode()]
 
 
 def _hub_commit(repo_id: str) -> str | None:
@@ -54,6 +63,8 @@ def fingerprint(model: str, adapter: str | None = None) -> tuple[str, dict]:
         path = Path(name).expanduser()
         if path.is_dir():
             parts += _folder_parts(path, folder_label)
+        elif path.is_file():
+            parts += _file_parts(path, folder_label.replace("folder", "file"))
         else:
             commit = _hub_commit(name)
             details[revision_key] = commit
