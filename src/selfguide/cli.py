@@ -81,6 +81,7 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """SELF-GUIDE: make a model a task expert with data it writes and labels itself."""
+    quiet_libraries()  # here too, so every way of invoking the app (tests' CliRunner included) is as quiet
 
 
 @app.command()
