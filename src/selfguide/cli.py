@@ -131,6 +131,7 @@ def train(
     method: Annotated[Optional[str], typer.Option(help="lora (default) or full.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
 ) -> None:
     """Finetune the model on a synthetic dataset with the task prompt (LoRA by default).
 
@@ -149,7 +150,7 @@ def train(
         cfg.train.method = method  # type: ignore[assignment]
     if epochs:
         cfg.train.epochs = epochs
-    result = api.train(cfg, dataset_path, out, merge=merge)
+    result = api.train(cfg, dataset_path, out, merge=merge, progress=not quiet)
     typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
     typer.echo(f"{'adapter' if result.is_adapter else 'model'}: {result.model_dir}")
     if result.merged_dir:
