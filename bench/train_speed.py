@@ -58,13 +58,15 @@ def without_quantization_config(model: str, folder: Path) -> str:
     return str(folder)
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> tuple[float, float]:
+    """GFLOP per wall second and per CPU second (this process's, all threads) of a square fp32 matmul."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+    flops = 2 * size**3 * repeats / 1e9
+    return flops / (time.perf_counter() - started), flops / (time.process_time() - cpu_started)
 
 
 def lora_row_flops(model_config, lora: TrainConfig, length: int, answer: int, checkpointing: bool, head_on_all: bool) -> float:
@@ -104,9 +106,11 @@ def trl_stock_loss():
 
 
 def selfguide_run(task, pairs, model: str, out: Path, config: TrainConfig) -> dict:
+    cpu_started = time.process_time()  # includes loading and saving the model: a little against selfguide
     result = sft.train(task, pairs, model, out, config, resume=False, progress=False)
+    cpu = time.process_time() - cpu_started
     losses = [json.loads(line)["loss"] for line in result.log_path.read_text().splitlines() if '"loss"' in line]
-    return {"tokens": result.trained_tokens, "seconds": result.train_seconds, "losses": losses}
+    return {"tokens": result.trained_tokens, "seconds": result.train_seconds, "cpu": cpu, "losses": losses}
 
 
 def plain_loop(model_name: str, rows: list[dict], config: TrainConfig) -> dict:
@@ -125,7 +129,7 @@ def plain_loop(model_name: str, rows: list[dict], config: TrainConfig) -> dict:
     epochs = int(resolved.epochs)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / (epochs * len(rows)))
     tokens, losses = 0, []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(epochs):
         for row in rows:
             ids = torch.tensor([row["input_ids"]])
@@ -138,7 +142,8 @@ def plain_loop(model_name: str, rows: list[dict], config: TrainConfig) -> dict:
             optimizer.zero_grad(set_to_none=True)
             tokens += ids.numel()
             losses.append(loss.item())
-    return {"tokens": tokens, "seconds": time.perf_counter() - started, "losses": losses}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return {"tokens": tokens, "seconds": seconds, "cpu": cpu, "losses": losses}
 
 
 def main() -> int:
@@ -148,9 +153,12 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=40, help="Training rows: instances 100, 101, ... of the task.")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--skip", default="", help="Comma-separated runs to leave out: before, after, plain.")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice).")
     parser.add_argument("--profile", type=int, default=0, help="Instead: torch.profiler tables of this many rows, before and after.")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     task = load_task(args.task)
     pairs = superni_pairs(args.task, 100, args.rows)
@@ -162,14 +170,14 @@ def main() -> int:
     answers = [sum(row["completion_mask"]) for row in rows]
     model_config = AutoConfig.from_pretrained(args.model)
 
-    gflops = matmul_gflops()
+    gflops, cpu_gflops = matmul_gflops()
     print(f"{args.task}: {len(rows)} rows ({dropped} dropped), {min(lengths)}-{max(lengths)} tokens, "
           f"{sum(answers)} answer tokens of {sum(lengths)}; {args.epochs} epoch(s); torch threads {torch.get_num_threads()}")  # fmt: skip
-    print(f"2048x2048 fp32 matmul: {gflops:.0f} GFLOP/s")
+    print(f"2048x2048 fp32 matmul: {gflops:.0f} GFLOP/s, {cpu_gflops:.0f} GFLOP per CPU second")
 
-    def limit(checkpointing: bool, head_on_all: bool) -> float:
+    def limit(checkpointing: bool, head_on_all: bool, rate: float) -> float:
         flops = sum(lora_row_flops(model_config, after, n, a, checkpointing, head_on_all) for n, a in zip(lengths, answers))
-        return sum(lengths) / (flops / (gflops * 1e9))
+        return sum(lengths) / (flops / (rate * 1e9))
 
     if args.profile:
         with tempfile.TemporaryDirectory() as tmp:
@@ -191,8 +199,9 @@ def main() -> int:
             results["after"] = selfguide_run(task, pairs, model, Path(tmp) / "after", after)
         if "plain" not in skip:
             results["plain"] = plain_loop(model, rows, after)
-    gflops_end = matmul_gflops()
-    print(f"2048x2048 fp32 matmul after the runs: {gflops_end:.0f} GFLOP/s (a drop means other load on the machine)")
+    gflops_end, cpu_gflops_end = matmul_gflops()
+    print(f"2048x2048 fp32 matmul after the runs: {gflops_end:.0f} GFLOP/s, {cpu_gflops_end:.0f} GFLOP per CPU second "
+          "(wall rates move with other load on the machine; per CPU second much less)")  # fmt: skip
 
     labels = {
         "before": "selfguide before (checkpointing, TRL loss)",
@@ -200,15 +209,17 @@ def main() -> int:
         "plain": "plain PyTorch LoRA loop",
     }
     reference = results.get("plain")
-    print(f"\n{'run':44} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs plain':>9} {'final loss':>11} {'last-epoch loss':>16}")
+    print(f"\n{'run':44} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs plain':>9} {'CPU s':>8} {'tokens/CPU s':>13} "
+          f"{'final loss':>11} {'last-epoch loss':>16}")  # fmt: skip
     for name, run in results.items():
         speed = run["tokens"] / run["seconds"]
         ratio = f"{speed / (reference['tokens'] / reference['seconds']):.2f}x" if reference else "-"
         epoch = run["losses"][-len(rows) :]
-        print(f"{labels[name]:44} {run['tokens']:7d} {run['seconds']:8.1f} {speed:9.1f} {ratio:>9} "
-              f"{run['losses'][-1]:11.4f} {statistics.mean(epoch):16.4f}")  # fmt: skip
-    print(f"{'FLOP limit, before (checkpointing, head on all)':44} {'':7} {'':8} {limit(True, True):9.1f}")
-    print(f"{'FLOP limit, after (head on answers)':44} {'':7} {'':8} {limit(False, False):9.1f}")
+        print(f"{labels[name]:44} {run['tokens']:7d} {run['seconds']:8.1f} {speed:9.1f} {ratio:>9} {run['cpu']:8.1f} "
+              f"{run['tokens'] / run['cpu']:13.1f} {run['losses'][-1]:11.4f} {statistics.mean(epoch):16.4f}")  # fmt: skip
+    for name, checkpointing, head_on_all in [("before (checkpointing, head on all)", True, True), ("after (head on answers)", False, False)]:
+        print(f"{'FLOP limit, ' + name:44} {'':7} {'':8} {limit(checkpointing, head_on_all, gflops):9.1f} {'':9} {'':8} "
+              f"{limit(checkpointing, head_on_all, cpu_gflops):13.1f}")  # fmt: skip
     if "before" in results and "after" in results:
         pairs_ = zip(results["before"]["losses"], results["after"]["losses"], strict=True)
         diff = max(abs(a - b) for a, b in pairs_)
