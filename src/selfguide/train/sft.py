@@ -228,9 +228,9 @@ def answer_loss_trainer_class():
     Used on CPU: there TRL's own loss scores every position with its fused LM head (it compacts to the
     answer positions only on Triton devices) and computes the entropy over the whole vocabulary for its
     logs. With answers a few tokens long after a prompt of hundreds, that is a fifth of a step's FLOPs
-    plus several full-vocabulary passes over every position. The loss is
-    the same: the summed answer-token NLL over the batch's answer tokens (`num_items_in_batch` when
-    Trainer passes it, so gradient accumulation and DDP weigh tokens as TRL does).
+    plus several full-vocabulary passes over every position. The loss is the same: the summed
+    answer-token NLL over the batch's answer tokens (`num_items_in_batch` when Trainer passes it, so
+    gradient accumulation and DDP weigh tokens as TRL does).
     """
     import torch
     from trl import SFTTrainer
