@@ -172,6 +172,10 @@ def test_lora_outputs_reload_and_change_the_model(task, tiny_model_dir, tokenize
     assert TrainConfig().resolved(cuda_bf16=False).learning_rate == 2e-4
     assert TrainConfig(method="full").resolved(cuda_bf16=True).model_dump()["learning_rate"] == 5e-5
     assert TrainConfig().resolved(cuda_bf16=True).bf16 is True
+    # Checkpointing saves GPU memory; on a CPU it only recomputes the forward.
+    assert saved["gradient_checkpointing"] is False
+    assert TrainConfig().resolved(cuda=True).gradient_checkpointing is True
+    assert TrainConfig(gradient_checkpointing=True).resolved(cuda=False).gradient_checkpointing is True
 
     base = load_base(tiny_model_dir)
     tuned = PeftModel.from_pretrained(load_base(tiny_model_dir), str(adapter))
@@ -292,3 +296,73 @@ def test_training_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir,
     steps = [e["step"] for e in read_log(out / "train_log.jsonl") if "loss" in e]
     assert steps == list(range(1, 9))
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+
+
+def test_answer_positions_only_loss_equals_trls_loss(task, tiny_model_dir, tmp_path, monkeypatch):
+    """The LM head on answer positions only gives TRL's loss, step by step, with padded batches too."""
+    import trl
+
+    from selfguide.train import sft
+
+    config = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-2, max_length=MAX_LENGTH, save_every_epoch=False)
+    pairs = [*PAIRS, ("A much longer item than the others, to pad the batch", "blue")]
+    ours = train(task, pairs, str(tiny_model_dir), tmp_path / "ours", config, progress=False)
+    monkeypatch.setattr(sft, "answer_loss_trainer_class", lambda: trl.SFTTrainer)
+    theirs = train(task, pairs, str(tiny_model_dir), tmp_path / "trl", config, progress=False)
+    our_log, trl_log = read_log(ours.log_path), read_log(theirs.log_path)
+    assert [e["loss"] for e in our_log if "loss" in e] == pytest.approx([e["loss"] for e in trl_log if "loss" in e], rel=1e-4)
+    assert [e["mean_token_accuracy"] for e in our_log if "loss" in e] == [e["mean_token_accuracy"] for e in trl_log if "loss" in e]
+    # Trained tokens: prompt and answer, no padding.
+    assert ours.trained_tokens == theirs.trained_tokens == our_log[-2]["num_tokens"] == trl_log[-2]["num_tokens"]
+
+
+def test_progress_is_a_named_bar_and_one_summary_line(task, tiny_model_dir, tokenizer, tmp_path, capsys):
+    config = TrainConfig(epochs=2, learning_rate=1e-2, max_length=MAX_LENGTH, save_every_epoch=False)
+    result = train(task, PAIRS, str(tiny_model_dir), tmp_path / "a", config)
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines()[-1] == result.summary
+    assert result.summary.startswith("trained 8 pairs (0 dropped as too long): 16 steps, 2 epochs, final loss ")
+    assert f"final loss {result.final_loss:.4f}" in result.summary and " trained tokens/s, " in result.summary
+    rows, _ = build_training_rows(task, PAIRS, tokenizer, MAX_LENGTH)
+    assert result.trained_tokens == 2 * sum(len(row["input_ids"]) for row in rows)
+    assert "training: 100%" in err and "16/16" in err and "loss=" in err
+    # No raw log dicts, per step or at the end.
+    assert "{'loss'" not in out + err and "'train_runtime'" not in out + err
+    train(task, PAIRS, str(tiny_model_dir), tmp_path / "b", config, progress=False)
+    quiet_out, quiet_err = capsys.readouterr()  # (library loading bars aside: the CLI silences those)
+    assert quiet_out == "" and "training:" not in quiet_err
+
+
+def test_tensorboard_writes_event_files_inside_the_training_folder(task, tiny_model_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = TrainConfig(epochs=1, learning_rate=1e-2, max_length=MAX_LENGTH, report_to="tensorboard")
+    train(task, PAIRS, str(tiny_model_dir), tmp_path / "out", config, progress=False)
+    events = list((tmp_path / "out" / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    accumulator = EventAccumulator(str(events[0]))
+    accumulator.Reload()
+    assert len(accumulator.Scalars("train/loss")) == len(PAIRS)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and not (tmp_path / "out" / "checkpoints" / "runs").exists()
+
+
+def test_unknown_or_missing_tracker_is_a_clear_error(task, tiny_model_dir, tmp_path):
+    import importlib.util
+
+    from pydantic import ValidationError
+
+    from selfguide.config import load_config
+    from selfguide.errors import BadInputError, MissingDependencyError
+
+    with pytest.raises(ValidationError, match="unknown tracker 'tensorbored'"):
+        TrainConfig(report_to=["tensorboard", "tensorbored"])
+    with pytest.raises(BadInputError, match="train.report_to"):
+        load_config(None, ["train.report_to=tensorbored"])
+    assert TrainConfig(report_to="none").report_to == "none"
+    if importlib.util.find_spec("swanlab") is not None:
+        pytest.skip("swanlab is installed")
+    config = TrainConfig(epochs=1, max_length=MAX_LENGTH, report_to=["swanlab"])
+    with pytest.raises(MissingDependencyError, match="train.report_to: swanlab is chosen but its package is not installed; `pip install swanlab`"):
+        train(task, PAIRS, str(tiny_model_dir), tmp_path, config)
+    assert not (tmp_path / "train_config.json").exists()

@@ -170,6 +170,7 @@ def train(
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
     wait: WaitOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
 ) -> None:
     """Finetune the model on a synthetic dataset with the task prompt (LoRA by default).
 
@@ -184,7 +185,7 @@ def train(
         dataset_path = dataset / "synth" / "dataset.jsonl"
         run_config = dataset / "config.yaml" if (dataset / "config.yaml").exists() else None
     cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, method=method, epochs=epochs)
-    result = api.train(cfg, dataset_path, out, merge=merge, wait=wait)
+    result = api.train(cfg, dataset_path, out, merge=merge, wait=wait, progress=not quiet)
     typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
     typer.echo(f"{'adapter' if result.is_adapter else 'model'}: {result.model_dir}")
     if result.merged_dir:

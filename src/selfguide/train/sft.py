@@ -4,9 +4,9 @@ Every training row is the task prompt the evaluator will send, token for token (
 `task_messages`: instruction as system turn, the gold demos as earlier turns, then the input),
 followed by the answer as `render_answer` renders it (closing end-of-turn / EOS included). The
 rows reach TRL pre-tokenised with a `completion_mask`, and `completion_only_loss=True` makes TRL
-turn it into labels that are -100 over the prompt, so the loss is on the answer tokens only. Only
-the positions that predict an answer token go through the LM head (`AnswerLossTrainer`), which is
-most of the CPU speed-up: see bench/train_speed.py.
+turn it into labels that are -100 over the prompt, so the loss is on the answer tokens only. On CPU
+only the positions that predict an answer token go through the LM head (`AnswerLossTrainer`; TRL
+does the same on CUDA), and activations are not recomputed: see bench/train_speed.py.
 
 Outputs under `out_dir`:
   adapter/            PEFT LoRA adapter + tokenizer (method "lora"), or
@@ -191,7 +191,9 @@ def build_trainer(
             target_modules=resolved.lora_target_modules,
             bias="none",
         )
-    trainer = answer_loss_trainer_class()(
+    # On CUDA, TRL's fused LM head already scores only the answer positions (with Triton); its CPU path scores all.
+    trainer_class = answer_loss_trainer_class() if use_cpu else SFTTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
@@ -226,11 +228,12 @@ def require_trackers(report_to: str | list[str]) -> None:
 def answer_loss_trainer_class():
     """SFTTrainer whose loss sends only the answer positions through the LM head. Built lazily (imports TRL).
 
-    TRL's own loss scores every position with the fused LM head on CPU (it compacts to the answer
-    positions only on Triton devices) and computes the entropy over the whole vocabulary for its logs.
-    With answers a few tokens long after a prompt of hundreds, that was most of a CPU step. The loss is
-    the same: the summed answer-token NLL over the batch's answer tokens (`num_items_in_batch` when
-    Trainer passes it, so gradient accumulation and DDP weigh tokens as TRL does).
+    Used on CPU: there TRL's own loss scores every position with its fused LM head (it compacts to the
+    answer positions only on Triton devices) and computes the entropy over the whole vocabulary for its
+    logs. With answers a few tokens long after a prompt of hundreds, that is a fifth of a step's FLOPs
+    plus several full-vocabulary passes over every position. The loss is the same: the summed
+    answer-token NLL over the batch's answer tokens (`num_items_in_batch` when Trainer passes it, so
+    gradient accumulation and DDP weigh tokens as TRL does).
     """
     import torch
     from trl import SFTTrainer
