@@ -675,7 +675,8 @@ class HFBackend:
             )
             logits = outputs.logits[:, -longest:].float()  # position t predicts answer token t
             del outputs, cache
-            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, answer_ids[..., None]).squeeze(-1)
+            # log_softmax at the answer tokens only, without a vocabulary-sized copy of the logits
+            logprobs = logits.gather(-1, answer_ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
             totals = torch.where(answer_mask.bool(), logprobs, 0.0).sum(-1).tolist()
         return [CandidateScore(total, len(target)) for total, target in zip(totals, targets)]
 
