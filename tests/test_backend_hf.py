@@ -166,13 +166,13 @@ def test_prefill_runs_once_per_distinct_prompt(tiny_model_dir):
         calls.append(tuple(ids.shape))
 
     backend = HFBackend(str(tiny_model_dir), device="cpu", reuse_prefix=False)
+    width = len(encode_prompt(backend.tokenizer, msgs(PROMPTS[1])))
     handle = backend.model.register_forward_pre_hook(spy, with_kwargs=True)
     try:
         run(backend, [req(PROMPTS[1], seed=1, n=6), req(PROMPTS[0], seed=2, n=4)])
     finally:
         handle.remove()
         backend.close()
-    width = len(encode_prompt(backend.tokenizer, msgs(PROMPTS[1])))
     assert calls[0] == (2, width - 1)  # the two prompts once each, all but their last token
     assert calls[1] == (10, 1)  # then every row continues from the shared cache with one token
     assert all(shape[1] == 1 for shape in calls[1:])

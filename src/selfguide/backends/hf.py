@@ -588,17 +588,21 @@ class HFBackend:
             if not layers or not all(type(layer) is DynamicLayer for layer in layers):
                 raise TypeError(f"prefix reuse needs a plain DynamicCache, got {type(cache).__name__}")
             self._prefix_kv[prefix] = [(layer.keys, layer.values) for layer in layers]
-        some = self._prefix_kv[next(iter(needed))]
+        # Per layer: the batch's prefixes left-padded to `head` (slot 0: none), then one per prompt;
+        # a view when all prompts share one prefix, as the cache copies it on its first update.
+        order = sorted(needed)
+        slots = [order.index(prompt[:prefix]) + 1 if prefix else 0 for prompt, prefix in prompts]
         data = []
-        for layer, (keys, values) in enumerate(some):
-            shape = (len(prompts), keys.shape[1], head, keys.shape[3])
-            layer_keys, layer_values = keys.new_zeros(shape), values.new_zeros(shape[:3] + values.shape[3:])
-            for k, (prompt, prefix) in enumerate(prompts):
-                if prefix:
-                    cached_keys, cached_values = self._prefix_kv[prompt[:prefix]][layer]
-                    layer_keys[k, :, head - prefix :] = cached_keys[0]
-                    layer_values[k, :, head - prefix :] = cached_values[0]
-            data.append((layer_keys, layer_values))
+        for layer in range(len(self._prefix_kv[order[0]])):
+            pair = []
+            for part in (0, 1):  # keys, values
+                padded = [torch.nn.functional.pad(self._prefix_kv[x][layer][part], (0, 0, head - len(x), 0)) for x in order]
+                stacked = torch.cat([torch.zeros_like(padded[0]), *padded])
+                if len(set(slots)) == 1:
+                    pair.append(stacked[slots[0] : slots[0] + 1].expand(len(prompts), -1, -1, -1))
+                else:
+                    pair.append(stacked[torch.tensor(slots, device=stacked.device)])
+            data.append(tuple(pair))
         return DynamicCache(data)
 
     # -- scoring ---------------------------------------------------------------------------------
@@ -671,7 +675,8 @@ class HFBackend:
             )
             logits = outputs.logits[:, -longest:].float()  # position t predicts answer token t
             del outputs, cache
-            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, answer_ids[..., None]).squeeze(-1)
+            # log_softmax at the answer tokens only, without a vocabulary-sized copy of the logits
+            logprobs = logits.gather(-1, answer_ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
             totals = torch.where(answer_mask.bool(), logprobs, 0.0).sum(-1).tolist()
         return [CandidateScore(total, len(target)) for total, target in zip(totals, targets)]
 
