@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gguf_files import write_gguf
+from selfguide.backends.gguf_convert import write_llama_gguf
 from selfguide import model_source
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.model_source import DEFAULT_MODEL_GGUF, DEFAULT_MODEL_HUB_ID, convert_gguf, resolve_model
@@ -24,7 +24,7 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tiny_model_dir, tmp_path_factory):
-    return write_gguf(tiny_model_dir, tmp_path_factory.mktemp("gguf") / "tiny.gguf")
+    return write_llama_gguf(tiny_model_dir, tmp_path_factory.mktemp("gguf") / "tiny.gguf")
 
 
 def test_gguf_converts_to_the_same_weights_and_tokenizer(tiny_gguf, tiny_model_dir, cache):
