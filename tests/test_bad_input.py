@@ -69,7 +69,7 @@ CASES = [
     ("config-file-missing", ["config", "--config", "{missing.yaml}"], ["missing.yaml", "no such file"]),
     # synthesize / run: model, backend, server, run folder, cache
     ("synthesize-no-model", ["synthesize", "{task.yaml}"], ["--model"]),
-    ("synthesize-bad-backend", ["synthesize", "{task.yaml}", "-m", "m", "--backend", "tensorflow"], ["--backend", "model.backend"]),
+    ("synthesize-bad-backend", ["synthesize", "{task.yaml}", "-m", "m", "--backend", "tensorflow"], ["--backend", "tensorflow", "llamacpp"]),
     ("synthesize-openai-no-url", ["synthesize", "{task.yaml}", "-m", "m", "--backend", "openai"], ["--base-url"]),
     ("synthesize-dead-server", ["synthesize", "{task.yaml}", "-m", "m", "--backend", "openai", "--base-url", "{dead}", "-o", "{out}"], ["{dead}", "not reachable"]),
     ("synthesize-url-credentials", ["synthesize", "{task.yaml}", "-m", "m", "--backend", "openai", "--base-url", "http://me:s3cr3t@127.0.0.1:9/v1", "-o", "{out}"], ["***@", "model.auth"]),

@@ -74,7 +74,7 @@ def test_bad_settings_name_the_field(tmp_path):
 def test_cli_user_errors_exit_2_without_traceback(tmp_path):
     cases = [
         ["config", "--set", "synth.nope=1"],
-        ["synthesize", "task036"],  # no model
+        ["synthesize", "task036", "--backend", "openai"],  # no served model name (without --backend, the default model)
         ["synthesize", str(tmp_path / "missing.yaml"), "--model", "m"],
     ]
     for args in cases:
