@@ -88,7 +88,7 @@ CASES = [
     ("train-broken-run-config", ["train", "{broken_run}", "-m", "m"], ["broken_run", "config.yaml", "YAML"]),
     ("train-epochs-zero", ["train", "{dataset_ok.jsonl}", "--task", "{task.yaml}", "-m", "m", "--epochs", "0"], ["--epochs", "greater than 0"]),
     ("train-epochs-negative", ["train", "{dataset_ok.jsonl}", "--task", "{task.yaml}", "-m", "m", "--epochs", "-2"], ["--epochs", "greater than 0"]),
-    ("train-method-typo", ["train", "{dataset_ok.jsonl}", "--task", "{task.yaml}", "-m", "m", "--method", "qlora"], ["--method", "'lora' or 'full'"]),
+    ("train-method-typo", ["train", "{dataset_ok.jsonl}", "--task", "{task.yaml}", "-m", "m", "--method", "qlora"], ["--method", "qlora", "'lora', 'full'"]),
     ("train-served-name", ["train", "{dataset_ok.jsonl}", "--task", "{task.yaml}", "-m", "qwen2.5:1.5b"], ["--model", "train.model"]),
     ("train-out-is-a-file", ["train", "{dataset_ok.jsonl}", "--task", "{task.yaml}", "-m", "m", "--out", "{a_file}"], ["--out", "existing file"]),
     # eval

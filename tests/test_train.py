@@ -252,9 +252,11 @@ def test_resume_continues_from_the_last_finished_epoch(task, tiny_model_dir, tmp
     # Resuming restores optimizer, scheduler, data order and RNG: the same losses as without the crash.
     assert [e["loss"] for e in log] == pytest.approx([e["loss"] for e in full_log], rel=1e-4)
 
-    # Checkpoints from another run (here another learning rate) are refused, not silently reused.
-    with pytest.raises(SelfGuideError, match="different run"):
-        train(task, PAIRS, str(tiny_model_dir), tmp_path, config.model_copy(update={"learning_rate": 5e-3}))
+    # Checkpoints from another run (here another learning rate) are never resumed: training starts over.
+    other = train(task, PAIRS, str(tiny_model_dir), tmp_path, config.model_copy(update={"learning_rate": 5e-3}))
+    other_log = [e for e in read_log(other.log_path) if "loss" in e]
+    assert [e["step"] for e in other_log] == list(range(1, 17)) and other_log[0]["loss"] == pytest.approx(full_log[0]["loss"], rel=1e-4)
+    assert [e["loss"] for e in other_log][1:] != pytest.approx([e["loss"] for e in full_log][1:], rel=1e-4)
     # Without resume, old checkpoints are cleared and training starts over.
     fresh = train(task, PAIRS, str(tiny_model_dir), tmp_path, config.model_copy(update={"epochs": 1}), resume=False)
     assert fresh.steps == 8

@@ -30,7 +30,7 @@ from selfguide.arguments import run_config
 from selfguide.backends.factory import ModelConfig, cached_model, model_fingerprint
 from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import BadInputError, SelfGuideError
-from selfguide.io import write_json, write_text
+from selfguide.io import read_jsonl_objects, write_json, write_text
 from selfguide.ledger import record_invocation
 from selfguide.model_source import HOW_TO_GET_DEFAULT, installed_default_gguf, resolve_model
 from selfguide.redact import redact_url
@@ -226,22 +226,11 @@ def train_on_pairs(
 
 
 def read_pairs(dataset_path: Path) -> list[tuple[str, str]]:
-    if not dataset_path.exists():
-        raise BadInputError(dataset_path, "file", "a dataset.jsonl of {input, output} (from `selfguide synthesize`)", "no such file")
-    try:
-        lines = dataset_path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(dataset_path, "file", "a readable UTF-8 JSONL file", str(err)) from None
+    expected = "an object with string 'input' and 'output'"
     pairs = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise BadInputError(dataset_path, f"line {lineno}", "one JSON object per line", err.msg) from None
-        if not isinstance(row, dict) or not isinstance(row.get("input"), str) or not isinstance(row.get("output"), str):
-            raise BadInputError(dataset_path, f"line {lineno}", "an object with string 'input' and 'output'", repr(row)[:60])
+    for lineno, row in read_jsonl_objects(dataset_path, "dataset.jsonl of {input, output} (from `selfguide synthesize`)", expected):
+        if not isinstance(row.get("input"), str) or not isinstance(row.get("output"), str):
+            raise BadInputError(dataset_path, f"line {lineno}", expected, repr(row)[:60])
         pairs.append((row["input"], row["output"]))
     return pairs
 

@@ -35,3 +35,29 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_jsonl_objects(path: Path, what: str, expected_object: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-empty line of a JSONL file the user gave; anything else
+    is one clear error naming the file and the line. `what` names the file in the "no such file"
+    error; `expected_object` says what each line must be."""
+    from selfguide.errors import BadInputError
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise BadInputError(path, "file", f"an existing {what}", "no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise BadInputError(path, "file", "a readable UTF-8 JSONL file", str(err)) from None
+    rows = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BadInputError(path, f"line {lineno}", "one JSON object per line", err.msg) from None
+        if not isinstance(row, dict):
+            raise BadInputError(path, f"line {lineno}", expected_object, repr(row)[:60])
+        rows.append((lineno, row))
+    return rows

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from selfguide.errors import BadInputError
+from selfguide.io import read_jsonl_objects
 
 TaskType = Literal["classification", "generation"]
 EvalSplit = Literal["official", "selfguide-test", "selfguide-validation"]
@@ -168,22 +169,8 @@ def parse_examples(path: Path, raw: object, field: str = "examples") -> list[Exa
 
 
 def load_eval_jsonl(path: Path, input_key: str = "input", output_key: str = "output") -> list[EvalItem]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise BadInputError(path, "file", "an existing eval JSONL file", "no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(path, "file", "a readable UTF-8 JSONL file", str(err)) from None
     items = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise BadInputError(path, f"line {lineno}", "one JSON object per line", err.msg) from None
-        if not isinstance(row, dict):
-            raise BadInputError(path, f"line {lineno}", f"a JSON object with {input_key!r} and {output_key!r}", describe(row))
+    for lineno, row in read_jsonl_objects(path, "eval JSONL file", f"a JSON object with {input_key!r} and {output_key!r}"):
         source_input, output = row.get(input_key), row.get(output_key)
         if not isinstance(source_input, str):
             raise BadInputError(path, f"line {lineno} field {input_key!r}", "a string", describe(source_input))
