@@ -10,6 +10,7 @@ selfguide's own training does.
 
 import sys
 
+import torch
 from datasets import load_dataset
 from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
@@ -18,7 +19,11 @@ from trl import SFTConfig, SFTTrainer
 def main(folder: str, model: str, out: str) -> None:
     # download_mode: datasets reuses a cached local folder by its name, even after a re-export.
     dataset = load_dataset(folder, split="train", download_mode="force_redownload", verification_mode="no_checks")
-    args = SFTConfig(output_dir=out, num_train_epochs=1, per_device_train_batch_size=1, learning_rate=2e-4, report_to=[], save_strategy="no", logging_steps=1)
+    cuda = torch.cuda.is_available()
+    args = SFTConfig(
+        output_dir=out, num_train_epochs=1, per_device_train_batch_size=1, learning_rate=2e-4, report_to=[], save_strategy="no", logging_steps=1,
+        bf16=cuda, use_cpu=not cuda,  # TRL defaults to bf16, which a CPU-only machine refuses
+    )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, peft_config=LoraConfig(r=8, target_modules="all-linear"))
     row = trainer.train_dataset[0]
     trained = sum(label != -100 for label in row["labels"])
