@@ -89,9 +89,10 @@ def test_version_env_and_choices():
     assert runner.invoke(app, ["--version"]).output.strip() == f"selfguide {__version__}"
     info = json.loads(runner.invoke(app, ["env", "--json"]).output)
     assert info["versions"]["selfguide"] == __version__ and info["versions"]["torch"] and info["device"] and "hub_cache" in info["caches"]
-    assert "<hf|openai|vllm>" in runner.invoke(app, ["run", "--help"]).output
-    assert "<lora|full>" in runner.invoke(app, ["train", "--help"]).output
-    assert "<official|selfguide-test" in runner.invoke(app, ["eval", "--help"]).output
+    wide = {"COLUMNS": "200"}  # the help table cuts long choice lists at 80 columns
+    assert "<hf|openai|vllm|llamacpp>" in runner.invoke(app, ["run", "--help"], env=wide).output
+    assert "<lora|full>" in runner.invoke(app, ["train", "--help"], env=wide).output
+    assert "<official|selfguide-test" in runner.invoke(app, ["eval", "--help"], env=wide).output
     bad = runner.invoke(app, ["run", "task036", "--backend", "tensorflow"])
     assert bad.exit_code == 2 and "tensorflow" in bad.output
 
