@@ -19,7 +19,7 @@ def test_run_writes_every_report_file(tiny_model_dir, tmp_path):
     args = ["run", "task036", "--model", str(tiny_model_dir), "--config", str(REPO / "configs" / "tiny.yaml"), "--out", str(out), "-q"]
     result = runner.invoke(app, args, env=env)
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = [line.split("\r")[-1] for line in result.output.splitlines()]  # what a terminal shows of each line
     verdict, why = next(line for line in lines if line.startswith("Verdict")), next(line for line in lines if line.startswith("Why"))
     assert lines.index(why) == lines.index(verdict) + 1
     assert verdict.startswith("Verdict") and "rougeL" in verdict and "95% CI" in verdict and "of 10 eval items" in verdict
