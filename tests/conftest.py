@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -36,3 +37,14 @@ def superni_task_path(name: str) -> Path:
     matches = sorted((SUPERNI / "tasks").glob(f"{name}_*.json"))
     assert matches, f"{name} not in {SUPERNI}/tasks"
     return matches[0]
+
+
+def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """The real `selfguide` entry point in this process: (exit code, stdout, stderr)."""
+    from selfguide.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["selfguide", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err

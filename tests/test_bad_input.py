@@ -8,11 +8,10 @@ import sys
 import time
 
 import pytest
-from conftest import SUPERNI
+from conftest import SUPERNI, run_cli
 from servers import free_port
 
 from selfguide import model_source
-from selfguide.cli import main
 
 TASK = """name: sentiment
 instruction: Say whether the review is positive or negative.
@@ -125,14 +124,6 @@ def fill(arg: str, workdir) -> str:
     if arg.startswith("{") and arg.endswith("}"):
         return str(workdir / arg[1:-1])
     return arg
-
-
-def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["selfguide", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("args, expected", [(args, expected) for _, args, expected in CASES], ids=[case[0] for case in CASES])

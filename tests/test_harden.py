@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SUPERNI
+from conftest import REPO, run_cli
 from fakeopenai import fake_openai
 from servers import free_port
 
@@ -23,7 +22,6 @@ from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CallCache, request_key
 from selfguide.backends.factory import ModelConfig, backend_info, cached_model
 from selfguide.backends.openai_backend import OpenAIBackend
-from selfguide.cli import main
 from selfguide.config import RunConfig, config_yaml, load_config
 from selfguide.errors import SelfGuideError
 
@@ -44,14 +42,6 @@ def write_task(folder: Path, name: str = "sentiment") -> Path:
     path = folder / "task.yaml"
     path.write_text(TASK.format(name=json.dumps(name)))
     return path
-
-
-def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["selfguide", *args])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
 
 
 def one_request(seed: int = 0) -> list[Request]:

@@ -163,7 +163,7 @@ def model_card(run_dir: Path, task: TaskSpec, config: RunConfig, is_adapter: boo
     done = read_json(run_dir / "train" / "done.json") or {}
     data = f"[{dataset_link}](https://huggingface.co/datasets/{dataset_link})" if dataset_link and is_hub_id(dataset_link) else f"`{dataset_link or run_dir / 'synth' / 'dataset.jsonl'}`"
     load = (
-        f'from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained("PATH_OR_REPO")'
+        'from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained("PATH_OR_REPO")'
         if is_adapter
         else 'from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO")'
     )
