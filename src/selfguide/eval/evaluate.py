@@ -62,7 +62,7 @@ def evaluate(
         from selfguide.errors import SelfGuideError
 
         raise SelfGuideError(f"task {task.name} has no eval set: give it an 'eval' JSONL file (see README)")
-    given = predictions
+    decoded = predictions is None  # answers chosen another way have no label-scored twin
     calls_before = model.stats.as_dict()
     if predictions is None:
         completions = model.generate(eval_requests(task, [i.input for i in items], config.max_new_tokens, extra_demos), desc=f"eval {name}")
@@ -73,8 +73,7 @@ def evaluate(
     ]
     scored = score_instances(rows, task.type, task.labels)
     label_scored = None
-    # Answers chosen another way (`predictions`) have no label-scored twin.
-    if task.is_classification and task.labels and config.label_scoring and model.supports_scoring and given is None:
+    if decoded and task.is_classification and task.labels and config.label_scoring and model.supports_scoring:
         inputs = [item.input for item in items]
         probabilities = label_probabilities(model, task, inputs, calibrate=False, desc=f"eval {name} (label scores)", extra_demos=extra_demos)
         for row, probs in zip(scored, probabilities):

@@ -36,8 +36,9 @@ class InputGenConfig(BaseModel):
     max_earlier_examples: int = Field(10, ge=0, description="At most this many earlier accepted inputs per prompt (k ~ U[1, min(pool, this)]).")
     prompt: Literal["prefill", "published"] = Field(
         "prefill",
-        description="'prefill': the assistant turn opens with the next example header, so the reply is the input itself "
-        "(small chat models follow it); 'published': a request the model answers freely, as in the paper.",
+        description="'prefill': the examples are a numbered list in the assistant's own turn, which ends at the next "
+        "item's header, so the reply is the new input itself (small chat models follow it); 'published': a request the "
+        "model answers freely, as in the paper.",
     )
 
     def rounds_for(self, task: TaskSpec) -> int:
