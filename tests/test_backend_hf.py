@@ -326,3 +326,22 @@ def test_seeded_sampler_draws_from_the_filtered_distribution():
     agree = (draw(1.0) == draw(1.0, step=3)).double().mean()
     assert abs(agree - (expected(1.0) ** 2).sum()) < 0.02
     assert torch.equal(draw(1.0), draw(1.0))
+
+
+def test_dropping_finished_rows_gives_the_same_tokens_as_generate(backend):
+    """Rows that end early (EOS, a stop string) leave the batch; the others must not notice."""
+    [probe] = run(backend, [req(PROMPTS[1], temperature=0.0, max_new_tokens=16)])[0]
+    stop = next(m.group(0) for m in [re.search(r"[A-Za-z]{2,}", probe.text[1:])] if m)
+    requests = [req(p, seed=i, n=6, max_new_tokens=40) for i, p in enumerate(PROMPTS)]
+    requests += [req(p, temperature=0.0, max_new_tokens=16, stop=(stop,)) for p in PROMPTS]
+    requests += [req(PROMPTS[1], seed=7, n=4, max_new_tokens=24, stop=(stop, "e"))]
+    backend.drop_finished = True
+    dropping = run(backend, requests)
+    backend.drop_finished = False
+    try:
+        plain = run(backend, requests)
+    finally:
+        backend.drop_finished = True
+    reasons = {c.finish_reason for cs in dropping.values() for c in cs}
+    assert reasons == {"stop", "length"}, "the mix must end rows early and at the limit"
+    assert {i: [c.as_dict() for c in cs] for i, cs in dropping.items()} == {i: [c.as_dict() for c in cs] for i, cs in plain.items()}

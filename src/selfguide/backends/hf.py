@@ -217,10 +217,12 @@ def _make_sampler(torch, row_keys, start_len: int, temperature: float, top_k: in
         return logits
 
     class SeededRowSampler(LogitsProcessor):
+        keys = row_keys  # one per row of `scores`: a decoder that drops finished rows drops theirs
+
         def __call__(self, input_ids, scores):
             step = max(input_ids.shape[1] - start_len, 0)
             rows, vocab = scores.shape
-            keys = row_keys.to(scores.device)
+            keys = self.keys.to(scores.device)
             chunk = max(1, SAMPLER_ROW_CHUNK // max(vocab, 1))
             chosen = []
             for first in range(0, rows, chunk):
@@ -249,6 +251,8 @@ class HFBackend:
       a function of the request alone, bit for bit, even in bfloat16/float16 where batched kernels
       otherwise shift logits enough to change a few percent of samples with the batch layout.
       Costs throughput (batches are at most one request's n rows).
+    * `drop_finished` (default on): decode with `_decode_rows`, which drops finished rows from the
+      batch. Off: transformers' `generate`, which runs every row to the batch's longest; same tokens.
     """
 
     def __init__(
@@ -264,6 +268,7 @@ class HFBackend:
         share_prefill: bool = True,
         reuse_prefix: bool = True,
         isolate_requests: bool = False,
+        drop_finished: bool = True,
     ):
         import torch
 
@@ -296,6 +301,7 @@ class HFBackend:
         self._encoder_decoder = bool(getattr(base.config, "is_encoder_decoder", False))
         if self._encoder_decoder:
             self.share_prefill = False
+        self.drop_finished = bool(drop_finished) and not self._encoder_decoder
 
         fp, details = fingerprint(model, adapter)
         self.info = BackendInfo(
@@ -447,7 +453,7 @@ class HFBackend:
     def _run_batch(self, batch: list[_Row], key: _GroupKey) -> list[tuple[_Row, Completion]]:
         torch = self._torch
         try:
-            sequences, start = self._generate_rows(batch, key)
+            generated = self._generate_rows(batch, key)
         except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
             if len(batch) == 1:
                 raise
@@ -455,50 +461,101 @@ class HFBackend:
             self._empty_device_cache()
             half = len(batch) // 2
             return self._run_batch(batch[:half], key) + self._run_batch(batch[half:], key)
-        generated = sequences[:, start:].tolist()
-        del sequences
         stops = key.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in key.stop)
         return [
             (row, self._completion(ids, len(row.prompt), stops, key.max_new_tokens))
             for row, ids in zip(batch, generated)
         ]
 
-    def _generate_rows(self, batch: list[_Row], key: _GroupKey):
-        """Run generate for the rows; returns (sequences, prompt width)."""
+    def _generate_rows(self, batch: list[_Row], key: _GroupKey) -> list[list[int]]:
+        """Each row's generated token ids."""
         torch = self._torch
-        from transformers import LogitsProcessorList
 
         prompts, prompt_ids, prompt_mask, select = self._distinct_prompts(batch)
         width = prompt_ids.shape[1]
         input_ids, attention_mask = prompt_ids[select], prompt_mask[select]
 
-        processors = LogitsProcessorList()
+        sampler = None
         if key.temperature > 0:
             noise_dtype = torch.float32 if self.device.type == "mps" else torch.float64
             sampler = _make_sampler(
                 torch, self._row_keys(batch), width, key.temperature, key.top_k, key.top_p, noise_dtype
             )
-            processors.append(sampler)
         stops = key.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in key.stop)
-        kwargs = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "max_new_tokens": key.max_new_tokens,
-            "do_sample": False,
-            "num_beams": 1,
-            "logits_processor": processors,
-            "use_cache": True,
-        }
-        if stops:
-            kwargs.update(stop_strings=list(stops), tokenizer=self.tokenizer)
 
         with torch.inference_mode():
+            cache = None
             if self.share_prefill and width >= 2:
                 cache = self._prefill(prompts, prompt_ids, prompt_mask, select)
-                if cache is not None:
-                    kwargs["past_key_values"] = cache
-            sequences = self.model.generate(**kwargs)
-        return sequences, width
+            if not self.drop_finished:
+                return self._generate_with_hf(input_ids, attention_mask, key.max_new_tokens, sampler, stops)
+            return self._decode_rows(input_ids, attention_mask, cache, key.max_new_tokens, sampler, stops)
+
+    def _decode_rows(self, ids, mask, cache, max_new_tokens: int, sampler, stops: tuple[str, ...]) -> list[list[int]]:
+        """Greedy (or seeded, through `sampler`) decoding, the steps of `generate(do_sample=False)`
+        with its EOS and stop-string rules, that also drops finished rows from the batch: generate
+        runs every row until the longest ends, and sampled inputs and answers are mostly far
+        shorter than their longest. Rows leave in groups (a quarter of the batch at least), as each
+        drop copies the KV cache. Returns each row's generated ids, EOS or stop token included."""
+        torch = self._torch
+        from transformers.generation.stopping_criteria import StopStringCriteria
+
+        stop_check = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stops)) if stops else None
+        eos = torch.tensor(self._eos_ids or [-1], device=ids.device)
+        extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
+        generated: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        rows = torch.arange(ids.shape[0])  # which row of `generated` each batch row is
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        start = cache.get_seq_length() if cache is not None else 0
+        step_ids = ids[:, start:]
+        positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)[:, start:]
+        for _ in range(max_new_tokens):
+            out = self.model(
+                input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **extra
+            )
+            cache = out.past_key_values
+            scores = out.logits[:, -1, :].to(dtype=torch.float32)
+            del out
+            if sampler is not None:
+                scores = sampler(ids, scores)
+            tokens = scores.argmax(-1)
+            ids = torch.cat([ids, tokens[:, None]], dim=-1)
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            for k in (~done).nonzero().flatten().tolist():
+                generated[rows[k]].append(int(tokens[k]))
+            finished = torch.isin(tokens, eos)
+            if stop_check is not None:
+                finished |= stop_check(ids, scores)
+            done |= finished
+            if bool(done.all()):
+                break
+            if int(done.sum()) * 4 >= done.shape[0]:
+                keep = (~done).nonzero().flatten()
+                cache.batch_select_indices(keep)
+                ids, mask, tokens, rows, done = ids[keep], mask[keep], tokens[keep], rows[keep.cpu()], done[keep]
+                if sampler is not None:
+                    sampler.keys = sampler.keys[keep.to(sampler.keys.device)]
+            step_ids = tokens[:, None]
+            positions = mask.sum(-1, keepdim=True) - 1
+        return generated
+
+    def _generate_with_hf(self, ids, mask, max_new_tokens: int, sampler, stops: tuple[str, ...]) -> list[list[int]]:
+        """transformers' own `generate`: for encoder-decoder models, and as the baseline of
+        bench/decode.py (same tokens as `_decode_rows`, every row run to the batch's longest)."""
+        from transformers import LogitsProcessorList
+
+        kwargs = {"stop_strings": list(stops), "tokenizer": self.tokenizer} if stops else {}
+        sequences = self.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            logits_processor=LogitsProcessorList([sampler] if sampler is not None else []),
+            use_cache=True,
+            **kwargs,
+        )
+        return sequences[:, ids.shape[1] :].tolist()
 
     def _distinct_prompts(self, batch: list[_Row]):
         """The batch's distinct prompts (with their shared-prefix lengths), their `_layout`, and
