@@ -504,7 +504,7 @@ class HFBackend:
         eos = torch.tensor(self._eos_ids or [-1], device=ids.device)
         extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
         generated: list[list[int]] = [[] for _ in range(ids.shape[0])]
-        rows = torch.arange(ids.shape[0])  # which row of `generated` each batch row is
+        rows = list(range(ids.shape[0]))  # which row of `generated` each batch row is
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         start = cache.get_seq_length() if cache is not None else 0
         step_ids = ids[:, start:]
@@ -521,18 +521,21 @@ class HFBackend:
             tokens = scores.argmax(-1)
             ids = torch.cat([ids, tokens[:, None]], dim=-1)
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            values = tokens.tolist()
             for k in (~done).nonzero().flatten().tolist():
-                generated[rows[k]].append(int(tokens[k]))
+                generated[rows[k]].append(values[k])
             finished = torch.isin(tokens, eos)
             if stop_check is not None:
                 finished |= stop_check(ids, scores)
             done |= finished
             if bool(done.all()):
                 break
-            if int(done.sum()) * 4 >= done.shape[0]:
+            # Caches that cannot drop rows (no batch_select_indices) keep them, as generate does.
+            if int(done.sum()) * 4 >= done.shape[0] and hasattr(cache, "batch_select_indices"):
                 keep = (~done).nonzero().flatten()
                 cache.batch_select_indices(keep)
-                ids, mask, tokens, rows, done = ids[keep], mask[keep], tokens[keep], rows[keep.cpu()], done[keep]
+                ids, mask, tokens, done = ids[keep], mask[keep], tokens[keep], done[keep]
+                rows = [rows[k] for k in keep.tolist()]
                 if sampler is not None:
                     sampler.keys = sampler.keys[keep.to(sampler.keys.device)]
             step_ids = tokens[:, None]
