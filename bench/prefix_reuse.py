@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=4, help="inputs to annotate (n samples each) and to score")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--max-batch-tokens", type=int, default=16384, help="HFBackend's batch budget, rows x (prompt + new tokens)")
     args = parser.parse_args()
 
     task = load_task(args.task)
@@ -63,8 +64,9 @@ def main() -> None:
     demos = [(e.input, e.output) for e in task.examples]
     scoring = [ScoreRequest(task_messages(task.instruction, demos, text), tuple(task.labels)) for text in inputs[: args.inputs]]
 
-    reuse = HFBackend(args.model, device=args.device, dtype=args.dtype)
-    whole = HFBackend(args.model, device=args.device, dtype=args.dtype, reuse_prefix=False)
+    sizes = {"device": args.device, "dtype": args.dtype, "max_batch_tokens": args.max_batch_tokens}
+    reuse = HFBackend(args.model, **sizes)
+    whole = HFBackend(args.model, **sizes, reuse_prefix=False)
     for backend in (reuse, whole):  # warm-up: first-call costs out of the timings
         dict(backend.generate(evaluation[:2]))
 

@@ -345,3 +345,26 @@ def test_dropping_finished_rows_gives_the_same_tokens_as_generate(backend):
     reasons = {c.finish_reason for cs in dropping.values() for c in cs}
     assert reasons == {"stop", "length"}, "the mix must end rows early and at the limit"
     assert {i: [c.as_dict() for c in cs] for i, cs in dropping.items()} == {i: [c.as_dict() for c in cs] for i, cs in plain.items()}
+
+
+def test_sampler_hashes_only_contenders_and_picks_as_over_the_whole_vocabulary():
+    from selfguide.backends.hf import _make_sampler, gumbel_noise
+
+    rows, vocab = 64, 4000
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.tensor([[row_seed(s, 1) & 0xFFFFFFFF, row_seed(s, 1) >> 32] for s in range(rows)])
+    ids = torch.zeros(rows, 7, dtype=torch.long)
+    for spread, temperature, top_k, top_p in [(8.0, 1.0, 0, 1.0), (8.0, 0.2, 10, 1.0), (2.0, 1.0, 40, 1.0), (8.0, 0.7, 0, 0.9)]:
+        scores = torch.randn(rows, vocab, generator=generator) * spread
+        scores[:, 5] = scores[:, 9] = scores.max() + 1.0  # a tie between two ids for the top
+        picked = _make_sampler(torch, keys, 4, temperature, top_k, top_p, torch.float64)(ids, scores).argmax(-1)
+        logits = scores.double() / temperature
+        if top_k:
+            logits = logits.masked_fill(logits < torch.topk(logits, top_k).values[:, -1:], float("-inf"))
+        if top_p < 1.0:
+            probs = torch.softmax(logits, -1)
+            sorted_probs, index = torch.sort(probs, dim=-1, descending=True, stable=True)
+            drop = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, sorted_probs.cumsum(-1) - sorted_probs >= top_p)
+            logits = logits.masked_fill(drop, float("-inf"))
+        expected = torch.argmax(logits + gumbel_noise(torch, keys, 3, vocab, torch.float64), -1)
+        assert torch.equal(picked, expected), (spread, temperature, top_k, top_p)

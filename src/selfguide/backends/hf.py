@@ -36,6 +36,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -183,18 +184,25 @@ def _mix32(x):
     return x ^ (x >> 16)
 
 
-def gumbel_noise(torch, row_keys, step: int, vocab: int, dtype):
+def gumbel_noise(torch, row_keys, step: int, tokens, dtype):
     """Gumbel(0, 1) noise for every (row, token) at one generation step, a pure function of
     (row key, step, token id): no generator state, the same on every device and batch layout.
 
-    `row_keys` is an int64 tensor [rows, 2] of two 32-bit halves of each row's seed."""
-    tokens = torch.arange(vocab, device=row_keys.device, dtype=torch.int64)[None, :]
+    `row_keys` is an int64 tensor [rows, 2] of two 32-bit halves of each row's seed; `tokens` the
+    vocabulary size (noise for every token id) or an int64 tensor [rows, k] of token ids."""
+    if isinstance(tokens, int):
+        tokens = torch.arange(tokens, device=row_keys.device, dtype=torch.int64)[None, :]
     step_key = _mix32((step * 0x9E3779B1 + 0x7F4A7C15) & MASK32)
     h = _mix32((tokens + row_keys[:, :1]) & MASK32)
     h = _mix32(h ^ row_keys[:, 1:2])
     h = _mix32(h ^ step_key)
     u = (h.to(dtype) + 0.5) / 4294967296.0  # strictly inside (0, 1)
     return -torch.log(-torch.log(u))
+
+
+# The noise above lies in [-log(-log(u_min)), -log(-log(u_max))] (about -3.1 to 22.9): a token whose
+# logit is further than that span (plus a margin for rounding) below its row's best can never win.
+NOISE_SPAN = math.log(-math.log(0.5 / 2**32)) - math.log(-math.log((MASK32 + 0.5) / 2**32)) + 1.0
 
 
 def _make_sampler(torch, row_keys, start_len: int, temperature: float, top_k: int, top_p: float, noise_dtype):
@@ -227,8 +235,20 @@ def _make_sampler(torch, row_keys, start_len: int, temperature: float, top_k: in
             chosen = []
             for first in range(0, rows, chunk):
                 logits = filtered(scores[first : first + chunk]).to(noise_dtype)
-                noise = gumbel_noise(torch, keys[first : first + chunk], step, vocab, noise_dtype)
-                chosen.append(torch.argmax(logits + noise, dim=-1, keepdim=True))
+                row_keys = keys[first : first + chunk]
+                # Noise only for the tokens that can win (the top-k, or those within NOISE_SPAN of the
+                # best): the same argmax as over the whole vocabulary, at a fraction of the hashing.
+                best = logits.max(dim=-1, keepdim=True).values
+                contenders = int((logits >= best - NOISE_SPAN).sum(dim=-1).max())
+                if contenders * 4 < vocab:
+                    values, ids = torch.topk(logits, contenders, dim=-1)
+                    ids, order = ids.sort(dim=-1)  # vocabulary order, so ties break as over all tokens
+                    values = values.gather(-1, order)
+                    noise = gumbel_noise(torch, row_keys, step, ids, noise_dtype)
+                    chosen.append(ids.gather(-1, torch.argmax(values + noise, dim=-1, keepdim=True)))
+                else:
+                    noise = gumbel_noise(torch, row_keys, step, vocab, noise_dtype)
+                    chosen.append(torch.argmax(logits + noise, dim=-1, keepdim=True))
             tokens = torch.cat(chosen)
             out = torch.full_like(scores, float("-inf"))
             return out.scatter_(1, tokens, 0.0)
