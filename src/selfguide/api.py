@@ -25,44 +25,42 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfguide.backends.cache import CachedModel, CallCache, CallStats
+from selfguide import layout
 from selfguide.arguments import run_config
-from selfguide.backends.factory import ModelConfig, cached_model, model_fingerprint
+from selfguide.backends.cache import CachedModel, CallCache, CallStats
+from selfguide.backends.factory import cached_model
+from selfguide.backends.fingerprint import model_fingerprint
+from selfguide.backends.model_config import ModelConfig
 from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.io import read_jsonl_objects, write_json, write_text
 from selfguide.ledger import record_invocation
+from selfguide.methods import DEFAULT_METHOD, Method, MethodContext, get_method
+from selfguide.methods import synthesize as run_method
 from selfguide.model_source import HOW_TO_GET_DEFAULT, installed_default_gguf, resolve_model
+from selfguide.plan import Calls
+from selfguide.prompts.task import Pair, pair_of
 from selfguide.redact import redact_url
+from selfguide.run_task import load_method_task, load_run_task
 from selfguide.runfolder import default_run_folder, open_run_folder
-from selfguide.tasks.spec import TaskSpec, load_task
+from selfguide.tasks.spec import TaskSpec
 
 
-def load_run_task(config: RunConfig) -> TaskSpec:
-    if not config.task:
-        raise SelfGuideError("no task given: pass a task file or a SuperNI task name such as task036")
-    from selfguide.tasks.datasets import is_dataset_task, load_dataset_task
-
-    if is_dataset_task(config.task):
-        return load_dataset_task(config.task, config.dataset, config.seed)
-    return load_task(config.task, config.eval_split)
-
-
-def run_dir(config: RunConfig, task: TaskSpec) -> Path:
-    """The run folder: `out`, or runs/<task name made a safe folder name>."""
-    return Path(config.out) if config.out else default_run_folder(task.name)
+def run_dir(config: RunConfig, task: TaskSpec | None) -> Path:
+    """The run folder: `out`, or runs/<task name made a safe folder name> (runs/<method> without a task)."""
+    return Path(config.out) if config.out else default_run_folder(task.name if task else config.synth.method)
 
 
 @contextlib.contextmanager
-def open_run(config: RunConfig, task: TaskSpec, *, wait: bool = False) -> Iterator[Path]:
+def open_run(config: RunConfig, task: TaskSpec | None, *, wait: bool = False) -> Iterator[Path]:
     """The run folder, locked for the block, with the resolved config written into it."""
     with open_run_folder(run_dir(config, task), wait=wait) as out:
-        write_text(out / "config.yaml", config_yaml(config))
+        write_text(out / layout.CONFIG, config_yaml(config))
         yield out
 
 
 def open_cache(config: RunConfig, out: Path) -> CallCache:
-    return CallCache(config.cache or out / "cache.sqlite")
+    return CallCache(config.cache or out / layout.CACHE)
 
 
 # What `from_pretrained` can take as a hub id: "name" or "org/name" (Ollama's "qwen2.5:1.5b" is not one).
@@ -110,9 +108,23 @@ def require_model(config: RunConfig) -> RunConfig:
             update={"model": config.model.model_copy(update={"name": gguf}), "train": config.train.model_copy(update={"model": train_model})}
         )
     resolved = resolve_model(config.model.name)
-    if resolved == config.model.name:
+    if resolved != config.model.name:
+        config = config.model_copy(update={"model": config.model.model_copy(update={"name": resolved})})
+    return require_teacher(config)
+
+
+def require_teacher(config: RunConfig) -> RunConfig:
+    """A teacher in-process loads from a folder: a .gguf file (hf, vllm) becomes its converted folder."""
+    teacher = config.teacher
+    if teacher is None:
         return config
-    return config.model_copy(update={"model": config.model.model_copy(update={"name": resolved})})
+    if not teacher.name:
+        raise BadInputError("teacher.name", "value", "the teacher model: a hub id, a local folder, a .gguf file or a served name")
+    if teacher.backend == "openai" and not teacher.base_url:
+        raise BadInputError("teacher.base_url", "value", "the server's /v1 URL for an openai teacher")
+    if teacher.backend in ("openai", "llamacpp") or resolve_model(teacher.name) == teacher.name:
+        return config
+    return config.model_copy(update={"teacher": teacher.model_copy(update={"name": resolve_model(teacher.name)})})
 
 
 @dataclass
@@ -131,26 +143,71 @@ def synthesize(
 
     Example: selfguide.synthesize("task036", model="./tiny-model", config="configs/tiny.yaml")"""
     config = require_model(run_config(target, **settings))
-    task = load_run_task(config)
+    task = load_method_task(config)
     stats = CallStats()
-    with open_run(config, task, wait=wait) as out, record_invocation(out, "synthesize", stats, {}):
+    with open_run(config, task, wait=wait) as out, record_invocation(out, f"synthesize {config.synth.method}", stats, {}):
         cache = open_cache(config, out)
         try:
             model = cached_model(config.model, cache, max_calls=max_calls, progress=progress, stats=stats)
             try:
-                return synthesize_with(task, model, config, out)
+                with teacher_model(config, cache, max_calls=max_calls, progress=progress, stats=stats) as teacher:
+                    return synthesize_with(task, model, config, out, teacher)
             finally:
                 model.close()
         finally:
             cache.close()
 
 
-def synthesize_with(task: TaskSpec, model: CachedModel, config: RunConfig, out: Path) -> SynthResult:
-    """Synthesis with a model the caller already holds (and closes)."""
-    from selfguide.synth.pipeline import synthesize as run_synthesis
+@contextlib.contextmanager
+def teacher_model(config: RunConfig, cache: CallCache, **options) -> Iterator[CachedModel | None]:
+    """The teacher behind the call cache for the block, or None when the model teaches itself."""
+    if config.teacher is None:
+        yield None
+        return
+    teacher = cached_model(config.teacher, cache, **options)
+    try:
+        yield teacher
+    finally:
+        teacher.close()
 
-    summary = run_synthesis(task, model, config.synth, out / "synth", config.seed)
-    return SynthResult(out, out / "synth" / "dataset.jsonl", summary)
+
+def method_context(config: RunConfig, task: TaskSpec | None, model: CachedModel, out: Path, teacher: CachedModel | None = None) -> MethodContext:
+    """What the method sees: a general-purpose method gets no task, only its eval inputs to keep out."""
+    method = get_method(config.synth.method)
+    return MethodContext(
+        task=None if method.general else task,
+        model=model,
+        out_dir=layout.synth_dir(out),
+        seed=config.seed,
+        teacher=teacher,
+        eval_texts=tuple(item.input for item in task.eval) if task is not None and method.general else (),
+        progress=model.progress,
+    )
+
+
+def synthesize_with(task: TaskSpec | None, model: CachedModel, config: RunConfig, out: Path, teacher: CachedModel | None = None) -> SynthResult:
+    """Synthesis with models the caller already holds (and closes): the method named by `synth.method`."""
+    method = get_method(config.synth.method)
+    summary = run_method(method, method_context(config, task, model, out, teacher), config.synth)
+    return SynthResult(out, layout.dataset_path(out), summary)
+
+
+def plan(target: RunConfig | TaskSpec | str | Path, **settings) -> dict[str, Calls]:
+    """The model calls `synthesize` would make, by stage (a dry run: nothing is loaded or called).
+    A stage whose size depends on what earlier filters keep is a range until its input is on disk.
+
+    Example: selfguide.api.plan("task036", model="./tiny-model", config="configs/tiny.yaml")"""
+    config = require_model(run_config(target, **settings))
+    task = load_method_task(config)
+    out = run_dir(config, task)
+    cache = CallCache(":memory:")  # the plan asks no model anything; a cache in memory leaves the run folder untouched
+    try:
+        model = cached_model(config.model, cache, progress=False)
+        with teacher_model(config, cache, progress=False) as teacher:
+            method = get_method(config.synth.method)
+            return method.plan(method_context(config, task, model, out, teacher), config.synth)
+    finally:
+        cache.close()
 
 
 @dataclass
@@ -175,37 +232,38 @@ def train(
     wait: bool = False,
     **settings,
 ) -> TrainOutput:
-    """Finetune the model on a dataset.jsonl of {input, output} (default: the run folder's
-    synth/dataset.jsonl) with the task prompt; LoRA unless `train.method` is full.
+    """Finetune the model on a dataset.jsonl (default: the run folder's synth/dataset.jsonl):
+    rows of {input, output} with the task prompt, rows that carry their own `instruction`
+    zero-shot with it; LoRA unless `train.method` is full.
 
     Example: selfguide.train("task036", model="./tiny-model", config="configs/tiny.yaml")"""
     config = require_model(run_config(target, **settings))
     training_model(config)
-    task = load_run_task(config)
-    dataset_path = Path(dataset_path) if dataset_path else run_dir(config, task) / "synth" / "dataset.jsonl"
+    task = load_method_task(config)
+    dataset_path = Path(dataset_path) if dataset_path else layout.dataset_path(run_dir(config, task))
     pairs = read_pairs(dataset_path)
     if not pairs:
         raise SelfGuideError(f"{dataset_path}: no pairs to train on (synthesis kept none: see synth/summary.md)")
+    if task is None and any(len(pair) == 2 for pair in pairs):
+        raise SelfGuideError(f"{dataset_path}: rows without an 'instruction' are trained with a task's prompt: give the task")
     if out_dir is not None:
         with open_run_folder(out_dir, wait=wait), record_invocation(out_dir, "train", CallStats(), {}):
             return train_on_pairs(config, task, pairs, out_dir, merge=merge, progress=progress)
     with open_run(config, task, wait=wait) as out, record_invocation(out, "train", CallStats(), {}):
-        return train_on_pairs(config, task, pairs, out / "train", merge=merge, progress=progress)
+        return train_on_pairs(config, task, pairs, layout.train_dir(out), merge=merge, progress=progress)
 
 
-def train_on_pairs(
-    config: RunConfig, task: TaskSpec, pairs: list[tuple[str, str]], out: Path, *, merge: bool = False, progress: bool = True
-) -> TrainOutput:
+def train_on_pairs(config: RunConfig, task: TaskSpec | None, pairs: list[Pair], out: Path, *, merge: bool = False, progress: bool = True) -> TrainOutput:
     """Train, or reuse a finished training with the same data, task prompt, model and settings."""
     from selfguide.train.sft import merge_adapter
     from selfguide.train.sft import train as run_training
 
     base_model = training_model(config)
     fingerprint = training_fingerprint(config, task, pairs)
-    done_path = out / "done.json"
+    done_path = out / layout.TRAIN_DONE
     done = json.loads(done_path.read_text()) if done_path.exists() else {}
     if done.get("fingerprint") == fingerprint and Path(done["model_dir"]).exists():
-        result = TrainOutput(out, Path(done["model_dir"]), done["is_adapter"], done["n_train"], done["n_dropped_too_long"], out / "train_log.jsonl", reused=True)
+        result = TrainOutput(out, Path(done["model_dir"]), done["is_adapter"], done["n_train"], done["n_dropped_too_long"], out / layout.TRAIN_LOG, reused=True)
     else:
         try:
             trained = run_training(task, pairs, base_model, out, config.train, progress=progress)
@@ -221,25 +279,30 @@ def train_on_pairs(
             {"fingerprint": fingerprint, "model_dir": str(result.model_dir), "is_adapter": result.is_adapter, "n_train": result.n_train, "n_dropped_too_long": result.n_dropped_too_long},
         )
     if merge and result.is_adapter:
-        result.merged_dir = merge_adapter(base_model, result.model_dir, out / "merged")
+        result.merged_dir = merge_adapter(base_model, result.model_dir, out / layout.MERGED)
     return result
 
 
-def read_pairs(dataset_path: Path) -> list[tuple[str, str]]:
-    expected = "an object with string 'input' and 'output'"
-    pairs = []
+def read_pairs(dataset_path: Path) -> list[Pair]:
+    expected = "an object with string 'input' and 'output' (and optionally 'instruction')"
+    rows = []
     for lineno, row in read_jsonl_objects(dataset_path, "dataset.jsonl of {input, output} (from `selfguide synthesize`)", expected):
-        if not isinstance(row.get("input"), str) or not isinstance(row.get("output"), str):
+        texts = [row.get("input"), row.get("output")] + ([row["instruction"]] if row.get("instruction") is not None else [])
+        if not all(isinstance(text, str) for text in texts):
             raise BadInputError(dataset_path, f"line {lineno}", expected, repr(row)[:60])
-        pairs.append((row["input"], row["output"]))
-    return pairs
+        rows.append(row)
+    return pairs_of(rows)
 
 
-def training_fingerprint(config: RunConfig, task: TaskSpec, pairs: list[tuple[str, str]]) -> str:
+def pairs_of(rows: list[dict]) -> list[Pair]:
+    return [pair_of(row) for row in rows]
+
+
+def training_fingerprint(config: RunConfig, task: TaskSpec | None, pairs: list[Pair]) -> str:
     payload = {
         "pairs": pairs,
-        "instruction": task.instruction,
-        "demos": [(e.input, e.output) for e in task.examples],
+        "instruction": task.instruction if task is not None else None,
+        "demos": [(e.input, e.output) for e in task.examples] if task is not None else [],
         "model": training_model(config),
         "weights": model_fingerprint(training_model(config)),
         "train": config.train.model_dump(mode="json", exclude={"model", "report_to"}),  # neither changes the trained weights
@@ -270,7 +333,7 @@ def evaluate(
     if adapter and not (Path(adapter) / "adapter_config.json").is_file():
         raise BadInputError("--adapter", repr(str(adapter)), "a PEFT adapter folder (with adapter_config.json), e.g. runs/TASK/train/adapter")
     task = load_run_task(config)
-    label = name or ("finetuned" if adapter or model_dir else "prompting")
+    label = name or (layout.FINETUNED if adapter or model_dir else layout.PROMPTING)
     stats = CallStats()
     with open_run(config, task, wait=wait) as out, record_invocation(out, f"eval {label}", stats, {}):
         cache = open_cache(config, out)
@@ -278,7 +341,7 @@ def evaluate(
             base = local_model_config(config) if adapter or model_dir else config.model
             model = cached_model(finetuned_model_config(base, adapter, model_dir), cache, max_calls=max_calls, progress=progress, stats=stats)
             try:
-                return run_eval(task, model, config.eval, out_dir or out / "eval" / label, name=label)
+                return run_eval(task, model, config.eval, out_dir or layout.eval_dir(out, label), name=label)
             finally:
                 model.close()
         finally:
@@ -310,7 +373,7 @@ class RunResult:
     synth: SynthResult
     train: TrainOutput | None
     baseline: dict
-    finetuned: dict | None
+    finetuned: dict | None  # the method's model: finetuned, or an inference-time method's own evaluation
     timings: dict = field(default_factory=dict)
     report_paths: list[Path] = field(default_factory=list)
     # Which serving stack produced each number: the baseline and the finetuned model are always
@@ -318,6 +381,7 @@ class RunResult:
     stacks: dict[str, str] = field(default_factory=dict)
     server_baseline: dict | None = None
     headline: list[str] = field(default_factory=list)  # the verdict line and the why line
+    method: str = DEFAULT_METHOD
 
 
 def stack_name(model: ModelConfig) -> str:
@@ -327,7 +391,7 @@ def stack_name(model: ModelConfig) -> str:
 
 
 def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wait: bool = False, **settings) -> RunResult:
-    """The whole SELF-GUIDE loop: synthesize, finetune, evaluate prompting and the finetuned
+    """The whole loop: synthesize (with `synth.method`, SELF-GUIDE by default), finetune, evaluate prompting and the finetuned
     model on the same eval set and the same serving stack, and write report.md, report.html and
     the model card. `result.headline` holds the verdict line and the why line that open the report.
 
@@ -349,7 +413,7 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
     local = local_model_config(config)  # fails fast when the served name is not loadable weights
     with open_run(config, task, wait=wait) as out:
         result = run_stages(config, task, local, out, progress)
-        write_json(out / "environment.json", environment())
+        write_json(out / layout.ENVIRONMENT, environment())
         write_model_card(out, task, config)
         result.report_paths = write_report(out, task, config)  # after the ledger has this invocation
         result.headline = headline(out)
@@ -357,59 +421,79 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
 
 
 def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path, progress: bool) -> RunResult:
-    """`run` in its locked run folder; `local` is where the finetuned model and its baseline run."""
+    """`run` in its locked run folder; `local` is where the finetuned model and its baseline run.
+    An inference-time method (one that does not finetune) is evaluated beside the baseline instead."""
     from selfguide.eval.evaluate import evaluate as run_eval
 
+    method = get_method(config.synth.method)
     timings: dict[str, float] = {}
     stats = CallStats()
     with record_invocation(out, "run", stats, timings):
         cache = open_cache(config, out)
         try:
-            stacks = {"synthesis": stack_name(config.model)}
-            server_baseline = None
+            stacks = {"synthesis": stack_name(config.teacher or config.model)}
+            server_baseline, result = None, None
             # One load of the base model serves synthesis and the prompting baseline; it is freed
             # before training so the GPU is the trainer's.
             base = cached_model(config.model, cache, progress=progress, stats=stats)
             try:
                 started = time.perf_counter()
-                synth = synthesize_with(task, base, config, out)
+                with teacher_model(config, cache, progress=progress, stats=stats) as teacher:
+                    synth = synthesize_with(task, base, config, out, teacher)
                 timings["synthesize"] = time.perf_counter() - started
                 started = time.perf_counter()
                 if config.model.backend == "openai":
-                    server_baseline = run_eval(task, base, config.eval, out / "eval" / "prompting-server", name="prompting-server")
-                    stacks["prompting-server"] = stack_name(config.model)
+                    server_baseline = run_eval(task, base, config.eval, layout.eval_dir(out, layout.PROMPTING_SERVER), name=layout.PROMPTING_SERVER)
+                    stacks[layout.PROMPTING_SERVER] = stack_name(config.model)
                     timings["eval_prompting_server"] = time.perf_counter() - started
                 else:
-                    baseline = run_eval(task, base, config.eval, out / "eval" / "prompting", name="prompting")
+                    baseline = run_eval(task, base, config.eval, layout.eval_dir(out, layout.PROMPTING), name=layout.PROMPTING)
                     timings["eval_prompting"] = time.perf_counter() - started
+                    if method.evaluate is not None:
+                        result = evaluate_untrained(method, config, task, base, out, timings)
             finally:
                 base.close()
             if config.model.backend == "openai":
                 started = time.perf_counter()
                 in_process = cached_model(local, cache, progress=progress, stats=stats)
                 try:
-                    baseline = run_eval(task, in_process, config.eval, out / "eval" / "prompting", name="prompting")
+                    baseline = run_eval(task, in_process, config.eval, layout.eval_dir(out, layout.PROMPTING), name=layout.PROMPTING)
+                    timings["eval_prompting"] = time.perf_counter() - started
+                    if method.evaluate is not None:
+                        result = evaluate_untrained(method, config, task, in_process, out, timings)
                 finally:
                     in_process.close()
-                timings["eval_prompting"] = time.perf_counter() - started
-            stacks["prompting"] = stack_name(local)
+            stacks[layout.PROMPTING] = stack_name(local)
+            if method.evaluate is not None:
+                stacks[method.name] = stack_name(local)
 
-            trained, finetuned = None, None
-            if synth.summary["pairs"] > 0:
+            trained = None
+            if method.evaluate is None and synth.summary["pairs"] > 0:
                 started = time.perf_counter()
-                trained = train_on_pairs(config, task, read_pairs(synth.dataset_path), out / "train", progress=progress)
+                # A method may ask for training settings of its own (few-shot finetuning: 3 epochs).
+                train_config = config.model_copy(update={"train": config.train.model_copy(update=synth.summary.get("train") or {})})
+                trained = train_on_pairs(train_config, task, read_pairs(synth.dataset_path), layout.train_dir(out), progress=progress)
                 timings["train"] = time.perf_counter() - started
                 started = time.perf_counter()
                 tuned_config = trained_model_config(local, trained)
                 tuned = cached_model(tuned_config, cache, progress=progress, stats=stats)
                 try:
-                    finetuned = run_eval(task, tuned, config.eval, out / "eval" / "finetuned", name="finetuned")
+                    result = run_eval(task, tuned, config.eval, layout.eval_dir(out, layout.FINETUNED), name=layout.FINETUNED)
                 finally:
                     tuned.close()
-                stacks["finetuned"] = stack_name(tuned_config)
+                stacks[layout.FINETUNED] = stack_name(tuned_config)
                 timings["eval_finetuned"] = time.perf_counter() - started
         finally:
             cache.close()
-        write_json(out / "timings.json", timings)
-        write_json(out / "stacks.json", stacks)
-    return RunResult(out, synth, trained, baseline, finetuned, timings, stacks=stacks, server_baseline=server_baseline)
+        write_json(out / layout.TIMINGS, timings)
+        write_json(out / layout.STACKS, stacks)
+    return RunResult(out, synth, trained, baseline, result, timings, stacks=stacks, server_baseline=server_baseline, method=method.name)
+
+
+def evaluate_untrained(method: Method, config: RunConfig, task: TaskSpec, model: CachedModel, out: Path, timings: dict[str, float]) -> dict:
+    """An inference-time method's own evaluation of the untrained model, in eval/<method>/."""
+    started = time.perf_counter()
+    ctx = method_context(config, task, model, out)
+    metrics = method.evaluate(ctx, config.synth, config.eval, layout.eval_dir(out, method.name), method.name)
+    timings[f"eval_{method.name}"] = time.perf_counter() - started
+    return metrics

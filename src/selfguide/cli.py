@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from selfguide import layout
 from selfguide.errors import SelfGuideError
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ OutputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the
 InstructionOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the task instruction (unless the dataset has an instruction column).")]
 DemosOpt = Annotated[Optional[int], typer.Option(help="Dataset tasks: demos drawn from the train split, which the eval never sees (default 5).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="If another selfguide process is using the run folder, wait for it instead of stopping.")]
+MethodOpt = Annotated[Optional[str], typer.Option("--method", help="How the training data is made (default self-guide); `selfguide methods` lists them.")]
 
 
 # The setting each command-line flag sets, and the flag's name for error messages.
@@ -51,7 +53,8 @@ FLAG_SETTINGS = {
     "seed": ("seed", "--seed"),
     "eval_split": ("eval_split", "--eval-split"),
     "limit": ("eval.limit", "--limit"),
-    "method": ("train.method", "--method"),
+    "method": ("synth.method", "--method"),
+    "train_method": ("train.method", "--method"),
     "epochs": ("train.epochs", "--epochs"),
     "input_column": ("dataset.input_column", "--input-column"),
     "output_column": ("dataset.output_column", "--output-column"),
@@ -94,8 +97,8 @@ def inspect(
 
     Example: selfguide inspect task036
     """
-    from selfguide.synth.filters import length_window
-    from selfguide.tasks.spec import load_task
+    from selfguide.stages.filters import length_window
+    from selfguide.tasks.load import load_task
 
     spec = load_task(task, eval_split)  # type: ignore[arg-type]
     info = {
@@ -136,25 +139,52 @@ def synthesize(
     output_column: OutputColumnOpt = None,
     instruction: InstructionOpt = None,
     demos: DemosOpt = None,
+    method: MethodOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls each stage would make; call nothing.")] = False,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
 ) -> None:
-    """Write the SELF-GUIDE synthetic dataset for a task: inputs, filters, labels, vote.
+    """Write a synthetic dataset for a task (SELF-GUIDE by default: inputs, filters, labels, vote).
 
     Examples:
       selfguide synthesize task036 --model ./tiny-model
       selfguide synthesize my_task.yaml -m Qwen/Qwen2.5-1.5B-Instruct --set synth.inputs.rounds=5
       selfguide synthesize task190 -m my-model --backend openai --base-url http://127.0.0.1:8000/v1
+      selfguide synthesize task036 -m ./tiny-model --method self-guide --dry-run
     """
     from selfguide import api
-    from selfguide.synth.pipeline import summary_markdown
+    from selfguide.stages.funnel import summary_markdown
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split,
-                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos)
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method)
+    if dry_run:
+        print_plan(api.plan(cfg))
+        return
     result = api.synthesize(cfg, progress=not quiet, wait=wait)
     typer.echo(summary_markdown(result.summary))
     typer.echo(f"dataset: {result.dataset_path}")
     typer.echo(f"run folder: {result.out_dir}")
+
+
+def print_plan(plan: dict) -> None:
+    from selfguide.plan import total
+
+    for stage, calls in plan.items():
+        count = calls.at_least if calls.at_least == calls.at_most else f"{calls.at_least} to {calls.at_most}"
+        typer.echo(f"  {stage}: {count} model calls")
+    calls = total(plan)
+    count = calls.at_least if calls.at_least == calls.at_most else f"{calls.at_least} to {calls.at_most} (a stage's size depends on what earlier filters keep)"
+    typer.echo(f"model calls: {count}")
+    typer.echo(f"generated tokens: at most {calls.tokens}")
+
+
+@app.command()
+def methods() -> None:
+    """List the methods that make training data (each one file in selfguide/methods/)."""
+    from selfguide.methods import get_method, known_methods
+
+    for name in known_methods():
+        typer.echo(f"{name:>18}: {get_method(name).description}")
 
 
 @app.command()
@@ -166,7 +196,7 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
-    method: Annotated[Optional[Literal["lora", "full"]], typer.Option(help="lora (default) or full.")] = None,
+    train_method: Annotated[Optional[Literal["lora", "full"]], typer.Option("--method", help="lora (default) or full.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
     wait: WaitOpt = False,
@@ -182,9 +212,9 @@ def train(
 
     dataset_path, run_config = dataset, None
     if dataset.is_dir():
-        dataset_path = dataset / "synth" / "dataset.jsonl"
-        run_config = dataset / "config.yaml" if (dataset / "config.yaml").exists() else None
-    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, method=method, epochs=epochs)
+        dataset_path = layout.dataset_path(dataset)
+        run_config = dataset / layout.CONFIG if (dataset / layout.CONFIG).exists() else None
+    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, train_method=train_method, epochs=epochs)
     result = api.train(cfg, dataset_path, out, merge=merge, wait=wait, progress=not quiet)
     typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
     typer.echo(f"{'adapter' if result.is_adapter else 'model'}: {result.model_dir}")
@@ -222,7 +252,7 @@ def eval_(
     metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet, wait=wait)
     typer.echo(json.dumps({k: metrics[k] for k in ("name", "task", "n", "superni", "paper", "reported_metric", "reported")}, indent=2))
     run_out = Path(cfg.out or Path("runs") / metrics["task"])  # as `run`: runs/<task>/eval/<name>/
-    typer.echo(f"predictions: {run_out / 'eval' / metrics['name'] / 'predictions.jsonl'}")
+    typer.echo(f"predictions: {layout.eval_dir(run_out, metrics['name']) / layout.PREDICTIONS}")
 
 
 @app.command()
@@ -241,6 +271,7 @@ def run(
     output_column: OutputColumnOpt = None,
     instruction: InstructionOpt = None,
     demos: DemosOpt = None,
+    method: MethodOpt = None,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
 ) -> None:
@@ -251,7 +282,7 @@ def run(
     from selfguide import api
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit,
-                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos)
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method)
     result = api.run(cfg, progress=not quiet, wait=wait)
     for line in result.headline:
         typer.echo(line)
@@ -259,9 +290,10 @@ def run(
     typer.echo(f"prompting {metric}: {result.baseline['reported']:.2f} [{result.stacks['prompting']}]")
     if result.finetuned:
         gain = result.finetuned["reported"] - result.baseline["reported"]
-        typer.echo(f"self-guide {metric}: {result.finetuned['reported']:.2f} ({gain:+.2f}) [{result.stacks['finetuned']}]")
+        stack = result.stacks.get("finetuned") or result.stacks[result.method]
+        typer.echo(f"{result.method} {metric}: {result.finetuned['reported']:.2f} ({gain:+.2f}) [{stack}]")
     else:
-        typer.echo("self-guide: not trained (synthesis kept no pairs; see synth/summary.md)")
+        typer.echo(f"{result.method}: not trained (synthesis kept no pairs; see synth/summary.md)")
     if result.server_baseline:
         typer.echo(f"prompting on the server {metric}: {result.server_baseline['reported']:.2f} [{result.stacks['prompting-server']}] (extra: not the same stack as the finetuned model)")
     for path in result.report_paths:
