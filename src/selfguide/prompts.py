@@ -26,6 +26,15 @@ def task_messages(instruction: str, demos: list[tuple[str, str]], source_input: 
     return messages
 
 
+def instruction_messages(instruction: str, source_input: str) -> list[Message]:
+    """A general instruction-following prompt (Self-Instruct and Alpaca rows, the user-oriented
+    eval): `task_messages` without demos, so it matches the task prompt; an instruction that needs
+    no input is the user turn itself."""
+    if not source_input.strip():
+        return [{"role": "user", "content": instruction}]
+    return task_messages(instruction, [], source_input)
+
+
 def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
