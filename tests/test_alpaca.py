@@ -92,3 +92,4 @@ def test_kill_and_resume_gives_identical_data(tmp_path, tiny_model_dir):
     for name in (layout.INSTRUCTIONS, layout.DATASET, layout.DROPS):
         assert (tmp_path / "resumed" / layout.SYNTH / name).read_text() == (tmp_path / "whole" / layout.SYNTH / name).read_text(), name
     assert resumed["stages"] == whole["stages"] and whole["stages"][0]["total"] >= 4
+    assert resumed["model_calls"]["calls"] == whole["model_calls"]["calls"] - 3 == 1 and resumed["model_calls"]["cached"] == 3

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfguide import layout
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel
 from selfguide.eval.metrics import rouge_l
@@ -64,6 +65,6 @@ def evaluate_user_oriented(model: CachedModel, config: UserOrientedConfig, out_d
         "model_calls": model.stats.since(calls_before),
     }
     if out_dir is not None:
-        write_jsonl(out_dir / "predictions.jsonl", rows)
-        write_json(out_dir / "metrics.json", metrics)
+        write_jsonl(out_dir / layout.PREDICTIONS, rows)
+        write_json(out_dir / layout.METRICS, metrics)
     return metrics

@@ -1,6 +1,7 @@
-"""Alpaca (Taori et al. 2023): Self-Instruct simplified. One call writes a list of up to 20 whole
-tasks (instruction, input, output) after 3 seed tasks sampled from the 175; no classification
-step, no separate instance step. Alpaca had text-davinci-003 teach LLaMA: give a `teacher`.
+"""Alpaca (Taori et al. 2023): one call writes up to 20 whole tasks (instruction, input, output) after 3 seed tasks.
+
+Self-Instruct simplified: the seed tasks are sampled from the 175, and there is no classification
+step and no separate instance step. Alpaca had text-davinci-003 teach LLaMA: give a `teacher`.
 
     write task lists (rounds of prompts) -> output checks, heuristic instruction filters,
         ROUGE-L novelty (< 0.7 with every pooled instruction), eval overlap, stop at the count

@@ -1,5 +1,7 @@
-"""Self-Instruct (Wang et al. 2022): a model bootstraps a general instruction-tuning dataset from
-175 human-written seed tasks. With a teacher, the teacher writes it all (distillation).
+"""Self-Instruct (Wang et al. 2022): general instructions and their instances, bootstrapped from 175 seed tasks.
+
+The model grows a general instruction-tuning dataset from the human-written seed tasks; with a
+teacher, the teacher writes it all (distillation) and the model is trained on it.
 
     bootstrap instructions (rounds of 6 seed + 2 pooled instructions) -> heuristic filters,
         ROUGE-L novelty (< 0.7 with every pooled instruction), eval overlap, stop at the count
