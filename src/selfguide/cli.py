@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 
 TaskArg = Annotated[str, typer.Argument(help="Task file (YAML/JSON, ours or SuperNI), a SuperNI task name like task036, or a dataset: hf:NAME[:CONFIG], a datasets folder, a .parquet file.")]
+# General-purpose methods (self-instruct, alpaca) make data for no one task; a task is then an eval target.
+MaybeTaskArg = Annotated[Optional[str], typer.Argument(metavar="TASK", show_default=False, help="A task as for the other commands; optional for general-purpose methods (--method self-instruct, alpaca), whose rows carry their own instructions.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local model folder or .gguf file (default: SmolLM2-135M-Instruct); the served model name (openai).")]
 BackendOpt = Annotated[Optional[Literal["hf", "openai", "vllm", "llamacpp"]], typer.Option(help="hf (transformers, default), openai (any OpenAI-compatible server), vllm, llamacpp (GGUF files through llama-cpp-python).")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1.")]
@@ -38,6 +40,9 @@ OutputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the
 InstructionOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the task instruction (unless the dataset has an instruction column).")]
 DemosOpt = Annotated[Optional[int], typer.Option(help="Dataset tasks: demos drawn from the train split, which the eval never sees (default 5).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="If another selfguide process is using the run folder, wait for it instead of stopping.")]
+TeacherOpt = Annotated[Optional[str], typer.Option("--teacher", help="A model that writes and labels the data instead of --model, which is still the one trained and evaluated (distillation): hub id, folder, .gguf file or served name.")]
+TeacherBackendOpt = Annotated[Optional[Literal["hf", "openai", "vllm", "llamacpp"]], typer.Option("--teacher-backend", help="The teacher's backend (default hf), as --backend.")]
+TeacherBaseUrlOpt = Annotated[Optional[str], typer.Option("--teacher-base-url", help="The teacher's server URL for --teacher-backend openai.")]
 MethodOpt = Annotated[Optional[str], typer.Option("--method", help="How the training data is made (default self-guide); `selfguide methods` lists them.")]
 
 
@@ -52,6 +57,9 @@ FLAG_SETTINGS = {
     "seed": ("seed", "--seed"),
     "eval_split": ("eval_split", "--eval-split"),
     "limit": ("eval.limit", "--limit"),
+    "teacher": ("teacher.name", "--teacher"),
+    "teacher_backend": ("teacher.backend", "--teacher-backend"),
+    "teacher_base_url": ("teacher.base_url", "--teacher-base-url"),
     "method": ("synth.method", "--method"),
     "train_method": ("train.method", "--method"),
     "epochs": ("train.epochs", "--epochs"),
@@ -125,7 +133,7 @@ def inspect(
 
 @app.command()
 def synthesize(
-    task: TaskArg,
+    task: MaybeTaskArg = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
@@ -139,6 +147,9 @@ def synthesize(
     instruction: InstructionOpt = None,
     demos: DemosOpt = None,
     method: MethodOpt = None,
+    teacher: TeacherOpt = None,
+    teacher_backend: TeacherBackendOpt = None,
+    teacher_base_url: TeacherBaseUrlOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls each stage would make; call nothing.")] = False,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
@@ -155,7 +166,8 @@ def synthesize(
     from selfguide.stages.funnel import summary_markdown
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split,
-                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method)
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method,
+                       teacher=teacher, teacher_backend=teacher_backend, teacher_base_url=teacher_base_url)
     if dry_run:
         print_plan(api.plan(cfg))
         return
@@ -256,7 +268,7 @@ def eval_(
 
 @app.command()
 def run(
-    task: TaskArg,
+    task: MaybeTaskArg = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
@@ -271,6 +283,9 @@ def run(
     instruction: InstructionOpt = None,
     demos: DemosOpt = None,
     method: MethodOpt = None,
+    teacher: TeacherOpt = None,
+    teacher_backend: TeacherBackendOpt = None,
+    teacher_base_url: TeacherBaseUrlOpt = None,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
 ) -> None:
@@ -281,7 +296,8 @@ def run(
     from selfguide import api
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit,
-                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method)
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method,
+                       teacher=teacher, teacher_backend=teacher_backend, teacher_base_url=teacher_base_url)
     result = api.run(cfg, progress=not quiet, wait=wait)
     for line in result.headline:
         typer.echo(line)

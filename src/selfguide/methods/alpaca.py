@@ -23,7 +23,6 @@ from pydantic import Field
 from selfguide import layout
 from selfguide.io import append_jsonl, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register
-from selfguide.methods._general import eval_texts, models_summary
 from selfguide.stages.alpaca_list import AlpacaPromptConfig, alpaca_requests, parse_alpaca
 from selfguide.stages.bootstrap import RoundsConfig, bootstrap
 from selfguide.stages.funnel import stage_row
@@ -65,7 +64,7 @@ def run(ctx: MethodContext, config: AlpacaConfig) -> dict:
         lambda r, _machine: alpaca_requests(config.prompt, seeds, r, config.rounds.prompts_per_round, ctx.seed),
         lambda completion: parse_alpaca(completion, config.prompt.seed_demos + 1),
         InstructionFilter(config.instruction_filters),
-        NearDupFilter(config.near_dup, eval_texts(ctx), accepted=[t.instruction for t in seeds]),
+        NearDupFilter(config.near_dup, ctx.eval_texts, accepted=[t.instruction for t in seeds]),
         check=(lambda c: check_instance(c["input"], c["output"], pair_rules)) if config.check_outputs else None,
         on_round=on_round,
         desc="writing tasks",
@@ -78,7 +77,6 @@ def run(ctx: MethodContext, config: AlpacaConfig) -> dict:
         "stages": [stage_row("generate", "candidate task", [(c["status"], c["reason"]) for c in candidates])],
         "instructions": len(dataset),
         "pairs": len(dataset),
-        "models": models_summary(ctx),
     }
 
 

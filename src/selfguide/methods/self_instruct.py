@@ -28,7 +28,6 @@ from pydantic import Field
 from selfguide import layout
 from selfguide.io import append_jsonl, read_jsonl, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register
-from selfguide.methods._general import eval_texts, models_summary
 from selfguide.stages.bootstrap import RoundsConfig, bootstrap
 from selfguide.stages.classify_task import ClassifyConfig, classification_demos, classify_instructions
 from selfguide.stages.funnel import stage_row
@@ -64,7 +63,7 @@ def run(ctx: MethodContext, config: SelfInstructConfig) -> dict:
     for path in paths.values():
         write_jsonl(path, [])
 
-    novelty = NearDupFilter(config.near_dup, eval_texts(ctx), accepted=seed_instructions)
+    novelty = NearDupFilter(config.near_dup, ctx.eval_texts, accepted=seed_instructions)
     candidates = bootstrap(
         writer,
         config.rounds,
@@ -94,7 +93,7 @@ def run(ctx: MethodContext, config: SelfInstructConfig) -> dict:
         dataset += new_pairs
 
     write_jsonl(ctx.out_dir / layout.DROPS, drop_rows(candidates, instances))
-    return summarize(candidates, classifications, instances, dataset, ctx)
+    return summarize(candidates, classifications, instances, dataset)
 
 
 def plan(ctx: MethodContext, config: SelfInstructConfig) -> dict[str, Calls]:
@@ -172,7 +171,7 @@ def drop_rows(candidates: list[dict], instances: list[dict]) -> list[dict]:
     return rows
 
 
-def summarize(candidates: list[dict], classifications: list[dict], instances: list[dict], dataset: list[dict], ctx: MethodContext) -> dict:
+def summarize(candidates: list[dict], classifications: list[dict], instances: list[dict], dataset: list[dict]) -> dict:
     by_instruction: dict[str, list[dict]] = {}
     for row in instances:
         by_instruction.setdefault(row["instruction_id"], []).append(row)
@@ -188,6 +187,5 @@ def summarize(candidates: list[dict], classifications: list[dict], instances: li
         "instructions": sum(c["status"] == "kept" for c in candidates),
         "classification": {**kinds, "unclear_answers": sum(not c["parsed"] for c in classifications)},
         "pairs": len(dataset),
-        "models": models_summary(ctx),
     }
 

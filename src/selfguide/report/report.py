@@ -230,6 +230,8 @@ def funnel_section(run: Run, plot_dir: Path) -> list[Block]:
     ]
     blocks.append(Table(["stage", "unit", "in", "kept", "dropped", "drops by reason"], rows))
     blocks.append(Para(f"Final pairs: {run.pairs}."))
+    if models := run.summary.get("models"):
+        blocks.append(Para(f"Data written by {models['wrote']}, labelled by {models['labelled']}; trained: {models['trained']}."))
     if calls := run.summary.get("model_calls"):
         blocks.append(Para(f"Model calls: {calls.get('calls')} made, {calls.get('cached')} from cache, {calls.get('completion_tokens')} tokens generated."))
     counts = [
