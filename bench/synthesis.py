@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selfguide import api
 from selfguide.config import load_config
-from selfguide.prompts import encode_prompt, stop_strings_for
+from selfguide.backends.chat import encode_prompt, stop_strings_for
 from selfguide.tinymodel import build_tiny_model
 
 

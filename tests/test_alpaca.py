@@ -15,7 +15,7 @@ from selfguide.errors import BudgetExceeded
 from selfguide.io import read_jsonl
 from selfguide.methods import MethodContext, get_method, synthesize
 from selfguide.methods.alpaca import AlpacaConfig
-from selfguide.stages.plan import total
+from selfguide.plan import total
 from selfguide.tasks.self_instruct import load_seed_tasks
 
 SEEDS = load_seed_tasks()

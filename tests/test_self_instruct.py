@@ -18,10 +18,8 @@ from selfguide.errors import BudgetExceeded
 from selfguide.io import read_jsonl
 from selfguide.methods import MethodContext, get_method, synthesize
 from selfguide.methods.self_instruct import SelfInstructConfig
-from selfguide.stages.classify_task import QUESTION
-from selfguide.stages.numbered_instructions import REQUEST
-from selfguide.stages.plan import total
-from selfguide.stages.write_instances import CLASSIFICATION_REQUEST
+from selfguide.plan import total
+from selfguide.prompts.self_instruct import CLASSIFICATION_REQUEST, CLASSIFY_QUESTION, LIST_REQUEST
 
 
 def words(rng: random.Random, n: int) -> str:
@@ -34,11 +32,11 @@ def script(messages, params, j):
     one echo (generation), two labels (classification)."""
     request = messages[0]["content"]
     rng = random.Random(params.seed)
-    if request == REQUEST:
+    if request == LIST_REQUEST:
         first = f"Explain {words(rng, 6)}"
         return f" {first}\n10. Classify {words(rng, 5)} as yes or no.\n11. Plot {words(rng, 5)}\n12. {first}"
     task = re.findall(r"Task: (.*)", messages[-1]["content"])[-1]
-    if request == QUESTION:
+    if request == CLASSIFY_QUESTION:
         return " Yes" if task.startswith("Classify") else " No"
     if request == CLASSIFICATION_REQUEST:
         return f" yes\nInput: first {task}\nClass label: no\nInput: second {task}"

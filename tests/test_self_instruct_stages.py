@@ -10,9 +10,18 @@ import pytest
 from scripted import scripted_model
 from selfguide.backends.base import Completion
 from selfguide.errors import BadInputError
-from selfguide.stages.alpaca_list import alpaca_messages, parse_alpaca
-from selfguide.stages.bootstrap import RoundsConfig, bootstrap
-from selfguide.stages.classify_task import classification_demos, classify_messages, parse_answer
+from selfguide.prompts.alpaca import alpaca_messages, parse_alpaca
+from selfguide.prompts.self_instruct import (
+    classify_messages,
+    instance_messages,
+    numbered_messages,
+    parse_answer,
+    parse_classification,
+    parse_generation,
+    parse_numbered,
+)
+from selfguide.stages.bootstrap import RoundsConfig, bootstrap, parse_completion
+from selfguide.stages.classify_task import classification_demos
 from selfguide.stages.instruction_filters import (
     InstanceFilterConfig,
     InstructionFilter,
@@ -21,8 +30,8 @@ from selfguide.stages.instruction_filters import (
     filter_instances,
 )
 from selfguide.stages.near_dup import NearDupConfig, NearDupFilter
-from selfguide.stages.numbered_instructions import NumberedPromptConfig, numbered_messages, numbered_requests, parse_numbered
-from selfguide.stages.write_instances import InstanceGenConfig, instance_messages, instance_requests, parse_classification, parse_generation
+from selfguide.stages.write_instances import InstanceGenConfig, instance_requests
+from selfguide.stages.write_instructions import WriteInstructionsConfig, instruction_requests
 from selfguide.tasks.self_instruct import load_seed_tasks, load_user_oriented
 
 
@@ -59,26 +68,26 @@ def test_numbered_prompt_ends_at_next_number_and_mixes_pool(seeds):
     assert messages[-1] == {"role": "assistant", "content": "1. Say hi\n2. Add two numbers.\n3."}
     seed_texts = [t.instruction for t in seeds]
     machine = ["Machine one here please.", "Machine two here please.", "Machine three here please."]
-    requests = numbered_requests(NumberedPromptConfig(), seed_texts, machine, round_index=0, prompts=3, seed=0)
+    requests = instruction_requests(WriteInstructionsConfig(), seed_texts, machine, round_index=0, prompts=3, seed=0)
     for request in requests:
         shown = request.messages[-1]["content"].splitlines()[:-1]
         assert len(shown) == 8 and sum(any(m in line for m in machine) for line in shown) == 2
         assert request.messages[-1]["content"].endswith("\n9.")
         assert "\n16" in request.params.stop and request.params.temperature == 0.7 and request.params.top_p == 0.5
     # The pool is smaller than 2: seed instructions fill in.
-    [early] = numbered_requests(NumberedPromptConfig(), seed_texts, [], round_index=0, prompts=1, seed=0)
+    [early] = instruction_requests(WriteInstructionsConfig(), seed_texts, [], round_index=0, prompts=1, seed=0)
     assert len(early.messages[-1]["content"].splitlines()) == 9
 
 
 def test_parse_numbered_list():
     text = " Write a poem about the rain.\n10. Give me three fruits that are red.\n11 . Summarize the text below.\n\n12.\n13."
-    assert [c["instruction"].strip() for c in parse_numbered(done(text))] == [
+    assert [c["instruction"] for c in parse_numbered(text)] == [
         "Write a poem about the rain.",
         "Give me three fruits that are red.",
         "Summarize the text below.",
     ]
     # A number inside an item does not split it; a cut-off completion loses its half-written last item.
-    cut = parse_numbered(done(" Convert 3.5 cups to grams.\n10. Explain why the sky is", finish="length"))
+    cut = parse_completion(done(" Convert 3.5 cups to grams.\n10. Explain why the sky is", finish="length"), parse_numbered)
     assert [c["instruction"] for c in cut] == ["Convert 3.5 cups to grams.", "Explain why the sky is"]
     assert "drop" not in cut[0] and cut[1]["drop"].reason == "truncated"
 
@@ -139,18 +148,18 @@ def test_classification_prompt_and_answers(seeds):
 
 def test_parse_generation_instances():
     text = "Example 1\nInput: 3, 1, 2\nOutput: 1, 2, 3\nExample 2\nList: 9, 8\nOutput: 8, 9\n"
-    assert parse_generation(done(text)) == [{"input": "3, 1, 2", "output": "1, 2, 3"}, {"input": "List: 9, 8", "output": "8, 9"}]
-    assert parse_generation(done("Output: Paris is the capital of France.")) == [{"input": "", "output": "Paris is the capital of France."}]
+    assert parse_generation(text) == [{"input": "3, 1, 2", "output": "1, 2, 3"}, {"input": "List: 9, 8", "output": "8, 9"}]
+    assert parse_generation("Output: Paris is the capital of France.") == [{"input": "", "output": "Paris is the capital of France."}]
     # An output that runs into a next input keeps only its own text; no Output at all parses nothing.
-    assert parse_generation(done("Example 1\nOutput: yes\nInput 2: more")) == [{"input": "", "output": "yes"}]
-    assert parse_generation(done("I am not sure what you mean.")) == []
-    cut = parse_generation(done("Example 1\nInput: a\nOutput: b\nExample 2\nInput: c\nOutput: d", finish="length"))
+    assert parse_generation("Example 1\nOutput: yes\nInput 2: more") == [{"input": "", "output": "yes"}]
+    assert parse_generation("I am not sure what you mean.") == []
+    cut = parse_completion(done("Example 1\nInput: a\nOutput: b\nExample 2\nInput: c\nOutput: d", finish="length"), parse_generation)
     assert [c.get("drop") and c["drop"].reason for c in cut] == [None, "truncated"]
 
 
 def test_parse_classification_instances():
     text = " Positive\nInput: I loved every minute.\nClass label: Negative\nInput: Dull and far too long.\nClass label: Neutral"
-    assert parse_classification(done(text)) == [
+    assert parse_classification(text) == [
         {"input": "I loved every minute.", "output": "Positive"},
         {"input": "Dull and far too long.", "output": "Negative"},
         {"input": "", "output": "Neutral"},
@@ -176,7 +185,7 @@ def test_parse_alpaca_blocks(seeds):
         "###\n6. Instruction: Broken item without fields\n"
         "###\n7. Instruction: Translate to French.\n7. Input:\nGood morning\n7. Output:\nBon"
     )
-    parsed = parse_alpaca(done(text, finish="length"), first_number=4)
+    parsed = parse_completion(done(text, finish="length"), lambda t: parse_alpaca(t, first_number=4))
     assert [(c["instruction"], c["input"], c["output"]) for c in parsed[:2]] == [
         ("Name three primary colours.", "", "Red, yellow and blue."),
         ("Fix the grammar of the sentence.", "She go to school.", "She goes to school."),
@@ -206,7 +215,7 @@ def test_bootstrap_accounting_novelty_and_count(tmp_path, seeds):
     records = bootstrap(
         model,
         rounds,
-        lambda r, machine: numbered_requests(NumberedPromptConfig(), seed_texts, machine, r, rounds.prompts_per_round, seed=0),
+        lambda r, machine: instruction_requests(WriteInstructionsConfig(), seed_texts, machine, r, rounds.prompts_per_round, seed=0),
         parse_numbered,
         InstructionFilter(InstructionFilterConfig()),
         NearDupFilter(NearDupConfig(), accepted=seed_texts),

@@ -8,15 +8,7 @@ import pytest
 
 from scripted import scripted_model
 from selfguide.eval.user_oriented import UserOrientedConfig, evaluate_user_oriented
-from selfguide.prompts import instruction_messages
-
-
-def test_instruction_messages_with_and_without_input():
-    assert instruction_messages("Fix the grammar.", "She go home.") == [
-        {"role": "system", "content": "Fix the grammar."},
-        {"role": "user", "content": "She go home."},
-    ]
-    assert instruction_messages("Name a colour.", "  ") == [{"role": "user", "content": "Name a colour."}]
+from selfguide.prompts.task import instruction_messages
 
 
 def test_user_oriented_rouge_by_hand(tmp_path):
@@ -31,7 +23,10 @@ def test_user_oriented_rouge_by_hand(tmp_path):
 
     def script(messages, params, j):
         assert params.temperature == 0
-        return answers[messages[-1]["content"]] if len(messages) > 1 else answers[""]
+        [turn] = messages  # the general prompt: one user turn, the instruction then the input
+        instruction, _, source_input = turn["content"].partition("\n\n")
+        assert instruction in {t["instruction"] for t in tasks}
+        return answers[source_input]
 
     model, backend = scripted_model(script, tmp_path / "cache.sqlite")
     metrics = evaluate_user_oriented(model, UserOrientedConfig(path=str(tmp_path)), tmp_path / "eval", name="prompting")

@@ -17,7 +17,7 @@ from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel
 from selfguide.eval.metrics import rouge_l
 from selfguide.io import write_json, write_jsonl
-from selfguide.prompts import instruction_messages
+from selfguide.prompts.task import instruction_messages
 from selfguide.tasks.self_instruct import load_user_oriented
 
 

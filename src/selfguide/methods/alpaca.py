@@ -23,12 +23,13 @@ from pydantic import Field
 from selfguide import layout
 from selfguide.io import append_jsonl, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register
-from selfguide.stages.alpaca_list import AlpacaPromptConfig, alpaca_requests, parse_alpaca
+from selfguide.plan import Calls
+from selfguide.prompts.alpaca import parse_alpaca
 from selfguide.stages.bootstrap import RoundsConfig, bootstrap
 from selfguide.stages.funnel import stage_row
 from selfguide.stages.instruction_filters import InstanceFilterConfig, InstructionFilter, InstructionFilterConfig, check_instance
 from selfguide.stages.near_dup import NearDupConfig, NearDupFilter
-from selfguide.stages.plan import Calls
+from selfguide.stages.write_tasks import WriteTasksConfig, task_list_requests
 from selfguide.tasks.self_instruct import load_seed_tasks
 
 
@@ -36,7 +37,7 @@ class AlpacaConfig(MethodConfig):
     method: Literal["alpaca"] = "alpaca"
     seed_tasks: str | None = Field(None, description="The seed tasks JSONL (or its folder); unset: $SELFGUIDE_SELF_INSTRUCT or ../shared/self_instruct.")
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
-    prompt: AlpacaPromptConfig = Field(default_factory=AlpacaPromptConfig)
+    prompt: WriteTasksConfig = Field(default_factory=WriteTasksConfig)
     instruction_filters: InstructionFilterConfig = Field(default_factory=InstructionFilterConfig)
     near_dup: NearDupConfig = Field(
         default_factory=NearDupConfig, description="ROUGE-L novelty against every pooled instruction, seed ones included (< 0.7 enters), and eval overlap."
@@ -61,8 +62,8 @@ def run(ctx: MethodContext, config: AlpacaConfig) -> dict:
     candidates = bootstrap(
         ctx.writer,
         config.rounds,
-        lambda r, _machine: alpaca_requests(config.prompt, seeds, r, config.rounds.prompts_per_round, ctx.seed),
-        lambda completion: parse_alpaca(completion, config.prompt.seed_demos + 1),
+        lambda r, _machine: task_list_requests(config.prompt, seeds, r, config.rounds.prompts_per_round, ctx.seed),
+        lambda text: parse_alpaca(text, config.prompt.seed_demos + 1),
         InstructionFilter(config.instruction_filters),
         NearDupFilter(config.near_dup, ctx.eval_texts, accepted=[t.instruction for t in seeds]),
         check=(lambda c: check_instance(c["input"], c["output"], pair_rules)) if config.check_outputs else None,

@@ -28,14 +28,15 @@ from pydantic import Field
 from selfguide import layout
 from selfguide.io import append_jsonl, read_jsonl, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register
+from selfguide.plan import Calls
+from selfguide.prompts.self_instruct import parse_numbered
 from selfguide.stages.bootstrap import RoundsConfig, bootstrap
 from selfguide.stages.classify_task import ClassifyConfig, classification_demos, classify_instructions
 from selfguide.stages.funnel import stage_row
 from selfguide.stages.instruction_filters import InstanceFilterConfig, InstructionFilter, InstructionFilterConfig, filter_instances
 from selfguide.stages.near_dup import NearDupConfig, NearDupFilter
-from selfguide.stages.numbered_instructions import NumberedPromptConfig, numbered_requests, parse_numbered
-from selfguide.stages.plan import Calls
 from selfguide.stages.write_instances import InstanceGenConfig, write_instances
+from selfguide.stages.write_instructions import WriteInstructionsConfig, instruction_requests
 from selfguide.tasks.self_instruct import load_seed_tasks
 
 CHUNK = 64  # instructions classified and given instances per step; each step's rows are written at once
@@ -45,7 +46,7 @@ class SelfInstructConfig(MethodConfig):
     method: Literal["self-instruct"] = "self-instruct"
     seed_tasks: str | None = Field(None, description="The seed tasks JSONL (or its folder); unset: $SELFGUIDE_SELF_INSTRUCT or ../shared/self_instruct.")
     rounds: RoundsConfig = Field(default_factory=RoundsConfig)
-    prompt: NumberedPromptConfig = Field(default_factory=NumberedPromptConfig)
+    prompt: WriteInstructionsConfig = Field(default_factory=WriteInstructionsConfig)
     instruction_filters: InstructionFilterConfig = Field(default_factory=InstructionFilterConfig)
     near_dup: NearDupConfig = Field(
         default_factory=NearDupConfig, description="ROUGE-L novelty against every pooled instruction, seed ones included (< 0.7 enters), and eval overlap."
@@ -67,7 +68,7 @@ def run(ctx: MethodContext, config: SelfInstructConfig) -> dict:
     candidates = bootstrap(
         writer,
         config.rounds,
-        lambda r, machine: numbered_requests(config.prompt, seed_instructions, machine, r, config.rounds.prompts_per_round, ctx.seed),
+        lambda r, machine: instruction_requests(config.prompt, seed_instructions, machine, r, config.rounds.prompts_per_round, ctx.seed),
         parse_numbered,
         InstructionFilter(config.instruction_filters),
         novelty,

@@ -22,7 +22,7 @@ from selfguide.backends.base import Completion, Request
 from selfguide.backends.cache import CachedModel
 from selfguide.stages.instruction_filters import InstructionFilter, clean_instruction
 from selfguide.stages.near_dup import NearDupFilter
-from selfguide.synth.filters import Drop
+from selfguide.stages.filters import Drop
 
 
 class RoundsConfig(BaseModel):
@@ -44,9 +44,9 @@ class RoundsConfig(BaseModel):
         return self.rounds() * self.prompts_per_round
 
 
-# A parsed candidate: {"instruction": str, ...method fields (input, output)}, and "drop": a Drop
-# when parsing already rejects it (cut off by the length limit, malformed).
-Parse = Callable[[Completion], list[dict]]
+# A parser: completion text -> candidates {"instruction": str, ...method fields (input, output)},
+# with "rejected": (reason, detail) on one it rejects itself (see `selfguide.prompts.self_instruct`).
+Parse = Callable[[str], list[dict]]
 MakeRequests = Callable[[int, list[str]], list[Request]]  # (round, machine instructions so far) -> requests
 
 
@@ -73,7 +73,7 @@ def bootstrap(
         completions = model.generate(make_requests(round_index, list(pool)), desc=desc, progress=False)
         round_records = []
         for slot, [completion] in enumerate(completions):
-            for position, candidate in enumerate(parse(completion)):
+            for position, candidate in enumerate(parse_completion(completion, parse)):
                 candidate = {**candidate, "instruction": clean_instruction(candidate["instruction"])}
                 drop = candidate.pop("drop", None) or (check(candidate) if check else None)
                 drop = drop or instruction_filter.check(candidate["instruction"])
@@ -104,8 +104,13 @@ def bootstrap(
     return records
 
 
-def mark_truncated(candidates: list[dict], completion: Completion) -> list[dict]:
-    """A completion cut off by the token limit ends in a half-written candidate: drop the last one."""
-    if candidates and completion.finish_reason == "length":
-        candidates[-1]["drop"] = Drop("truncated", "the completion hit max_new_tokens")
-    return candidates
+def parse_completion(completion: Completion, parse: Parse) -> list[dict]:
+    """The parser's pieces, each with "drop" where it already has one: a piece the parser rejected,
+    and the last piece of a completion cut off by the token limit (half-written)."""
+    pieces = parse(completion.text)
+    for piece in pieces:
+        if "rejected" in piece:
+            piece["drop"] = Drop(*piece.pop("rejected"))
+    if pieces and completion.finish_reason == "length":
+        pieces[-1]["drop"] = Drop("truncated", "the completion hit max_new_tokens")
+    return pieces

@@ -15,7 +15,7 @@ import string
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfguide.synth.filters import Drop
+from selfguide.stages.filters import Drop
 
 # Words naming what a text-only model cannot see or produce (Self-Instruct's list, with the words
 # Alpaca added: video, audio, music, flowchart, diagram).
