@@ -58,6 +58,7 @@ FLAG_SETTINGS = {
     "seed": ("seed", "--seed"),
     "eval_split": ("eval_split", "--eval-split"),
     "limit": ("eval.limit", "--limit"),
+    "user_oriented_limit": ("eval.user_oriented.limit", "--limit"),
     "teacher": ("teacher.name", "--teacher"),
     "teacher_backend": ("teacher.backend", "--teacher-backend"),
     "teacher_base_url": ("teacher.base_url", "--teacher-base-url"),
@@ -162,6 +163,7 @@ def synthesize(
       selfguide synthesize my_task.yaml -m Qwen/Qwen2.5-1.5B-Instruct --set synth.inputs.rounds=5
       selfguide synthesize task190 -m my-model --backend openai --base-url http://127.0.0.1:8000/v1
       selfguide synthesize task036 -m ./tiny-model --method self-guide --dry-run
+      selfguide synthesize --method self-instruct -m ./student --teacher Qwen/Qwen2.5-7B-Instruct --set synth.rounds.num_instructions=500
     """
     from selfguide import api
     from selfguide.stages.funnel import summary_markdown
@@ -237,7 +239,7 @@ def train(
 
 @app.command("eval")
 def eval_(
-    task: TaskArg,
+    task: MaybeTaskArg = None,
     model: ModelOpt = None,
     adapter: Annotated[Optional[str], typer.Option(help="A PEFT adapter folder to apply (the finetuned model).")] = None,
     backend: BackendOpt = None,
@@ -247,6 +249,7 @@ def eval_(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     eval_split: SplitOpt = None,
+    user_oriented: Annotated[bool, typer.Option("--user-oriented", help="Evaluate on Self-Instruct's 252 user-oriented instructions (ROUGE-L) instead of a task; TASK is not needed.")] = False,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
 ) -> None:
@@ -255,15 +258,21 @@ def eval_(
     Examples:
       selfguide eval task036 --model ./tiny-model --limit 20
       selfguide eval task036 --model ./tiny-model --adapter runs/task036/train/adapter
+      selfguide eval --user-oriented --model ./tiny-model --adapter runs/self-instruct/train/adapter --out runs/self-instruct
     """
     from selfguide import api
 
-    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, eval_split=eval_split, limit=limit)
+    limits = {"user_oriented_limit": limit} if user_oriented else {"limit": limit}
+    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, eval_split=eval_split, **limits)
     if out:
         cfg.out = str(out)
-    metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet, wait=wait)
+    metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet, wait=wait, user_oriented=user_oriented)
+    run_out = Path(cfg.out or Path("runs") / metrics.get("task", cfg.synth.method))  # as `run`: runs/<task>/eval/<name>/
+    if user_oriented:
+        typer.echo(json.dumps({k: metrics[k] for k in ("name", "eval", "n", "rougeL")}, indent=2))
+        typer.echo(f"predictions: {layout.user_oriented_dir(run_out, metrics['name']) / layout.PREDICTIONS}")
+        return
     typer.echo(json.dumps({k: metrics[k] for k in ("name", "task", "n", "superni", "paper", "reported_metric", "reported")}, indent=2))
-    run_out = Path(cfg.out or Path("runs") / metrics["task"])  # as `run`: runs/<task>/eval/<name>/
     typer.echo(f"predictions: {layout.eval_dir(run_out, metrics['name']) / layout.PREDICTIONS}")
 
 
@@ -292,7 +301,9 @@ def run(
 ) -> None:
     """The whole loop: synthesize, finetune, evaluate against prompting, write the report.
 
-    Example: selfguide run task036 --model ./tiny-model --config configs/tiny.yaml
+    Examples:
+      selfguide run task036 --model ./tiny-model --config configs/tiny.yaml
+      selfguide run task1345 --method alpaca --model ./student --teacher ./teacher   (also scored on the 252 user-oriented instructions)
     """
     from selfguide import api
 
@@ -310,6 +321,8 @@ def run(
         typer.echo(f"{result.method} {metric}: {result.finetuned['reported']:.2f} ({gain:+.2f}) [{stack}]")
     else:
         typer.echo(f"{result.method}: not trained (synthesis kept no pairs; see synth/summary.md)")
+    for name, uo in result.user_oriented.items():
+        typer.echo(f"{name} on the {uo['n']} user-oriented instructions, rougeL: {uo['rougeL']:.2f}")
     if result.server_baseline:
         typer.echo(f"prompting on the server {metric}: {result.server_baseline['reported']:.2f} [{result.stacks['prompting-server']}] (extra: not the same stack as the finetuned model)")
     for path in result.report_paths:

@@ -59,6 +59,7 @@ METRICS = "metrics.json"
 PROMPTING = "prompting"
 PROMPTING_SERVER = "prompting-server"
 FINETUNED = "finetuned"
+USER_ORIENTED = "user-oriented"  # eval/user-oriented/<name>/: Self-Instruct's 252 instructions
 
 EXPORT = "export"
 
@@ -77,3 +78,7 @@ def train_dir(run: Path) -> Path:
 
 def eval_dir(run: Path, name: str) -> Path:
     return Path(run) / EVAL / name
+
+
+def user_oriented_dir(run: Path, name: str) -> Path:
+    return Path(run) / EVAL / USER_ORIENTED / name

@@ -24,9 +24,15 @@ from selfguide.tasks.self_instruct import load_user_oriented
 class UserOrientedConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool | None = Field(None, description="Evaluate on the user-oriented instructions in `selfguide run`; unset: for general-purpose methods (self-instruct, alpaca).")
     path: str | None = Field(None, description="The user-oriented instructions JSONL (or its folder); unset: $SELFGUIDE_SELF_INSTRUCT or ../shared/self_instruct.")
     limit: int | None = Field(None, ge=1, description="Evaluate on the first N instructions only.")
     max_new_tokens: int = Field(256, ge=1, description="Upper bound per answer; greedy answers end at the end of the turn.")
+
+
+def user_oriented_texts(config: UserOrientedConfig) -> list[str]:
+    """The instructions and inputs synthetic data must not reproduce while this is an eval target."""
+    return [text for task in load_user_oriented(config.path) for text in (task.instruction, task.instances[0].input) if text.strip()]
 
 
 def evaluate_user_oriented(model: CachedModel, config: UserOrientedConfig, out_dir: Path | None = None, *, name: str = "prompting") -> dict:
