@@ -15,7 +15,7 @@ from selfguide.errors import BudgetExceeded
 from selfguide.io import read_jsonl
 from selfguide.methods import MethodContext, get_method, synthesize
 from selfguide.methods.alpaca import AlpacaConfig
-from selfguide.plan import total
+from selfguide.plan import Calls, total
 from selfguide.tasks.self_instruct import load_seed_tasks
 
 SEEDS = load_seed_tasks()
@@ -64,10 +64,14 @@ def test_accounting_adds_up(tmp_path):
 def test_dry_run_plans_the_calls_made(tmp_path):
     cfg = AlpacaConfig(rounds={"num_instructions": 6, "prompts_per_round": 3, "max_rounds": 1})
     model, _ = scripted_model(script, tmp_path / "plan.sqlite")
-    ctx = MethodContext(task=None, model=model, out_dir=tmp_path / "plan", seed=0, progress=False)
+    ctx = MethodContext(task=None, model=model, out_dir=tmp_path / "run" / layout.SYNTH, seed=0, progress=False)
     planned = total(get_method("alpaca").plan(ctx, cfg))
     _, backend, summary = run_scripted(tmp_path, cfg)
     assert planned.at_least == planned.at_most == backend.calls == 3 and summary["pairs"] == 6
+    # Two rounds allowed, one needed: a range before, exact once the candidates are on disk.
+    wider = AlpacaConfig(rounds={"num_instructions": 6, "prompts_per_round": 3, "max_rounds": 2})
+    assert get_method("alpaca").plan(MethodContext(task=None, model=model, out_dir=tmp_path / "none", progress=False), wider)["generate"].at_most == 6
+    assert get_method("alpaca").plan(ctx, wider)["generate"] == Calls(3, 3, 3 * wider.prompt.max_new_tokens)
 
 
 def test_kill_and_resume_gives_identical_data(tmp_path, tiny_model_dir):

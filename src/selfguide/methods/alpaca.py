@@ -25,7 +25,7 @@ from selfguide.io import append_jsonl, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register
 from selfguide.plan import Calls
 from selfguide.prompts.alpaca import parse_alpaca
-from selfguide.stages.bootstrap import RoundsConfig, bootstrap
+from selfguide.stages.bootstrap import RoundsConfig, bootstrap, finished_on_disk
 from selfguide.stages.funnel import stage_row
 from selfguide.stages.instruction_filters import InstanceFilterConfig, InstructionFilter, InstructionFilterConfig, check_instance
 from selfguide.stages.near_dup import NearDupConfig, NearDupFilter
@@ -82,9 +82,12 @@ def run(ctx: MethodContext, config: AlpacaConfig) -> dict:
 
 
 def plan(ctx: MethodContext, config: AlpacaConfig) -> dict[str, Calls]:
-    """One call per prompt: the first round at least, every round at most."""
-    prompts = config.rounds.planned_calls()
-    return {"generate": Calls(min(config.rounds.prompts_per_round, prompts), prompts, prompts * config.prompt.max_new_tokens)}
+    """One call per prompt: the first round at least, every round at most; exact once
+    instructions.jsonl holds a finished run."""
+    rounds = config.rounds
+    done = finished_on_disk(ctx.out_dir / layout.INSTRUCTIONS, rounds)
+    least, most = (done[0] * rounds.prompts_per_round,) * 2 if done else (rounds.prompts_per_round, rounds.planned_calls())
+    return {"generate": Calls(least, most, most * config.prompt.max_new_tokens)}
 
 
 register(AlpacaConfig, run=run, plan=plan, general=True)

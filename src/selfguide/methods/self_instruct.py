@@ -26,11 +26,11 @@ from typing import Literal
 from pydantic import Field
 
 from selfguide import layout
-from selfguide.io import append_jsonl, read_jsonl, write_jsonl
+from selfguide.io import append_jsonl, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register
 from selfguide.plan import Calls
 from selfguide.prompts.self_instruct import parse_numbered
-from selfguide.stages.bootstrap import RoundsConfig, bootstrap
+from selfguide.stages.bootstrap import RoundsConfig, bootstrap, finished_on_disk
 from selfguide.stages.classify_task import ClassifyConfig, classification_demos, classify_instructions
 from selfguide.stages.funnel import stage_row
 from selfguide.stages.instruction_filters import InstanceFilterConfig, InstructionFilter, InstructionFilterConfig, filter_instances
@@ -99,13 +99,18 @@ def run(ctx: MethodContext, config: SelfInstructConfig) -> dict:
 
 def plan(ctx: MethodContext, config: SelfInstructConfig) -> dict[str, Calls]:
     """Bootstrapping: one round at least, every round at most; then one classification call and one
-    instance call per kept instruction (known once instructions.jsonl is complete)."""
+    instance call per kept instruction. Exact once instructions.jsonl holds a finished bootstrap."""
     rounds = config.rounds
-    prompts = rounds.planned_calls()
-    kept = kept_on_disk(ctx, rounds)
-    least, most = (kept, kept) if kept is not None else (0, rounds.num_instructions)
+    done = finished_on_disk(ctx.out_dir / layout.INSTRUCTIONS, rounds)
+    if done is not None:
+        ran, kept = done
+        bootstrap_calls = Calls.exact(ran * rounds.prompts_per_round)
+        least = most = kept
+    else:
+        bootstrap_calls = Calls(rounds.prompts_per_round, rounds.planned_calls())
+        least, most = 0, rounds.num_instructions
     return {
-        "bootstrap": Calls(min(rounds.prompts_per_round, prompts), prompts, prompts * config.prompt.max_new_tokens),
+        "bootstrap": Calls(bootstrap_calls.at_least, bootstrap_calls.at_most, bootstrap_calls.at_most * config.prompt.max_new_tokens),
         "classify": Calls(least, most, most * config.classify.max_new_tokens),
         "instances": Calls(least, most, most * config.instances.max_new_tokens),
     }
@@ -115,15 +120,6 @@ register(SelfInstructConfig, run=run, plan=plan, general=True)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def kept_on_disk(ctx: MethodContext, rounds: RoundsConfig) -> int | None:
-    """Kept instructions of an earlier run whose bootstrapping finished, else None (not known yet)."""
-    path = ctx.out_dir / layout.INSTRUCTIONS
-    rows = read_jsonl(path) if path.exists() else []
-    kept = sum(r["status"] == "kept" for r in rows)
-    finished = kept >= rounds.num_instructions or (rows and max(r["round"] for r in rows) == rounds.rounds() - 1)
-    return kept if finished else None
 
 
 def instance_rows(candidate: dict, record: dict, config: InstanceFilterConfig) -> list[dict]:

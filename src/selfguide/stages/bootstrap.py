@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from selfguide.backends.base import Completion, Request
 from selfguide.backends.cache import CachedModel
+from selfguide.io import read_jsonl
 from selfguide.stages.instruction_filters import InstructionFilter, clean_instruction
 from selfguide.stages.near_dup import NearDupFilter
 from selfguide.stages.filters import Drop
@@ -114,3 +116,13 @@ def parse_completion(completion: Completion, parse: Parse) -> list[dict]:
     if pieces and completion.finish_reason == "length":
         pieces[-1]["drop"] = Drop("truncated", "the completion hit max_new_tokens")
     return pieces
+
+
+def finished_on_disk(path: Path, rounds: RoundsConfig) -> tuple[int, int] | None:
+    """(rounds run, instructions kept) from the candidates file of a bootstrap that finished (the
+    count reached or every round run), else None: then what is left is not known yet."""
+    rows = read_jsonl(path) if path.exists() else []
+    if not rows:
+        return None
+    ran, kept = max(r["round"] for r in rows) + 1, sum(r["status"] == "kept" for r in rows)
+    return (ran, kept) if kept >= rounds.num_instructions or ran == rounds.rounds() else None
