@@ -9,11 +9,11 @@ import random
 from conftest import superni_task_path
 from scripted import is_input_request, scripted_model
 
-from selfguide.stages.filters import InputFilter, InputFilterConfig, check_noise, length_window, normalize_label
-from selfguide.stages.vote import balance_classes, vote_answer
 from selfguide.methods import MethodContext, get_method, synthesize
 from selfguide.methods.self_guide import SelfGuideConfig
 from selfguide.prompts.self_guide import INPUT_STOP, clean_generated_input
+from selfguide.stages.filters import InputFilter, InputFilterConfig, check_noise, length_window, normalize_label
+from selfguide.stages.vote import balance_classes, vote_answer
 from selfguide.tasks.load import load_task
 from selfguide.tasks.spec import Example, EvalItem, TaskSpec
 

@@ -242,3 +242,14 @@ def test_rows_with_their_own_instruction_train_and_export_zero_shot(tiny_model_d
     assert alpaca_row(task, general) == {"system": "", "history": [], "instruction": "List two fruits.", "input": "", "output": "apple, pear"}
     assert openai_row(task, general)["messages"] == [{"role": "user", "content": "List two fruits."}, {"role": "assistant", "content": "apple, pear"}]
     assert alpaca_row(task, plain)["history"] == [["q1", "a1"], ["q2", "a2"]] and alpaca_row(task, plain)["system"] == "Answer."
+
+
+def test_a_teacher_writes_and_labels_the_data(tmp_path):
+    from test_filters import noisy_script, noisy_task
+
+    student, student_backend = scripted_model(noisy_script, tmp_path / "cache.sqlite", name="student")
+    teacher, teacher_backend = scripted_model(noisy_script, tmp_path / "cache.sqlite", name="teacher")
+    config = SelfGuideConfig()
+    config.inputs.rounds = 2
+    summary = synthesize(get_method("self-guide"), MethodContext(noisy_task(), student, tmp_path / "synth", seed=1, teacher=teacher), config)
+    assert student_backend.calls == 0 and teacher_backend.calls == summary["model_calls"]["calls"] > 20

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from selfguide.backends.base import Request, SamplingParams
-from selfguide.backends.hf import HFBackend, shared_prefixes
 from selfguide.backends.chat import encode_prompt
+from selfguide.backends.hf import HFBackend, shared_prefixes
 from selfguide.prompts.task import task_messages
 
 DEMOS_A = [("is the sky blue", "yes"), ("is fire cold", "no")]

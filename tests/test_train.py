@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfguide.errors import SelfGuideError
 from selfguide.backends.chat import encode_prompt, render_answer
+from selfguide.errors import SelfGuideError
 from selfguide.prompts.task import task_messages
 from selfguide.tasks.spec import Example, TaskSpec
 from selfguide.train.config import TrainConfig

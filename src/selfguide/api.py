@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfguide import layout
-from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.arguments import run_config
+from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.backends.factory import cached_model
 from selfguide.backends.fingerprint import model_fingerprint
 from selfguide.backends.model_config import ModelConfig
@@ -35,32 +35,15 @@ from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.io import read_jsonl_objects, write_json, write_text
 from selfguide.ledger import record_invocation
-from selfguide.model_source import HOW_TO_GET_DEFAULT, installed_default_gguf, resolve_model
-from selfguide.redact import redact_url
 from selfguide.methods import DEFAULT_METHOD, Method, MethodContext, get_method
 from selfguide.methods import synthesize as run_method
-from selfguide.runfolder import default_run_folder, open_run_folder
+from selfguide.model_source import HOW_TO_GET_DEFAULT, installed_default_gguf, resolve_model
 from selfguide.plan import Calls
 from selfguide.prompts.task import Pair, pair_of
-from selfguide.tasks.load import load_task
+from selfguide.redact import redact_url
+from selfguide.run_task import load_method_task, load_run_task
+from selfguide.runfolder import default_run_folder, open_run_folder
 from selfguide.tasks.spec import TaskSpec
-
-
-def load_run_task(config: RunConfig) -> TaskSpec:
-    if not config.task:
-        raise SelfGuideError("no task given: pass a task file or a SuperNI task name such as task036")
-    from selfguide.tasks.datasets import is_dataset_task, load_dataset_task
-
-    if is_dataset_task(config.task):
-        return load_dataset_task(config.task, config.dataset, config.seed)
-    return load_task(config.task, config.eval_split)
-
-
-def load_method_task(config: RunConfig) -> TaskSpec | None:
-    """The run's task; a general-purpose method (its rows carry their own instruction) needs none."""
-    if not config.task and get_method(config.synth.method).general:
-        return None
-    return load_run_task(config)
 
 
 def run_dir(config: RunConfig, task: TaskSpec | None) -> Path:

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 from selfguide.backends.model_config import ModelConfig
 from selfguide.errors import BadInputError
-from selfguide.redact import redact_url
 from selfguide.eval.evaluate import EvalConfig
 from selfguide.methods import DEFAULT_METHOD, MethodConfig, get_method, method_config
+from selfguide.redact import redact_url
 from selfguide.tasks.datasets import DatasetTaskConfig
 from selfguide.tasks.spec import EvalSplit
 from selfguide.train.config import TrainConfig

@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Self
 
 from selfguide.backends.base import BackendInfo, CandidateScore, Completion, Request, SamplingParams, ScoreRequest
+from selfguide.backends.chat import encode_prompt, render_answer, stop_strings_for
 from selfguide.backends.fingerprint import fingerprint
 from selfguide.errors import SelfGuideError
-from selfguide.backends.chat import encode_prompt, render_answer, stop_strings_for
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams
+from selfguide.backends.chat import encode_prompt, has_chat_template, render_prompt, stop_strings_for
 from selfguide.backends.model_config import ModelConfig
 from selfguide.errors import MissingDependencyError, SelfGuideError
-from selfguide.backends.chat import encode_prompt, has_chat_template, render_prompt, stop_strings_for
 
 log = logging.getLogger(__name__)
 

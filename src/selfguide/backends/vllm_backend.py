@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams, ScoreRequest, label_scoring_unsupported
-from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.backends.chat import encode_prompt
+from selfguide.errors import MissingDependencyError, SelfGuideError
 
 INSTALL_HINT = "pip install 'selfguide[vllm]'"
 # Ranks vLLM's LoRA kernels are built for; max_lora_rank must be one of them.

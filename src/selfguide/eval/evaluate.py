@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfguide import layout
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel
-from selfguide.eval.metrics import aggregate, aggregate_by, category_key, exact_match, reported_metric, score_instances
 from selfguide.eval.label_scores import label_probabilities
+from selfguide.eval.metrics import aggregate, aggregate_by, category_key, exact_match, reported_metric, score_instances
 from selfguide.eval.user_oriented import UserOrientedConfig
 from selfguide.io import write_json, write_jsonl
 from selfguide.plan import Calls

@@ -21,6 +21,7 @@ from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.export.cards import dataset_card, write_model_card
 from selfguide.export.rows import alpaca_row, openai_row, prompt_completion_row, sharegpt_row
 from selfguide.io import read_jsonl, write_json, write_jsonl, write_text
+from selfguide.run_task import load_run_task
 from selfguide.tasks.spec import TaskSpec
 
 ExportFormat = Literal["hf", "parquet", "alpaca", "sharegpt", "openai"]
@@ -51,8 +52,6 @@ class ExportResult:
 
 
 def run_task_and_config(run_dir: Path) -> tuple[TaskSpec, RunConfig]:
-    from selfguide.api import load_run_task
-
     config_path = run_dir / layout.CONFIG
     if not config_path.is_file():
         raise BadInputError(run_dir, "run folder", "a folder written by `selfguide run` or `synthesize` (with config.yaml)", "no config.yaml")

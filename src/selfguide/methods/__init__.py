@@ -23,8 +23,8 @@ from selfguide import layout
 from selfguide.backends.cache import CachedModel
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.io import write_json, write_text
-from selfguide.stages.funnel import summary_markdown
 from selfguide.plan import Calls
+from selfguide.stages.funnel import summary_markdown
 from selfguide.tasks.spec import TaskSpec
 
 DEFAULT_METHOD = "self-guide"  # a synth section without `method` (every config before methods existed)
@@ -140,10 +140,9 @@ def method_config(value: object) -> MethodConfig:
     """The synth section as its method's config; without `method` it is SELF-GUIDE's (old configs)."""
     if isinstance(value, MethodConfig):
         return value
-    data = dict(value) if isinstance(value, dict) else {}
     if value is not None and not isinstance(value, dict):
         raise ValueError("expected a mapping of synthesis settings")
-    data.setdefault("method", DEFAULT_METHOD)
+    data = {"method": DEFAULT_METHOD, **(value or {})}
     if data["method"] not in known_methods():
         raise ValueError(f"unknown method {data['method']!r}: expected one of {', '.join(known_methods())}")
     return _registry[data["method"]].config.model_validate(data)

@@ -27,14 +27,14 @@ from pydantic import Field
 from selfguide import layout
 from selfguide.io import append_jsonl, read_jsonl, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register, require_task
+from selfguide.plan import Calls
+from selfguide.stages.annotate import OutputGenConfig, annotate, uses_label_scores
+from selfguide.stages.filters import InputFilterConfig
 from selfguide.stages.funnel import stage_row
 from selfguide.stages.near_dup import NearDupConfig, NearDupFilter
-from selfguide.plan import Calls
-from selfguide.stages.filters import InputFilterConfig
-from selfguide.stages.write_inputs import InputGenConfig, generate_inputs
-from selfguide.stages.vote import balance_classes
-from selfguide.stages.annotate import OutputGenConfig, annotate, uses_label_scores
 from selfguide.stages.self_label import SelfLabelConfig, self_label_accuracy, self_label_calls
+from selfguide.stages.vote import balance_classes
+from selfguide.stages.write_inputs import InputGenConfig, generate_inputs
 from selfguide.tasks.spec import TaskSpec
 
 

@@ -21,9 +21,9 @@ from selfguide.config import RunConfig, config_yaml
 from selfguide.io import write_text
 from selfguide.methods.self_guide import SelfGuideConfig
 from selfguide.report import plots
+from selfguide.report.blocks import Block, Details, FileLinks, Heading, Image, Note, Para, Table, Verdict
 from selfguide.report.sections import confusion_section, cost_section, differences_section, environment_section, files_section, fmt_seconds
 from selfguide.report.verdict import headline
-from selfguide.report.blocks import Block, Details, FileLinks, Heading, Image, Note, Para, Table, Verdict
 from selfguide.tasks.spec import EvalItem, TaskSpec
 
 TEXT_LIMIT = 300  # characters of model or task text shown per table cell

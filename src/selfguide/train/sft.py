@@ -33,8 +33,8 @@ from functools import cache
 from pathlib import Path
 
 from selfguide import layout
-from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.backends.chat import encode_prompt, render_answer
+from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.prompts.task import Pair, pair_messages
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TRACKER_PACKAGES, TrainConfig, trackers
