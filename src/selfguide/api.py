@@ -180,9 +180,26 @@ def method_context(config: RunConfig, task: TaskSpec | None, model: CachedModel,
         out_dir=layout.synth_dir(out),
         seed=config.seed,
         teacher=teacher,
-        eval_texts=tuple(item.input for item in task.eval) if task is not None and method.general else (),
+        eval_texts=general_eval_texts(config, task) if method.general else (),
         progress=model.progress,
     )
+
+
+def general_eval_texts(config: RunConfig, task: TaskSpec | None) -> tuple[str, ...]:
+    """What general-purpose data must not reproduce: the task's eval inputs, and the user-oriented
+    instructions when they are an eval target."""
+    texts = [item.input for item in task.eval] if task is not None else []
+    if user_oriented_on(config):
+        from selfguide.eval.user_oriented import user_oriented_texts
+
+        texts += user_oriented_texts(config.eval.user_oriented)
+    return tuple(texts)
+
+
+def user_oriented_on(config: RunConfig) -> bool:
+    """Whether `run` evaluates on the user-oriented instructions: by default for general-purpose methods."""
+    enabled = config.eval.user_oriented.enabled
+    return get_method(config.synth.method).general if enabled is None else enabled
 
 
 def synthesize_with(task: TaskSpec | None, model: CachedModel, config: RunConfig, out: Path, teacher: CachedModel | None = None) -> SynthResult:
@@ -320,11 +337,14 @@ def evaluate(
     progress: bool = True,
     max_calls: int | None = None,
     wait: bool = False,
+    user_oriented: bool = False,
     **settings,
 ) -> dict:
     """Greedy predictions on the task's eval set and both metric families, written to
     `<out>/eval/<name>/`; `adapter` or `model_dir` evaluates a finetuned model instead of the
     config's model. Returns the metrics (`reported` is the task's official metric, 0-100).
+    `user_oriented`: Self-Instruct's 252 user-oriented instructions instead (no task needed),
+    scored by ROUGE-L, written to `<out>/eval/user-oriented/<name>/`.
 
     Example: selfguide.evaluate("task036", model="./tiny-model", adapter="runs/task036/train/adapter", limit=20)"""
     from selfguide.eval.evaluate import evaluate as run_eval
@@ -332,7 +352,7 @@ def evaluate(
     config = require_model(run_config(target, **settings))
     if adapter and not (Path(adapter) / "adapter_config.json").is_file():
         raise BadInputError("--adapter", repr(str(adapter)), "a PEFT adapter folder (with adapter_config.json), e.g. runs/TASK/train/adapter")
-    task = load_run_task(config)
+    task = load_run_task(config) if config.task or not user_oriented else None
     label = name or (layout.FINETUNED if adapter or model_dir else layout.PROMPTING)
     stats = CallStats()
     with open_run(config, task, wait=wait) as out, record_invocation(out, f"eval {label}", stats, {}):
@@ -341,6 +361,10 @@ def evaluate(
             base = local_model_config(config) if adapter or model_dir else config.model
             model = cached_model(finetuned_model_config(base, adapter, model_dir), cache, max_calls=max_calls, progress=progress, stats=stats)
             try:
+                if user_oriented:
+                    from selfguide.eval.user_oriented import evaluate_user_oriented
+
+                    return evaluate_user_oriented(model, config.eval.user_oriented, out_dir or layout.user_oriented_dir(out, label), name=label)
                 return run_eval(task, model, config.eval, out_dir or layout.eval_dir(out, label), name=label)
             finally:
                 model.close()
@@ -382,6 +406,7 @@ class RunResult:
     server_baseline: dict | None = None
     headline: list[str] = field(default_factory=list)  # the verdict line and the why line
     method: str = DEFAULT_METHOD
+    user_oriented: dict[str, dict] = field(default_factory=dict)  # eval name -> metrics on the 252 user-oriented instructions
 
 
 def stack_name(model: ModelConfig) -> str:
@@ -433,6 +458,7 @@ def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path,
         try:
             stacks = {"synthesis": stack_name(config.teacher or config.model)}
             server_baseline, result = None, None
+            user_oriented: dict[str, dict] = {}
             # One load of the base model serves synthesis and the prompting baseline; it is freed
             # before training so the GPU is the trainer's.
             base = cached_model(config.model, cache, progress=progress, stats=stats)
@@ -449,6 +475,7 @@ def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path,
                 else:
                     baseline = run_eval(task, base, config.eval, layout.eval_dir(out, layout.PROMPTING), name=layout.PROMPTING)
                     timings["eval_prompting"] = time.perf_counter() - started
+                    user_oriented.update(eval_user_oriented(config, base, out, layout.PROMPTING, timings))
                     if method.evaluate is not None:
                         result = evaluate_untrained(method, config, task, base, out, timings)
             finally:
@@ -459,6 +486,7 @@ def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path,
                 try:
                     baseline = run_eval(task, in_process, config.eval, layout.eval_dir(out, layout.PROMPTING), name=layout.PROMPTING)
                     timings["eval_prompting"] = time.perf_counter() - started
+                    user_oriented.update(eval_user_oriented(config, in_process, out, layout.PROMPTING, timings))
                     if method.evaluate is not None:
                         result = evaluate_untrained(method, config, task, in_process, out, timings)
                 finally:
@@ -479,6 +507,7 @@ def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path,
                 tuned = cached_model(tuned_config, cache, progress=progress, stats=stats)
                 try:
                     result = run_eval(task, tuned, config.eval, layout.eval_dir(out, layout.FINETUNED), name=layout.FINETUNED)
+                    user_oriented.update(eval_user_oriented(config, tuned, out, layout.FINETUNED, timings))
                 finally:
                     tuned.close()
                 stacks[layout.FINETUNED] = stack_name(tuned_config)
@@ -487,7 +516,21 @@ def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path,
             cache.close()
         write_json(out / layout.TIMINGS, timings)
         write_json(out / layout.STACKS, stacks)
-    return RunResult(out, synth, trained, baseline, result, timings, stacks=stacks, server_baseline=server_baseline, method=method.name)
+    return RunResult(
+        out, synth, trained, baseline, result, timings, stacks=stacks, server_baseline=server_baseline, method=method.name, user_oriented=user_oriented
+    )
+
+
+def eval_user_oriented(config: RunConfig, model: CachedModel, out: Path, name: str, timings: dict[str, float]) -> dict[str, dict]:
+    """{name: metrics} on the user-oriented instructions in eval/user-oriented/<name>/, when they are an eval target."""
+    if not user_oriented_on(config):
+        return {}
+    from selfguide.eval.user_oriented import evaluate_user_oriented
+
+    started = time.perf_counter()
+    metrics = evaluate_user_oriented(model, config.eval.user_oriented, layout.user_oriented_dir(out, name), name=name)
+    timings[f"eval_user_oriented_{name}"] = time.perf_counter() - started
+    return {name: metrics}
 
 
 def evaluate_untrained(method: Method, config: RunConfig, task: TaskSpec, model: CachedModel, out: Path, timings: dict[str, float]) -> dict:

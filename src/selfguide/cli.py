@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 
 TaskArg = Annotated[str, typer.Argument(help="Task file (YAML/JSON, ours or SuperNI), a SuperNI task name like task036, or a dataset: hf:NAME[:CONFIG], a datasets folder, a .parquet file.")]
+# General-purpose methods (self-instruct, alpaca) make data for no one task; a task is then an eval target.
+MaybeTaskArg = Annotated[Optional[str], typer.Argument(metavar="TASK", show_default=False, help="A task as for the other commands; optional for general-purpose methods (--method self-instruct, alpaca), whose rows carry their own instructions.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local model folder or .gguf file (default: SmolLM2-135M-Instruct); the served model name (openai).")]
 BackendOpt = Annotated[Optional[Literal["hf", "openai", "vllm", "llamacpp"]], typer.Option(help="hf (transformers, default), openai (any OpenAI-compatible server), vllm, llamacpp (GGUF files through llama-cpp-python).")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1.")]
@@ -39,6 +41,9 @@ OutputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the
 InstructionOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the task instruction (unless the dataset has an instruction column).")]
 DemosOpt = Annotated[Optional[int], typer.Option(help="Dataset tasks: demos drawn from the train split, which the eval never sees (default 5).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="If another selfguide process is using the run folder, wait for it instead of stopping.")]
+TeacherOpt = Annotated[Optional[str], typer.Option("--teacher", help="A model that writes and labels the data instead of --model, which is still the one trained and evaluated (distillation): hub id, folder, .gguf file or served name.")]
+TeacherBackendOpt = Annotated[Optional[Literal["hf", "openai", "vllm", "llamacpp"]], typer.Option("--teacher-backend", help="The teacher's backend (default hf), as --backend.")]
+TeacherBaseUrlOpt = Annotated[Optional[str], typer.Option("--teacher-base-url", help="The teacher's server URL for --teacher-backend openai.")]
 MethodOpt = Annotated[Optional[str], typer.Option("--method", help="How the training data is made (default self-guide); `selfguide methods` lists them.")]
 
 
@@ -53,6 +58,10 @@ FLAG_SETTINGS = {
     "seed": ("seed", "--seed"),
     "eval_split": ("eval_split", "--eval-split"),
     "limit": ("eval.limit", "--limit"),
+    "user_oriented_limit": ("eval.user_oriented.limit", "--limit"),
+    "teacher": ("teacher.name", "--teacher"),
+    "teacher_backend": ("teacher.backend", "--teacher-backend"),
+    "teacher_base_url": ("teacher.base_url", "--teacher-base-url"),
     "method": ("synth.method", "--method"),
     "train_method": ("train.method", "--method"),
     "epochs": ("train.epochs", "--epochs"),
@@ -126,7 +135,7 @@ def inspect(
 
 @app.command()
 def synthesize(
-    task: TaskArg,
+    task: MaybeTaskArg = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
@@ -140,6 +149,9 @@ def synthesize(
     instruction: InstructionOpt = None,
     demos: DemosOpt = None,
     method: MethodOpt = None,
+    teacher: TeacherOpt = None,
+    teacher_backend: TeacherBackendOpt = None,
+    teacher_base_url: TeacherBaseUrlOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls each stage would make; call nothing.")] = False,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
@@ -151,12 +163,14 @@ def synthesize(
       selfguide synthesize my_task.yaml -m Qwen/Qwen2.5-1.5B-Instruct --set synth.inputs.rounds=5
       selfguide synthesize task190 -m my-model --backend openai --base-url http://127.0.0.1:8000/v1
       selfguide synthesize task036 -m ./tiny-model --method self-guide --dry-run
+      selfguide synthesize --method self-instruct -m ./student --teacher Qwen/Qwen2.5-7B-Instruct --set synth.rounds.num_instructions=500
     """
     from selfguide import api
     from selfguide.stages.funnel import summary_markdown
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split,
-                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method)
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method,
+                       teacher=teacher, teacher_backend=teacher_backend, teacher_base_url=teacher_base_url)
     if dry_run:
         print_plan(api.plan(cfg))
         return
@@ -225,7 +239,7 @@ def train(
 
 @app.command("eval")
 def eval_(
-    task: TaskArg,
+    task: MaybeTaskArg = None,
     model: ModelOpt = None,
     adapter: Annotated[Optional[str], typer.Option(help="A PEFT adapter folder to apply (the finetuned model).")] = None,
     backend: BackendOpt = None,
@@ -235,6 +249,7 @@ def eval_(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     eval_split: SplitOpt = None,
+    user_oriented: Annotated[bool, typer.Option("--user-oriented", help="Evaluate on Self-Instruct's 252 user-oriented instructions (ROUGE-L) instead of a task; TASK is not needed.")] = False,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
 ) -> None:
@@ -243,21 +258,27 @@ def eval_(
     Examples:
       selfguide eval task036 --model ./tiny-model --limit 20
       selfguide eval task036 --model ./tiny-model --adapter runs/task036/train/adapter
+      selfguide eval --user-oriented --model ./tiny-model --adapter runs/self-instruct/train/adapter --out runs/self-instruct
     """
     from selfguide import api
 
-    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, eval_split=eval_split, limit=limit)
+    limits = {"user_oriented_limit": limit} if user_oriented else {"limit": limit}
+    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, eval_split=eval_split, **limits)
     if out:
         cfg.out = str(out)
-    metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet, wait=wait)
+    metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet, wait=wait, user_oriented=user_oriented)
+    run_out = Path(cfg.out or Path("runs") / metrics.get("task", cfg.synth.method))  # as `run`: runs/<task>/eval/<name>/
+    if user_oriented:
+        typer.echo(json.dumps({k: metrics[k] for k in ("name", "eval", "n", "rougeL")}, indent=2))
+        typer.echo(f"predictions: {layout.user_oriented_dir(run_out, metrics['name']) / layout.PREDICTIONS}")
+        return
     typer.echo(json.dumps({k: metrics[k] for k in ("name", "task", "n", "superni", "paper", "reported_metric", "reported")}, indent=2))
-    run_out = Path(cfg.out or Path("runs") / metrics["task"])  # as `run`: runs/<task>/eval/<name>/
     typer.echo(f"predictions: {layout.eval_dir(run_out, metrics['name']) / layout.PREDICTIONS}")
 
 
 @app.command()
 def run(
-    task: TaskArg,
+    task: MaybeTaskArg = None,
     model: ModelOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
@@ -272,17 +293,23 @@ def run(
     instruction: InstructionOpt = None,
     demos: DemosOpt = None,
     method: MethodOpt = None,
+    teacher: TeacherOpt = None,
+    teacher_backend: TeacherBackendOpt = None,
+    teacher_base_url: TeacherBaseUrlOpt = None,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
 ) -> None:
     """The whole loop: synthesize, finetune, evaluate against prompting, write the report.
 
-    Example: selfguide run task036 --model ./tiny-model --config configs/tiny.yaml
+    Examples:
+      selfguide run task036 --model ./tiny-model --config configs/tiny.yaml
+      selfguide run task1345 --method alpaca --model ./student --teacher ./teacher   (also scored on the 252 user-oriented instructions)
     """
     from selfguide import api
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit,
-                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method)
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method,
+                       teacher=teacher, teacher_backend=teacher_backend, teacher_base_url=teacher_base_url)
     result = api.run(cfg, progress=not quiet, wait=wait)
     for line in result.headline:
         typer.echo(line)
@@ -294,6 +321,8 @@ def run(
         typer.echo(f"{result.method} {metric}: {result.finetuned['reported']:.2f} ({gain:+.2f}) [{stack}]")
     else:
         typer.echo(f"{result.method}: not trained (synthesis kept no pairs; see synth/summary.md)")
+    for name, uo in result.user_oriented.items():
+        typer.echo(f"{name} on the {uo['n']} user-oriented instructions, rougeL: {uo['rougeL']:.2f}")
     if result.server_baseline:
         typer.echo(f"prompting on the server {metric}: {result.server_baseline['reported']:.2f} [{result.stacks['prompting-server']}] (extra: not the same stack as the finetuned model)")
     for path in result.report_paths:

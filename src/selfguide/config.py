@@ -124,7 +124,9 @@ def set_dotted(data: dict, dotted: str, value: object) -> None:
     keys = dotted.split(".")
     node = data
     for key in keys[:-1]:
-        child = node.setdefault(key, {})
+        if node.get(key) is None:  # an optional section that is unset (teacher) starts empty
+            node[key] = {}
+        child = node[key]
         if not isinstance(child, dict):
             raise BadInputError("--set", dotted, f"{key!r} to be a section, not a value")
         node = child

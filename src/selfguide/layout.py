@@ -32,6 +32,9 @@ TASK_EVAL_FILE = "task_eval.jsonl"
 SYNTH = "synth"
 INPUTS = "inputs.jsonl"
 ANNOTATIONS = "annotations.jsonl"
+INSTRUCTIONS = "instructions.jsonl"  # self-instruct, alpaca: every candidate instruction (task)
+CLASSIFICATIONS = "classifications.jsonl"  # self-instruct: each kept instruction's Yes/No answer
+INSTANCES = "instances.jsonl"  # self-instruct: every candidate instance
 DATASET = "dataset.jsonl"
 DROPS = "drops.jsonl"
 SUMMARY = "summary.json"
@@ -56,6 +59,7 @@ METRICS = "metrics.json"
 PROMPTING = "prompting"
 PROMPTING_SERVER = "prompting-server"
 FINETUNED = "finetuned"
+USER_ORIENTED = "user-oriented"  # eval/user-oriented/<name>/: Self-Instruct's 252 instructions
 
 EXPORT = "export"
 
@@ -74,3 +78,7 @@ def train_dir(run: Path) -> Path:
 
 def eval_dir(run: Path, name: str) -> Path:
     return Path(run) / EVAL / name
+
+
+def user_oriented_dir(run: Path, name: str) -> Path:
+    return Path(run) / EVAL / USER_ORIENTED / name

@@ -16,6 +16,7 @@ from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel
 from selfguide.eval.label_scores import label_probabilities
 from selfguide.eval.metrics import aggregate, aggregate_by, category_key, exact_match, reported_metric, score_instances
+from selfguide.eval.user_oriented import UserOrientedConfig
 from selfguide.io import write_json, write_jsonl
 from selfguide.plan import Calls
 from selfguide.prompts.task import task_messages
@@ -36,6 +37,9 @@ class EvalConfig(BaseModel):
         "generated",
         description="Which classification predictions give the headline number: the greedy generated answer (SuperNI's "
         "protocol) or the label-scored one.",
+    )
+    user_oriented: UserOrientedConfig = Field(
+        default_factory=UserOrientedConfig, description="Self-Instruct's 252 user-oriented instructions, scored by ROUGE-L: the eval target of general-purpose data."
     )
 
 

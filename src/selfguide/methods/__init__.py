@@ -154,6 +154,7 @@ def synthesize(method: Method, ctx: MethodContext, config: MethodConfig) -> dict
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     before = [(model.stats, model.stats.as_dict()) for model in unique_stats(ctx)]
     summary = {"method": method.name, **method.run(ctx, config)}
+    summary.setdefault("models", models_summary(ctx))  # a method that splits the roles says so itself
     calls = [stats.since(snapshot) for stats, snapshot in before]
     summary["model_calls"] = {key: sum(c[key] for c in calls) for key in calls[0]}
     summary_path = ctx.out_dir / layout.SUMMARY
@@ -163,6 +164,13 @@ def synthesize(method: Method, ctx: MethodContext, config: MethodConfig) -> dict
     write_json(summary_path, summary)
     write_text(ctx.out_dir / layout.SUMMARY_MD, summary_markdown(summary))
     return summary
+
+
+def models_summary(ctx: MethodContext) -> dict:
+    """Which model wrote the data (inputs, instructions), which labelled it (wrote the outputs) and
+    which is finetuned on it: the teacher writes and labels when there is one."""
+    writer = ctx.writer.info.model
+    return {"wrote": writer, "labelled": writer, "trained": ctx.model.info.model}
 
 
 def unique_stats(ctx: MethodContext) -> list[CachedModel]:

@@ -218,6 +218,19 @@ def stacks_section(files: RunFiles) -> list[Block]:
     return blocks
 
 
+def user_oriented_section(files: RunFiles) -> list[Block]:
+    """Self-Instruct's 252 user-oriented instructions, when the run was scored on them (general-purpose data)."""
+    scores = {name: files.json(f"{layout.EVAL}/{layout.USER_ORIENTED}/{name}/{layout.METRICS}") for name in (layout.PROMPTING, layout.FINETUNED)}
+    rows = [[name, str(metrics["n"]), f"{metrics['rougeL']:.2f}"] for name, metrics in scores.items() if metrics]
+    if not rows:
+        return []
+    return [
+        Heading("User-oriented instructions"),
+        Para("Self-Instruct's user-oriented instructions, answered greedily and scored by ROUGE-L (stemmed) against the reference answer."),
+        Table(["model", "instructions", "rougeL"], rows),
+    ]
+
+
 def metric_values(metrics: dict | None) -> dict[str, float]:
     if metrics is None:
         return {}
@@ -244,6 +257,8 @@ def funnel_section(run: Run, plot_dir: Path) -> list[Block]:
     ]
     blocks.append(Table(["stage", "unit", "in", "kept", "dropped", "drops by reason"], rows))
     blocks.append(Para(f"Final pairs: {run.pairs}."))
+    if models := run.summary.get("models"):
+        blocks.append(Para(f"Data written by {models['wrote']}, labelled by {models['labelled']}; trained: {models['trained']}."))
     if calls := run.summary.get("model_calls"):
         blocks.append(Para(f"Model calls: {calls.get('calls')} made, {calls.get('cached')} from cache, {calls.get('completion_tokens')} tokens generated."))
     counts = [
@@ -522,6 +537,7 @@ def write_report(out_dir: Path, task: TaskSpec, config: RunConfig) -> list[Path]
         *(differences_section(run.predictions["prompting"], run.predictions["finetuned"], metric) if run.predictions["finetuned"] else predictions_section(run)),
         *(confusion_section(task.labels, run.predictions) if task.is_classification else []),
         *stacks_section(files),
+        *user_oriented_section(files),
         *funnel_section(run, plot_dir),
         *distribution_section(run, task, plot_dir),
         *examples_section(run),

@@ -43,6 +43,8 @@ def summary_markdown(summary: dict) -> str:
             f"Self-label accuracy: {accuracy['accuracy']:.1f} {accuracy['metric']} on {accuracy['n']} {accuracy['source']} "
             f"({accuracy['passed_vote']} passed the vote).",
         ]
+    if models := summary.get("models"):
+        lines += ["", f"Data written by {models['wrote']}, labelled by {models['labelled']}; trained: {models['trained']}."]
     if "model_calls" in summary:
         calls = summary["model_calls"]
         lines += ["", f"Model calls: {calls['calls']} made, {calls['cached']} from cache, {calls['completion_tokens']} tokens generated."]
