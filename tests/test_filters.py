@@ -11,7 +11,8 @@ from scripted import is_input_request, scripted_model
 
 from selfguide.synth.filters import InputFilter, InputFilterConfig, check_noise, length_window, normalize_label
 from selfguide.synth.outputs import balance_classes, vote_answer
-from selfguide.synth.pipeline import SynthConfig, synthesize
+from selfguide.methods import MethodContext, get_method, synthesize
+from selfguide.methods.self_guide import SelfGuideConfig
 from selfguide.synth.prompts import INPUT_STOP, clean_generated_input
 from selfguide.tasks.spec import Example, EvalItem, TaskSpec, load_task
 
@@ -135,9 +136,9 @@ def noisy_task() -> TaskSpec:
 
 def test_scripted_noise_is_removed_and_every_decision_accounted(tmp_path):
     model, backend = scripted_model(noisy_script, tmp_path / "cache.sqlite")
-    config = SynthConfig()
+    config = SelfGuideConfig()
     config.inputs.rounds = 8
-    summary = synthesize(noisy_task(), model, config, tmp_path / "synth", seed=1)
+    summary = synthesize(get_method("self-guide"), MethodContext(noisy_task(), model, tmp_path / "synth", seed=1), config)
     stages = {row["stage"]: row for row in summary["stages"]}
     for row in stages.values():  # kept + dropped = candidates at every stage
         assert row["kept"] + sum(row["dropped"].values()) == row["total"]

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from selfguide import layout
 from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.arguments import run_config
 from selfguide.backends.factory import ModelConfig, cached_model, model_fingerprint
@@ -34,7 +35,10 @@ from selfguide.io import read_jsonl_objects, write_json, write_text
 from selfguide.ledger import record_invocation
 from selfguide.model_source import HOW_TO_GET_DEFAULT, installed_default_gguf, resolve_model
 from selfguide.redact import redact_url
+from selfguide.methods import MethodContext, get_method
+from selfguide.methods import synthesize as run_method
 from selfguide.runfolder import default_run_folder, open_run_folder
+from selfguide.stages.plan import Calls
 from selfguide.tasks.spec import TaskSpec, load_task
 
 
@@ -48,21 +52,28 @@ def load_run_task(config: RunConfig) -> TaskSpec:
     return load_task(config.task, config.eval_split)
 
 
-def run_dir(config: RunConfig, task: TaskSpec) -> Path:
-    """The run folder: `out`, or runs/<task name made a safe folder name>."""
-    return Path(config.out) if config.out else default_run_folder(task.name)
+def load_method_task(config: RunConfig) -> TaskSpec | None:
+    """The run's task; a general-purpose method (its rows carry their own instruction) needs none."""
+    if not config.task and get_method(config.synth.method).general:
+        return None
+    return load_run_task(config)
+
+
+def run_dir(config: RunConfig, task: TaskSpec | None) -> Path:
+    """The run folder: `out`, or runs/<task name made a safe folder name> (runs/<method> without a task)."""
+    return Path(config.out) if config.out else default_run_folder(task.name if task else config.synth.method)
 
 
 @contextlib.contextmanager
-def open_run(config: RunConfig, task: TaskSpec, *, wait: bool = False) -> Iterator[Path]:
+def open_run(config: RunConfig, task: TaskSpec | None, *, wait: bool = False) -> Iterator[Path]:
     """The run folder, locked for the block, with the resolved config written into it."""
     with open_run_folder(run_dir(config, task), wait=wait) as out:
-        write_text(out / "config.yaml", config_yaml(config))
+        write_text(out / layout.CONFIG, config_yaml(config))
         yield out
 
 
 def open_cache(config: RunConfig, out: Path) -> CallCache:
-    return CallCache(config.cache or out / "cache.sqlite")
+    return CallCache(config.cache or out / layout.CACHE)
 
 
 # What `from_pretrained` can take as a hub id: "name" or "org/name" (Ollama's "qwen2.5:1.5b" is not one).
@@ -110,9 +121,23 @@ def require_model(config: RunConfig) -> RunConfig:
             update={"model": config.model.model_copy(update={"name": gguf}), "train": config.train.model_copy(update={"model": train_model})}
         )
     resolved = resolve_model(config.model.name)
-    if resolved == config.model.name:
+    if resolved != config.model.name:
+        config = config.model_copy(update={"model": config.model.model_copy(update={"name": resolved})})
+    return require_teacher(config)
+
+
+def require_teacher(config: RunConfig) -> RunConfig:
+    """A teacher in-process loads from a folder: a .gguf file (hf, vllm) becomes its converted folder."""
+    teacher = config.teacher
+    if teacher is None:
         return config
-    return config.model_copy(update={"model": config.model.model_copy(update={"name": resolved})})
+    if not teacher.name:
+        raise BadInputError("teacher.name", "value", "the teacher model: a hub id, a local folder, a .gguf file or a served name")
+    if teacher.backend == "openai" and not teacher.base_url:
+        raise BadInputError("teacher.base_url", "value", "the server's /v1 URL for an openai teacher")
+    if teacher.backend in ("openai", "llamacpp") or resolve_model(teacher.name) == teacher.name:
+        return config
+    return config.model_copy(update={"teacher": teacher.model_copy(update={"name": resolve_model(teacher.name)})})
 
 
 @dataclass
@@ -131,26 +156,71 @@ def synthesize(
 
     Example: selfguide.synthesize("task036", model="./tiny-model", config="configs/tiny.yaml")"""
     config = require_model(run_config(target, **settings))
-    task = load_run_task(config)
+    task = load_method_task(config)
     stats = CallStats()
-    with open_run(config, task, wait=wait) as out, record_invocation(out, "synthesize", stats, {}):
+    with open_run(config, task, wait=wait) as out, record_invocation(out, f"synthesize {config.synth.method}", stats, {}):
         cache = open_cache(config, out)
         try:
             model = cached_model(config.model, cache, max_calls=max_calls, progress=progress, stats=stats)
             try:
-                return synthesize_with(task, model, config, out)
+                with teacher_model(config, cache, max_calls=max_calls, progress=progress, stats=stats) as teacher:
+                    return synthesize_with(task, model, config, out, teacher)
             finally:
                 model.close()
         finally:
             cache.close()
 
 
-def synthesize_with(task: TaskSpec, model: CachedModel, config: RunConfig, out: Path) -> SynthResult:
-    """Synthesis with a model the caller already holds (and closes)."""
-    from selfguide.synth.pipeline import synthesize as run_synthesis
+@contextlib.contextmanager
+def teacher_model(config: RunConfig, cache: CallCache, **options) -> Iterator[CachedModel | None]:
+    """The teacher behind the call cache for the block, or None when the model teaches itself."""
+    if config.teacher is None:
+        yield None
+        return
+    teacher = cached_model(config.teacher, cache, **options)
+    try:
+        yield teacher
+    finally:
+        teacher.close()
 
-    summary = run_synthesis(task, model, config.synth, out / "synth", config.seed)
-    return SynthResult(out, out / "synth" / "dataset.jsonl", summary)
+
+def method_context(config: RunConfig, task: TaskSpec | None, model: CachedModel, out: Path, teacher: CachedModel | None = None) -> MethodContext:
+    """What the method sees: a general-purpose method gets no task, only its eval inputs to keep out."""
+    method = get_method(config.synth.method)
+    return MethodContext(
+        task=None if method.general else task,
+        model=model,
+        out_dir=layout.synth_dir(out),
+        seed=config.seed,
+        teacher=teacher,
+        eval_texts=tuple(item.input for item in task.eval) if task is not None and method.general else (),
+        progress=model.progress,
+    )
+
+
+def synthesize_with(task: TaskSpec | None, model: CachedModel, config: RunConfig, out: Path, teacher: CachedModel | None = None) -> SynthResult:
+    """Synthesis with models the caller already holds (and closes): the method named by `synth.method`."""
+    method = get_method(config.synth.method)
+    summary = run_method(method, method_context(config, task, model, out, teacher), config.synth)
+    return SynthResult(out, layout.dataset_path(out), summary)
+
+
+def plan(target: RunConfig | TaskSpec | str | Path, **settings) -> dict[str, Calls]:
+    """The model calls `synthesize` would make, by stage (a dry run: nothing is loaded or called).
+    A stage whose size depends on what earlier filters keep is a range until its input is on disk.
+
+    Example: selfguide.api.plan("task036", model="./tiny-model", config="configs/tiny.yaml")"""
+    config = require_model(run_config(target, **settings))
+    task = load_method_task(config)
+    out = run_dir(config, task)
+    cache = CallCache(":memory:")  # the plan asks no model anything; a cache in memory leaves the run folder untouched
+    try:
+        model = cached_model(config.model, cache, progress=False)
+        with teacher_model(config, cache, progress=False) as teacher:
+            method = get_method(config.synth.method)
+            return method.plan(method_context(config, task, model, out, teacher), config.synth)
+    finally:
+        cache.close()
 
 
 @dataclass
@@ -365,14 +435,15 @@ def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path,
     with record_invocation(out, "run", stats, timings):
         cache = open_cache(config, out)
         try:
-            stacks = {"synthesis": stack_name(config.model)}
+            stacks = {"synthesis": stack_name(config.teacher or config.model)}
             server_baseline = None
             # One load of the base model serves synthesis and the prompting baseline; it is freed
             # before training so the GPU is the trainer's.
             base = cached_model(config.model, cache, progress=progress, stats=stats)
             try:
                 started = time.perf_counter()
-                synth = synthesize_with(task, base, config, out)
+                with teacher_model(config, cache, progress=progress, stats=stats) as teacher:
+                    synth = synthesize_with(task, base, config, out, teacher)
                 timings["synthesize"] = time.perf_counter() - started
                 started = time.perf_counter()
                 if config.model.backend == "openai":

@@ -38,6 +38,7 @@ OutputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the
 InstructionOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the task instruction (unless the dataset has an instruction column).")]
 DemosOpt = Annotated[Optional[int], typer.Option(help="Dataset tasks: demos drawn from the train split, which the eval never sees (default 5).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="If another selfguide process is using the run folder, wait for it instead of stopping.")]
+MethodOpt = Annotated[Optional[str], typer.Option("--method", help="How the training data is made (default self-guide); `selfguide methods` lists them.")]
 
 
 # The setting each command-line flag sets, and the flag's name for error messages.
@@ -51,7 +52,8 @@ FLAG_SETTINGS = {
     "seed": ("seed", "--seed"),
     "eval_split": ("eval_split", "--eval-split"),
     "limit": ("eval.limit", "--limit"),
-    "method": ("train.method", "--method"),
+    "method": ("synth.method", "--method"),
+    "train_method": ("train.method", "--method"),
     "epochs": ("train.epochs", "--epochs"),
     "input_column": ("dataset.input_column", "--input-column"),
     "output_column": ("dataset.output_column", "--output-column"),
@@ -136,25 +138,52 @@ def synthesize(
     output_column: OutputColumnOpt = None,
     instruction: InstructionOpt = None,
     demos: DemosOpt = None,
+    method: MethodOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls each stage would make; call nothing.")] = False,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
 ) -> None:
-    """Write the SELF-GUIDE synthetic dataset for a task: inputs, filters, labels, vote.
+    """Write a synthetic dataset for a task (SELF-GUIDE by default: inputs, filters, labels, vote).
 
     Examples:
       selfguide synthesize task036 --model ./tiny-model
       selfguide synthesize my_task.yaml -m Qwen/Qwen2.5-1.5B-Instruct --set synth.inputs.rounds=5
       selfguide synthesize task190 -m my-model --backend openai --base-url http://127.0.0.1:8000/v1
+      selfguide synthesize task036 -m ./tiny-model --method self-guide --dry-run
     """
     from selfguide import api
-    from selfguide.synth.pipeline import summary_markdown
+    from selfguide.stages.funnel import summary_markdown
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split,
-                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos)
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method)
+    if dry_run:
+        print_plan(api.plan(cfg))
+        return
     result = api.synthesize(cfg, progress=not quiet, wait=wait)
     typer.echo(summary_markdown(result.summary))
     typer.echo(f"dataset: {result.dataset_path}")
     typer.echo(f"run folder: {result.out_dir}")
+
+
+def print_plan(plan: dict) -> None:
+    from selfguide.stages.plan import total
+
+    for stage, calls in plan.items():
+        count = calls.at_least if calls.at_least == calls.at_most else f"{calls.at_least} to {calls.at_most}"
+        typer.echo(f"  {stage}: {count} model calls")
+    calls = total(plan)
+    count = calls.at_least if calls.at_least == calls.at_most else f"{calls.at_least} to {calls.at_most} (a stage's size depends on what earlier filters keep)"
+    typer.echo(f"model calls: {count}")
+    typer.echo(f"generated tokens: at most {calls.tokens}")
+
+
+@app.command()
+def methods() -> None:
+    """List the methods that make training data (each one file in selfguide/methods/)."""
+    from selfguide.methods import get_method, known_methods
+
+    for name in known_methods():
+        typer.echo(f"{name:>18}: {get_method(name).description}")
 
 
 @app.command()
@@ -166,7 +195,7 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
-    method: Annotated[Optional[Literal["lora", "full"]], typer.Option(help="lora (default) or full.")] = None,
+    train_method: Annotated[Optional[Literal["lora", "full"]], typer.Option("--method", help="lora (default) or full.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
     wait: WaitOpt = False,
@@ -184,7 +213,7 @@ def train(
     if dataset.is_dir():
         dataset_path = dataset / "synth" / "dataset.jsonl"
         run_config = dataset / "config.yaml" if (dataset / "config.yaml").exists() else None
-    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, method=method, epochs=epochs)
+    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, train_method=train_method, epochs=epochs)
     result = api.train(cfg, dataset_path, out, merge=merge, wait=wait, progress=not quiet)
     typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
     typer.echo(f"{'adapter' if result.is_adapter else 'model'}: {result.model_dir}")
@@ -241,6 +270,7 @@ def run(
     output_column: OutputColumnOpt = None,
     instruction: InstructionOpt = None,
     demos: DemosOpt = None,
+    method: MethodOpt = None,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
 ) -> None:
@@ -251,7 +281,7 @@ def run(
     from selfguide import api
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit,
-                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos)
+                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method)
     result = api.run(cfg, progress=not quiet, wait=wait)
     for line in result.headline:
         typer.echo(line)

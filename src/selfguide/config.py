@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from selfguide.backends.factory import ModelConfig
 from selfguide.errors import BadInputError
 from selfguide.redact import redact_url
 from selfguide.eval.evaluate import EvalConfig
-from selfguide.synth.pipeline import SynthConfig
+from selfguide.methods import DEFAULT_METHOD, MethodConfig, get_method, method_config
 from selfguide.tasks.datasets import DatasetTaskConfig
 from selfguide.tasks.spec import EvalSplit
 from selfguide.train.config import TrainConfig
@@ -25,12 +25,21 @@ class RunConfig(BaseModel):
     dataset: DatasetTaskConfig = Field(default_factory=DatasetTaskConfig, description="Columns, demos and splits when the task is a dataset (hf:NAME, a folder, a parquet file).")
     eval_split: EvalSplit | None = Field(None, description="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")
     model: ModelConfig = Field(default_factory=ModelConfig)
-    synth: SynthConfig = Field(default_factory=SynthConfig)
+    teacher: ModelConfig | None = Field(None, description="A model that writes and labels the data instead of `model`, which is still the one finetuned and evaluated (distillation); unset: the model teaches itself.")
+    # A union on `method`: the registry (selfguide.methods) holds every method's config class.
+    synth: SerializeAsAny[MethodConfig] = Field(
+        default_factory=lambda: method_config(None), description="How the training data is made: `method` names the method (default self-guide), the rest are its settings."
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     seed: int = Field(0, description="Seeds every sampling decision and training.")
     out: str = Field("", description="Run folder; unset: runs/<task name>.")
     cache: str | None = Field(None, description="SQLite file of cached model calls; unset: <out>/cache.sqlite. Share one between runs to reuse calls.")
+
+    @field_validator("synth", mode="before")
+    @classmethod
+    def _method_config(cls, value: object) -> MethodConfig:
+        return method_config(value)
 
 
 def load_config(
@@ -43,7 +52,8 @@ def load_config(
 ) -> RunConfig:
     """Defaults (or `base`), then the YAML file merged over them, then `values` (CLI flags), then
     `key.path=value` overrides. `flags` names the CLI flag of a `values` key, so an error in it
-    blames that flag rather than the config file."""
+    blames that flag rather than the config file. A flag or override that changes `synth.method`
+    starts the synth section afresh: the settings before it belong to the other method."""
     data: dict = base.model_dump(mode="json") if base is not None else {}
     source = "command line"
     if path is not None:
@@ -59,14 +69,17 @@ def load_config(
     origin: dict[str, str] = {}  # dotted key -> the flag or --set that gave it
     for dotted, value in (values or {}).items():
         if value is not None:
-            set_dotted(data, dotted, value)
+            set_setting(data, dotted, value)
             origin[dotted] = (flags or {}).get(dotted, "command line")
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise BadInputError("--set", repr(item), "key.path=value, e.g. synth.inputs.temperature=0.7")
-        set_dotted(data, key.strip(), parse_value(key.strip(), raw))
+        set_setting(data, key.strip(), parse_value(key.strip(), raw))
         origin[key.strip()] = f"--set {key.strip()}"
+    synth = data.get("synth")
+    if isinstance(synth, dict) and "method" in synth:
+        get_method(str(synth["method"]), origin.get("synth.method", source))  # an unknown name, named with its flag
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
@@ -100,6 +113,13 @@ def parse_value(key: str, raw: str) -> object:
         raise BadInputError(f"--set {key}", repr(raw), "a YAML value (quote text with special characters)", problem) from None
 
 
+def set_setting(data: dict, dotted: str, value: object) -> None:
+    synth = data.get("synth")
+    if dotted == "synth.method" and value != (synth.get("method", DEFAULT_METHOD) if isinstance(synth, dict) else DEFAULT_METHOD):
+        data["synth"] = {}
+    set_dotted(data, dotted, value)
+
+
 def set_dotted(data: dict, dotted: str, value: object) -> None:
     keys = dotted.split(".")
     node = data
@@ -112,8 +132,9 @@ def set_dotted(data: dict, dotted: str, value: object) -> None:
 
 
 def config_yaml(config: RunConfig) -> str:
-    """The config as YAML, with credentials in `model.base_url` redacted: it is written to disk."""
+    """The config as YAML, with credentials in `model.base_url` and `teacher.base_url` redacted: it is written to disk."""
     data = config.model_dump(mode="json")
-    if data["model"].get("base_url"):
-        data["model"]["base_url"] = redact_url(data["model"]["base_url"])
+    for section in ("model", "teacher"):
+        if (data.get(section) or {}).get("base_url"):
+            data[section]["base_url"] = redact_url(data[section]["base_url"])
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

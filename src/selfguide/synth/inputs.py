@@ -8,16 +8,15 @@ generator seeded by (run seed, round), so a rerun builds the same prompts and hi
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
-from selfguide.synth.filters import InputFilter, InputFilterConfig
+from selfguide.synth.filters import Drop, InputFilter, InputFilterConfig
 from selfguide.synth.prompts import clean_generated_input, input_generation_messages, input_stops
 from selfguide.tasks.spec import TaskSpec
 
@@ -44,6 +43,19 @@ class InputGenConfig(BaseModel):
     def rounds_for(self, task: TaskSpec) -> int:
         return self.rounds if self.rounds is not None else (40 if task.is_classification else 20)
 
+    def attempts(self, task: TaskSpec) -> int:
+        """Input-writing calls: one per prompt, every round."""
+        return self.rounds_for(task) * self.prompts_per_round
+
+
+class Check(Protocol):
+    """A filter after the rule filters (such as the near-duplicate stage): it sees every candidate
+    the rules kept, and `accept` tells it which ones joined the pool."""
+
+    def check(self, text: str) -> Drop | None: ...
+
+    def accept(self, text: str) -> None: ...
+
 
 def generate_inputs(
     task: TaskSpec,
@@ -52,12 +64,14 @@ def generate_inputs(
     filters: InputFilterConfig,
     seed: int,
     on_round: Callable[[list[dict]], None] | None = None,
+    checks: Sequence[Check] = (),
 ) -> list[dict]:
-    """Run every round and return one record per candidate input: kept or dropped, and why."""
+    """Run every round and return one record per candidate input: kept or dropped, and why.
+    `checks` run after the input filters, in order; the first drop decides."""
     demo_inputs = [e.input for e in task.examples]
     stops = input_stops(gen.prompt, demo_inputs)
     demo_answers = {e.input: e.output for e in task.examples}
-    input_filter = InputFilter(filters, demo_inputs, [item.input for item in task.eval], task.is_classification)
+    stages = [InputFilter(filters, demo_inputs, [item.input for item in task.eval], task.is_classification), *checks]
     pool: list[str] = []
     records: list[dict] = []
     rounds = tqdm(range(gen.rounds_for(task)), desc="writing inputs", unit="round", disable=not model.progress)
@@ -84,9 +98,10 @@ def generate_inputs(
         round_records = []
         for slot, (label, [completion]) in enumerate(zip(labels, completions)):
             text = clean_generated_input(completion.text)
-            drop = input_filter.check(text)
+            drop = first_drop(stages, text)
             if drop is None:
-                input_filter.accept(text)
+                for stage in stages:
+                    stage.accept(text)
                 pool.append(text)
             round_records.append(
                 {
@@ -106,3 +121,10 @@ def generate_inputs(
         if on_round:
             on_round(round_records)
     return records
+
+
+def first_drop(stages: Sequence[Check], text: str) -> Drop | None:
+    for stage in stages:
+        if (drop := stage.check(text)) is not None:
+            return drop
+    return None

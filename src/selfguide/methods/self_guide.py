@@ -1,0 +1,173 @@
+"""SELF-GUIDE (Zhao et al. 2024): a model writes and labels data for one task, then learns from it.
+
+The model writes inputs from the task's demos, labels them by in-context learning, and is
+finetuned on what survives (SPEC §2). With a teacher, the teacher writes and labels: the paper's
+teacher-distillation baseline.
+
+    write inputs (rounds of prompts)    -> input filters, then near-duplicates and eval overlap
+    annotate (n samples per kept input) -> output filters, vote (or label scoring)
+    balance classes (classification)    -> dataset.jsonl
+    self-label diagnostic: the same labelling on gold items, scored
+
+Files in `<run>/synth/`:
+  inputs.jsonl       every candidate input, kept or dropped with its reason (written per round)
+  annotations.jsonl  every labelled input with its samples, their fates and the vote
+  dataset.jsonl      the final pairs with provenance
+  drops.jsonl        every drop of an input, a sample or a pair, with its stage and reason
+  summary.json/.md   the funnel per stage and reason, and the label counts
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Literal
+
+from pydantic import Field
+
+from selfguide import layout
+from selfguide.io import append_jsonl, read_jsonl, write_jsonl
+from selfguide.methods import MethodConfig, MethodContext, register
+from selfguide.stages.funnel import stage_row
+from selfguide.stages.near_dup import NearDupConfig, NearDupFilter
+from selfguide.stages.plan import Calls
+from selfguide.synth.filters import InputFilterConfig
+from selfguide.synth.inputs import InputGenConfig, generate_inputs
+from selfguide.synth.outputs import OutputGenConfig, annotate, balance_classes, uses_label_scores
+from selfguide.synth.self_label import SelfLabelConfig, self_label_accuracy, self_label_calls
+from selfguide.tasks.spec import TaskSpec
+
+
+class SelfGuideConfig(MethodConfig):
+    method: Literal["self-guide"] = "self-guide"
+    inputs: InputGenConfig = Field(default_factory=InputGenConfig)
+    input_filters: InputFilterConfig = Field(default_factory=InputFilterConfig)
+    near_dup: NearDupConfig = Field(
+        default_factory=lambda: NearDupConfig(enabled=False),
+        description="After the input filters. The paper drops exact duplicates only, so the ROUGE-L novelty check is off; "
+        "decontamination (inputs that reproduce an n-gram of an eval input) is on.",
+    )
+    outputs: OutputGenConfig = Field(default_factory=OutputGenConfig)
+    self_label: SelfLabelConfig = Field(default_factory=SelfLabelConfig)
+
+
+def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
+    """Every stage in order; each writes its rows as it finishes. Returns the funnel summary."""
+    task, writer = require_task(ctx), ctx.writer
+    inputs_path = ctx.out_dir / layout.INPUTS
+    write_jsonl(inputs_path, [])
+    # Demo inputs start the novelty pool: a near-copy of a demo teaches nothing new.
+    eval_texts = [item.input for item in task.eval] + list(ctx.eval_texts)
+    near_dup = NearDupFilter(config.near_dup, eval_texts, accepted=[e.input for e in task.examples])
+    candidates = generate_inputs(
+        task, writer, config.inputs, config.input_filters, ctx.seed, on_round=lambda rows: append_jsonl(inputs_path, rows), checks=[near_dup]
+    )
+    kept_inputs = [r for r in candidates if r["status"] == "kept"]
+
+    annotations = annotate(task, kept_inputs, writer, config.outputs, ctx.seed)
+    write_jsonl(ctx.out_dir / layout.ANNOTATIONS, annotations)
+    voted = [a for a in annotations if a["status"] == "kept"]
+    if task.is_classification and config.outputs.balance_classes:
+        pairs, unbalanced = balance_classes(voted, ctx.seed)
+    else:
+        pairs, unbalanced = voted, []
+
+    by_id = {r["id"]: r for r in candidates}
+    dataset = [dataset_row(pair, by_id[pair["input_id"]]) for pair in pairs]
+    write_jsonl(ctx.out_dir / layout.DATASET, dataset)
+    write_jsonl(ctx.out_dir / layout.DROPS, drop_rows(candidates, annotations, unbalanced))
+    summary = summarize(task, candidates, annotations, unbalanced, dataset)
+    summary["self_label_accuracy"] = self_label_accuracy(task, writer, config.outputs, config.self_label, ctx.seed)
+    return summary
+
+
+def plan(ctx: MethodContext, config: SelfGuideConfig) -> dict[str, Calls]:
+    """One call per input prompt, one per kept input (known once inputs.jsonl is complete), one
+    per self-label case."""
+    task = require_task(ctx)
+    attempts = config.inputs.attempts(task)
+    kept = kept_inputs_on_disk(ctx, attempts)
+    outputs = config.outputs
+    scored = task.is_classification and bool(task.labels) and uses_label_scores(outputs, ctx.writer)
+    tokens_per_input = 0 if scored else outputs.n * outputs.max_new_tokens
+    return {
+        "inputs": Calls.exact(attempts, attempts * config.inputs.max_new_tokens),
+        "annotate": Calls(kept or 0, attempts if kept is None else kept, (attempts if kept is None else kept) * tokens_per_input),
+        "self-label diagnostic": Calls.exact(self_label_calls(task, config.self_label, ctx.seed)),
+    }
+
+
+register(SelfGuideConfig, run=run, plan=plan)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def require_task(ctx: MethodContext) -> TaskSpec:
+    if ctx.task is None:
+        raise ValueError("self-guide makes data for one task: the context has none")
+    return ctx.task
+
+
+def kept_inputs_on_disk(ctx: MethodContext, attempts: int) -> int | None:
+    """Kept inputs of an earlier run whose input stage finished, else None (not known yet)."""
+    path = ctx.out_dir / layout.INPUTS
+    rows = read_jsonl(path) if path.exists() else []
+    return sum(r["status"] == "kept" for r in rows) if len(rows) == attempts else None
+
+
+def dataset_row(pair: dict, candidate: dict) -> dict:
+    vote = pair["vote"]
+    return {
+        "id": pair["input_id"],
+        "input": pair["input"],
+        "output": pair["output"],
+        "provenance": {
+            "round": candidate["round"],
+            "slot": candidate["slot"],
+            "pseudo_label": candidate["pseudo_label"],
+            "votes": vote["count"],
+            "valid_samples": vote["valid"],
+            "samples": len(pair["samples"]),
+            "vote_share": round(vote["share"], 4),
+        },
+    }
+
+
+def drop_rows(candidates: list[dict], annotations: list[dict], unbalanced: list[dict]) -> list[dict]:
+    rows = []
+    for r in candidates:
+        if r["status"] == "dropped":
+            rows.append({"kind": "input", "stage": "input_filter", "input_id": r["id"], "reason": r["reason"], "detail": r["detail"], "text": r["text"]})
+    for a in annotations:
+        for j, s in enumerate(a["samples"]):
+            if s["status"] == "dropped":
+                rows.append({"kind": "sample", "stage": "output_filter", "input_id": a["input_id"], "sample": j, "reason": s["reason"], "detail": s["detail"], "text": s["text"]})
+        if a["status"] == "dropped":
+            rows.append({"kind": "pair", "stage": "vote", "input_id": a["input_id"], "reason": a["reason"], "detail": a["detail"], "text": a["input"]})
+    for p in unbalanced:
+        rows.append({"kind": "pair", "stage": "class_balance", "input_id": p["input_id"], "reason": "class_balance", "detail": p["output"], "text": p["input"]})
+    return rows
+
+
+def summarize(task: TaskSpec, candidates: list[dict], annotations: list[dict], unbalanced: list[dict], dataset: list[dict]) -> dict:
+    samples = [s for a in annotations for s in a["samples"]]
+    voted = [a for a in annotations if a["status"] == "kept"]
+    stages = [
+        stage_row("input_filter", "candidate input", [(r["status"], r["reason"]) for r in candidates]),
+        stage_row("output_filter", "sample", [(s["status"], s["reason"]) for s in samples]),
+        stage_row("vote", "labelled input", [(a["status"], a["reason"]) for a in annotations]),
+    ]
+    if task.is_classification:
+        unbalanced_ids = {p["input_id"] for p in unbalanced}
+        stages.append(
+            stage_row("class_balance", "pair", [("dropped", "class_balance") if a["input_id"] in unbalanced_ids else ("kept", None) for a in voted])
+        )
+    summary = {"task": task.name, "type": task.type, "stages": stages, "pairs": len(dataset)}
+    if task.is_classification:
+        summary["labels"] = {
+            "pseudo_labels_of_kept_inputs": dict(Counter(r["pseudo_label"] for r in candidates if r["status"] == "kept")),
+            "voted": dict(Counter(a["output"] for a in voted)),
+            "final": dict(Counter(row["output"] for row in dataset)),
+            "missing_from_final": [label for label in task.labels or [] if label not in {row["output"] for row in dataset}],
+        }
+    return summary
