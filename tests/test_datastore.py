@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import superni_task_path
+from conftest import STORE_TASKS, superni_task_path
 from selfguide.datastore.lexical import top_k
 from selfguide.datastore.search import rank_rows
 from selfguide.datastore.sources import DatasetSource, JsonlSource, SuperNISource
@@ -17,30 +17,19 @@ from selfguide.datastore.store import DatastoreConfig, open_datastore
 from selfguide.errors import BadInputError
 from selfguide.tasks.spec import load_task
 
-# Two NLI tasks (SNLI, MNLI), a QASC fact task, two question-rewriting tasks (Quora paraphrase,
-# disfluent to fluent questions), and SICK NLI.
-TASKS = ["task190", "task199", "task036", "task1345", "task1622", "task1612"]
-
-
-@pytest.fixture(scope="module")
-def superni_store(tmp_path_factory, superni_dir):
-    config = DatastoreConfig(sources=[SuperNISource(root=str(superni_dir), tasks=TASKS)], cache_dir=str(tmp_path_factory.mktemp("stores")))
-    return open_datastore(config), config
-
-
 def instances(name: str) -> list[dict]:
     return json.loads(superni_task_path(name).read_text())["Instances"]
 
 
 def test_every_instance_becomes_a_row_with_its_task(superni_store):
     store, _ = superni_store
-    assert len(store) == sum(len(instances(name)) for name in TASKS)
-    assert [g.name for g in store.groups] == TASKS
-    first = instances("task199")[0]
-    offset = len(instances("task190"))
+    assert len(store) == sum(len(instances(name)) for name in STORE_TASKS)
+    assert [g.name for g in store.groups] == STORE_TASKS
+    first = instances("task642")[0]
+    offset = len(instances("task1385"))
     row = store.rows([offset])[0]
-    assert (row.group, row.input, row.output) == ("task199", first["input"], first["output"][0])
-    assert store.groups[1].description.startswith("In this task, you're given a pair of sentences")
+    assert (row.group, row.input, row.output) == ("task642", first["input"], first["output"][0])
+    assert store.groups[1].description == " ".join(json.loads(superni_task_path("task642").read_text())["Definition"])
     assert [r.id for r in store.rows([5, 2, offset])] == [5, 2, offset]
     with pytest.raises(IndexError):
         store.rows([len(store)])
@@ -70,14 +59,14 @@ def test_a_changed_file_gets_a_new_store(tmp_path, superni_dir):
 
 
 def test_nli_task_retrieves_rows_of_the_other_nli_tasks(superni_store):
-    """Hand-checked: SICK (task1612, NLI with labels 0/1/2) should find SNLI and MNLI rows, not QASC
-    facts or Quora questions, and never its own rows."""
+    """Hand-checked: SICK (task1612, NLI with labels 0/1/2) should find the ANLI, e-SNLI and SICK
+    relation rows, not QASC facts or questions, and never its own rows."""
     store, _ = superni_store
     task = load_task(superni_task_path("task1612"))
     hits = rank_rows(store, task.instruction, [(e.input, e.output) for e in task.examples], 100, exclude_groups=["task1612"])
     groups = Counter(row.group for row in store.rows([h.row_id for h in hits]))
     assert len(hits) == 100 and "task1612" not in groups
-    assert groups["task190"] + groups["task199"] >= 90, groups
+    assert groups["task1385"] + groups["task642"] + groups["task1615"] == 100, groups
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert all(0 < h.score <= 1 and h.score == pytest.approx((h.instruction + h.inputs + h.outputs) / 3) for h in hits)
     # Without the exclusion the task's own rows are what it finds first: the leak the default prevents.
@@ -87,8 +76,8 @@ def test_nli_task_retrieves_rows_of_the_other_nli_tasks(superni_store):
 
 def test_question_rewriting_task_retrieves_the_other_question_task(superni_store):
     store, _ = superni_store
-    task = load_task(superni_task_path("task1345"))
-    hits = rank_rows(store, task.instruction, [(e.input, e.output) for e in task.examples], 30, exclude_groups=["task1345"])
+    task = load_task(superni_task_path("task1345"))  # Quora paraphrases, not in the store
+    hits = rank_rows(store, task.instruction, [(e.input, e.output) for e in task.examples], 30)
     groups = Counter(row.group for row in store.rows([h.row_id for h in hits]))
     assert groups["task1622"] >= 25, groups
 
