@@ -28,7 +28,7 @@ RELATED = ("task1385", "task642", "task1615")
 
 def record_from_prompt(messages) -> dict:
     """The retrieved row the transform prompt shows (the JSON line after "Here is a record")."""
-    text = messages[-1]["content"]
+    text = next(m["content"] for m in messages if m["role"] == "user")
     return json.loads(text.split("Here is a record from a different dataset:\n\n", 1)[1].split("\n", 1)[0])
 
 
@@ -176,3 +176,13 @@ def test_transform_prompt_truncates_the_row_and_shows_the_demos():
     assert '{"input": "in 1", "output": "out 1"}' in text
     record = json.loads(text.split("Here is a record from a different dataset:\n\n", 1)[1].split("\n", 1)[0])
     assert record["input"] == long[:50] + "..." and record["output"] == "short"
+
+
+def test_prefilled_reply_is_parsed_from_its_opening():
+    """A small model continues the prefilled object, then rambles on with more objects."""
+    from selfguide.synth.rebase_prompts import reply_prefill
+
+    reply = 'sentence_A: a. sentence_B: b.", "output": "1"}\n\n```json\n{"input": "other", "output": "2"}\n```'
+    assert parse_transform(reply_prefill() + reply) == {"input": "sentence_A: a. sentence_B: b.", "output": "1"}
+    messages = transform_messages("Classify.", [("in", "out")], "row", "out", prefill=True)
+    assert [m["role"] for m in messages] == ["user", "assistant"] and messages[1]["content"] == '{"input": "'

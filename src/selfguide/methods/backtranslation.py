@@ -109,6 +109,7 @@ class Spec:
     eval_texts: list[str]  # what no segment or written text may reproduce
     instruction_of: Callable[[str], str]  # a written text as the forward models' instruction
     fit: Callable[[str], Drop | None] | None = None  # task-focused: does a segment fit the output side
+    own_task: str | None = None  # task-focused: its SuperNI outputs are no corpus documents
 
 
 def general_spec(ctx: MethodContext, config: BacktranslationConfig) -> Spec:
@@ -134,6 +135,7 @@ def task_spec(ctx: MethodContext, config: TaskBacktranslationConfig) -> Spec:
         [item.input for item in task.eval] + [ref for item in task.eval for ref in item.references] + list(ctx.eval_texts),
         instruction_of=lambda text: task_instruction(task.instruction, text),
         fit=fit,
+        own_task=task.name,
     )
 
 
@@ -164,7 +166,7 @@ register(TaskBacktranslationConfig, run=run_task, plan=plan_task)
 def run_stages(ctx: MethodContext, config: BacktranslationBase, spec: Spec, make_row) -> dict:
     base = base_weights(ctx.model, config.base_model)
     models = ctx.out_dir / MODELS
-    corpus = corpus_stage(config, spec.eval_texts, spec.fit)
+    corpus = corpus_stage(config, spec)
     write_jsonl(ctx.out_dir / CORPUS, corpus)
     docs = [d for d in corpus if d["status"] == "kept"]
 
@@ -202,19 +204,17 @@ def run_stages(ctx: MethodContext, config: BacktranslationBase, spec: Spec, make
     return summarize(corpus, candidates, dataset, config, len(seeds))
 
 
-def corpus_stage(config: BacktranslationBase, eval_texts: list[str], fit: Callable[[str], Drop | None] | None) -> list[dict]:
-    records = segments(config.corpus)
-    decontaminator = Decontaminator(eval_texts) if config.decontaminate and eval_texts else None
-    for record in records:
-        if record["status"] != "kept":
-            continue
-        drop = fit(record["text"]) if fit else None
-        if drop is None and decontaminator is not None:
-            clean, share, item = decontaminator.check(record["text"])
-            drop = None if clean else Drop(EVAL_OVERLAP, f"{share:.2f} of eval item {item}'s n-grams")
-        if drop is not None:
-            record.update(status="dropped", reason=drop.reason, detail=drop.detail)
-    return records
+def corpus_stage(config: BacktranslationBase, spec: Spec) -> list[dict]:
+    decontaminator = Decontaminator(spec.eval_texts) if config.decontaminate and spec.eval_texts else None
+
+    def check(text: str) -> Drop | None:
+        if spec.fit and (drop := spec.fit(text)):
+            return drop
+        if decontaminator is not None and not (found := decontaminator.check(text))[0]:
+            return Drop(EVAL_OVERLAP, f"{found[1]:.2f} of eval item {found[2]}'s n-grams")
+        return None
+
+    return segments(config.corpus, spec.own_task, check)
 
 
 def augment(docs: list[dict], model: CachedModel, backward_task: TaskSpec, config: BacktranslationBase, seed: int, eval_texts: list[str]) -> list[dict]:
@@ -283,7 +283,7 @@ def with_model(base: str, model_dir: Path, like: CachedModel, work):
 def plan_stages(ctx: MethodContext, config: BacktranslationBase, spec: Spec) -> dict[str, Calls]:
     """The corpus stage needs no model, so augment is exact; curation is exact once candidates are
     written (every round rates the same kept candidates), else at most one call per segment."""
-    docs = sum(d["status"] == "kept" for d in corpus_stage(config, spec.eval_texts, spec.fit))
+    docs = sum(d["status"] == "kept" for d in corpus_stage(config, spec))
     path = ctx.out_dir / CANDIDATES
     written = read_jsonl(path) if path.exists() else None
     kept = None if written is None or len(written) != docs else sum(c["reason"] in (None, "no_score", "low_score") for c in written)

@@ -45,7 +45,7 @@ from selfguide.stages.near_dup import EVAL_OVERLAP, Decontaminator, NearDupConfi
 from selfguide.stages.plan import Calls
 from selfguide.synth.filters import Drop, InputFilter, InputFilterConfig, length_window, noise_terms_for, normalize_label
 from selfguide.synth.outputs import OutputGenConfig, annotate, balance_classes, check_sample, uses_label_scores
-from selfguide.synth.rebase_prompts import FIELD_CHARS, parse_transform, transform_messages
+from selfguide.synth.rebase_prompts import FIELD_CHARS, parse_transform, reply_prefill, transform_messages
 from selfguide.tasks.spec import TaskSpec
 
 RETRIEVED = "retrieved.jsonl"
@@ -60,6 +60,9 @@ class TransformConfig(BaseModel):
     temperature: float = Field(0.0, ge=0, description="0: greedy, as ReBase's released code calls its OpenAI model.")
     max_new_tokens: int = Field(400, ge=1, description="Upper bound per rewrite (a JSON object with an input and an output).")
     field_chars: int = Field(FIELD_CHARS, ge=20, description="Each retrieved field is shown up to this many characters (ReBase: 250).")
+    prefill: bool = Field(
+        True, description="Open the reply with the JSON object's first key, so a small model writes the object rather than talking about it (ReBase's large models needed no help)."
+    )
     chain_of_thought: bool = Field(False, description="Ask for a rationale before the answer (ReBase does for reasoning tasks).")
     rationale_in_output: bool = Field(
         False, description="Train on 'rationale\\nAnswer: answer' instead of the answer alone (chain_of_thought only; exact-match metrics then need the answer extracted)."
@@ -187,7 +190,7 @@ def transform(task: TaskSpec, rows: list[dict], ctx: MethodContext, config: ReBa
     cfg = config.transform
     requests = [
         Request(
-            transform_messages(task.instruction, demos, row["input"], row["output"], cfg.chain_of_thought, cfg.field_chars),
+            transform_messages(task.instruction, demos, row["input"], row["output"], cfg.chain_of_thought, cfg.field_chars, cfg.prefill),
             SamplingParams(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n=1, seed=derive_seed(ctx.seed, "rebase-transform", row["row_id"])),
         )
         for row in rows
@@ -199,7 +202,7 @@ def transform(task: TaskSpec, rows: list[dict], ctx: MethodContext, config: ReBa
     terms = noise_terms_for(config.outputs.noise, task.is_classification)
     records = []
     for row, [reply] in zip(rows, replies):
-        parsed = parse_transform(reply.text, cfg.chain_of_thought)
+        parsed = parse_transform((reply_prefill(cfg.chain_of_thought) if cfg.prefill else "") + reply.text, cfg.chain_of_thought)
         example_input = (parsed or {}).get("input", "")
         output = (parsed or {}).get("output", "")
         drop = None

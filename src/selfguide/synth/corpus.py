@@ -1,6 +1,6 @@
 """The unlabelled corpus instruction backtranslation writes instructions for: documents from local
-JSONL or text files, or a `datasets` dataset column read as a stream, cut into segments and
-length-filtered. Every segment is kept or dropped with a reason (too_short, too_long, duplicate).
+JSONL or text files, a `datasets` dataset column read as a stream, or SuperNI tasks' outputs, cut
+into segments and length-filtered. Every segment is kept or dropped with a reason (too_short, too_long, duplicate).
 
 Humpback took self-contained segments of web pages (ClueWeb) after deduplication and length and
 quality filtering, without publishing the thresholds; ours are paragraphs (split at blank lines)
@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +30,11 @@ class CorpusConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     paths: list[str] = Field(default_factory=list, description="JSONL (one document per line, in text_field) or plain text files; globs allowed.")
+    superni: list[str] = Field(
+        default_factory=list,
+        description="SuperNI tasks (task1622, or 'all') whose instances' first references are documents; a task method's own task is left out.",
+    )
+    superni_root: str | None = Field(None, description="SuperNI folder holding tasks/; unset: $SELFGUIDE_SUPERNI or ../shared/superni.")
     text_field: str = Field("text", description="JSONL field holding a document.")
     dataset: str | None = Field(None, description="A `datasets` dataset (Hub id, data folder or file) read as a stream, instead of or besides paths.")
     dataset_config: str | None = Field(None, description="Its configuration name.")
@@ -48,9 +53,15 @@ class CorpusConfig(BaseModel):
         return self
 
 
-def read_documents(config: CorpusConfig) -> Iterator[tuple[str, str]]:
-    """(source, document) pairs, files first in the order given, then the dataset."""
+def read_documents(config: CorpusConfig, exclude_task: str | None = None) -> Iterator[tuple[str, str]]:
+    """(source, document) pairs: SuperNI outputs, then files in the order given, then the dataset."""
     count = 0
+    if config.superni:
+        for source, document in superni_outputs(config, exclude_task):
+            if config.limit is not None and count >= config.limit:
+                return
+            count += 1
+            yield source, document
     for pattern in config.paths:
         files = sorted(Path(p) for p in glob.glob(pattern)) or [Path(pattern)]
         for path in files:
@@ -68,6 +79,21 @@ def read_documents(config: CorpusConfig) -> Iterator[tuple[str, str]]:
                 return
             count += 1
             yield config.dataset, row.input
+
+
+def superni_outputs(config: CorpusConfig, exclude_task: str | None) -> Iterator[tuple[str, str]]:
+    """The tasks' first references taken in turn, one from each task, so the first N documents
+    come from every task rather than from the first task files."""
+    from selfguide.datastore.sources import SuperNISource
+
+    by_task: dict[str, list[str]] = {}
+    for row in SuperNISource(root=config.superni_root, tasks=[] if "all" in config.superni else config.superni).read([]):
+        if row.group != exclude_task:
+            by_task.setdefault(row.group, []).append(row.output)
+    for depth in range(max((len(v) for v in by_task.values()), default=0)):
+        for task, outputs in by_task.items():
+            if depth < len(outputs):
+                yield f"superni:{task}", outputs[depth]
 
 
 def read_file(path: Path, text_field: str) -> Iterator[str]:
@@ -90,20 +116,22 @@ def read_file(path: Path, text_field: str) -> Iterator[str]:
             yield value
 
 
-def segments(config: CorpusConfig) -> list[dict]:
-    """Every segment, kept or dropped with its reason; ids are stable for the same corpus and config."""
-    if not config.paths and not config.dataset:
-        raise BadInputError("corpus", "paths / dataset", "at least one corpus file or a dataset", "none given")
+def segments(config: CorpusConfig, exclude_task: str | None = None, check: Callable[[str], Drop | None] | None = None) -> list[dict]:
+    """Every segment, kept or dropped with its reason; ids are stable for the same corpus and config.
+    `exclude_task`: a SuperNI task whose outputs are not documents (the task being made data for);
+    `check`: the caller's own filter after these (max_segments counts segments that pass it too)."""
+    if not config.paths and not config.dataset and not config.superni:
+        raise BadInputError("corpus", "paths / dataset / superni", "at least one corpus file, a dataset or SuperNI tasks", "none given")
     records: list[dict] = []
     seen: set[str] = set()
     kept = 0
-    for source, document in read_documents(config):
+    for source, document in read_documents(config, exclude_task):
         pieces = _PARAGRAPH.split(document) if config.segment == "paragraph" else [document]
         for piece in pieces:
             text = piece.strip()
             if not text:
                 continue
-            drop = check_segment(text, config, seen)
+            drop = check_segment(text, config, seen) or (check(text) if check else None)
             if drop is None and config.max_segments is not None and kept >= config.max_segments:
                 break
             seen.add(text)

@@ -10,7 +10,6 @@ reasoning behind the answer), as ReBase asks for reasoning tasks.
 from __future__ import annotations
 
 import json
-import re
 
 from selfguide.backends.base import Message
 
@@ -21,9 +20,22 @@ def truncate(text: str, limit: int = FIELD_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def reply_prefill(chain_of_thought: bool = False) -> str:
+    """How the reply opens when prefilled: the JSON object's first key, so a small model writes the object."""
+    return '{"rationale": "' if chain_of_thought else '{"input": "'
+
+
 def transform_messages(
-    instruction: str, demos: list[tuple[str, str]], row_input: str, row_output: str, chain_of_thought: bool = False, field_chars: int = FIELD_CHARS
+    instruction: str,
+    demos: list[tuple[str, str]],
+    row_input: str,
+    row_output: str,
+    chain_of_thought: bool = False,
+    field_chars: int = FIELD_CHARS,
+    prefill: bool = False,
 ) -> list[Message]:
+    """The transform prompt; with `prefill` the assistant turn is opened with `reply_prefill` (the
+    reply then continues it: parse `reply_prefill() + reply`)."""
     keys = '"rationale", "input" and "output"' if chain_of_thought else '"input" and "output"'
     examples = "\n".join(json.dumps({"input": i, "output": o}, ensure_ascii=False) for i, o in demos)
     row = json.dumps({"input": truncate(row_input, field_chars), "output": truncate(row_output, field_chars)}, ensure_ascii=False)
@@ -40,23 +52,20 @@ def transform_messages(
     if chain_of_thought:
         parts.append('Put the reasoning that leads to the answer in "rationale", and only the final answer in "output".')
     parts.append(f"Reply with one JSON object with exactly the fields {keys}, and nothing else.")
-    return [{"role": "user", "content": "\n\n".join(parts)}]
-
-
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+    messages: list[Message] = [{"role": "user", "content": "\n\n".join(parts)}]
+    if prefill:
+        messages.append({"role": "assistant", "content": reply_prefill(chain_of_thought)})
+    return messages
 
 
 def parse_transform(text: str, chain_of_thought: bool = False) -> dict[str, str] | None:
-    """The fields of the first JSON object in the reply that has "input" and "output" (strings;
-    a number or a one-item list is taken as its text), or None."""
-    fenced = _FENCE.search(text)
-    candidates = [fenced.group(1)] if fenced else []
-    candidates.append(text)
-    for candidate in candidates:
-        for obj in json_objects(candidate):
-            fields = {key: as_text(obj.get(key)) for key in ("rationale", "input", "output")}
-            if fields["input"] is not None and fields["output"] is not None:
-                return {key: value for key, value in fields.items() if value is not None and (key != "rationale" or chain_of_thought)}
+    """The fields of the first JSON object in the reply, fenced or not, that has "input" and
+    "output" (strings; a number or a one-item list is taken as its text), or None. The first, not
+    the last: small models go on to repeat or vary the object after writing it."""
+    for obj in json_objects(text):
+        fields = {key: as_text(obj.get(key)) for key in ("rationale", "input", "output")}
+        if fields["input"] is not None and fields["output"] is not None:
+            return {key: value for key, value in fields.items() if value is not None and (key != "rationale" or chain_of_thought)}
     return None
 
 
