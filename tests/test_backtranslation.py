@@ -228,3 +228,30 @@ def test_task_variant_refuses_classification(tiny, tmp_path, corpus_file):
     task = load_task(superni_task_path("task1612"))
     with pytest.raises(Exception, match="generation task"):
         synthesize(get_method("backtranslation-task"), context(tiny, tmp_path / "synth", task), task_config(corpus_file))
+
+
+def test_the_writer_can_curate_with_the_score_first(tiny, tmp_path, corpus_file):
+    """curator: writer: a teacher rates every pair as it is (no curator is trained); with
+    score_first its reply continues an opened "Score:"."""
+    from scripted import scripted_model
+
+    seen = []
+
+    def teacher_script(messages, params, j):
+        seen.append(messages[-1])
+        return " 4\nClear question." if len(messages[-2]["content"]) % 2 else " 2"
+
+    teacher, _ = scripted_model(teacher_script, tmp_path / "teacher.sqlite", name="teacher")
+    task = load_task(superni_task_path("task1345"))
+    config = task_config(corpus_file, curator="writer", score_first=True, threshold=4)
+    out = tmp_path / "synth"
+    ctx = MethodContext(task=task, model=tiny, teacher=teacher, out_dir=out, progress=False)
+    summary = synthesize(get_method("backtranslation-task"), ctx, config)
+    candidates = read(out / "candidates.jsonl")
+    assert all(m == {"role": "assistant", "content": "Score:"} for m in seen) and len(seen) == len(candidates)
+    assert {c["scores"]["1"] for c in candidates} <= {2, 4}
+    assert all((c["status"] == "kept") == (c["scores"]["1"] == 4) for c in candidates)
+    assert not (out / "models" / "m0").exists()
+    assert summary["curated_pairs"] == sum(c["status"] == "kept" for c in candidates)
+    plan = total(get_method("backtranslation-task").plan(MethodContext(task=task, model=tiny, teacher=teacher, out_dir=out, progress=False), config))
+    assert plan.at_least == plan.at_most == len(candidates) * 2  # writes (student's backward model) + ratings (teacher)

@@ -49,7 +49,7 @@ from selfguide.stages.finetune import base_weights, finetune, finetuned_model
 from selfguide.stages.funnel import stage_row
 from selfguide.stages.near_dup import EVAL_OVERLAP, Decontaminator
 from selfguide.stages.plan import Calls
-from selfguide.synth.backtranslation_prompts import ASSISTANT, BACKWARD, parse_score, rating_request, task_backward, task_instruction
+from selfguide.synth.backtranslation_prompts import ASSISTANT, BACKWARD, SCORE_PREFILL, parse_score, rating_request, task_backward, task_instruction
 from selfguide.synth.corpus import CorpusConfig, segments
 from selfguide.synth.filters import Drop, NoiseConfig, check_length, check_noise, length_window, noise_terms_for
 from selfguide.tasks.spec import TaskSpec
@@ -80,6 +80,14 @@ class BacktranslationBase(MethodConfig):
     decontaminate: bool = Field(True, description="Drop segments and written instructions that reproduce an eval item (13-word n-gram, GPT-3's rule).")
     augment: SamplingConfig = Field(default_factory=SamplingConfig, description="The backward model writing instructions.")
     curate: SamplingConfig = Field(default_factory=SamplingConfig, description="The forward models rating pairs.")
+    curator: Literal["finetuned", "writer"] = Field(
+        "finetuned",
+        description="finetuned: M0, M1... trained here rate the pairs (the paper); writer: the run's model, or its teacher, rates "
+        "them as it is (no curator training; every round then rates alike). A model finetuned on a few task demos rarely follows the rating prompt.",
+    )
+    score_first: bool = Field(
+        False, description="Open the curator's reply with 'Score:' so a small model writes a score (the paper asks for reasoning first)."
+    )
     base_model: str | None = Field(None, description="Weights M_yx, M0, M1... are finetuned from; unset: the student model's.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Finetuning of M_yx, M0, M1... (the run's own training makes the final model).")
 
@@ -181,8 +189,11 @@ def run_stages(ctx: MethodContext, config: BacktranslationBase, spec: Spec, make
     scored: list[dict] = []
     pairs = list(spec.forward_seeds)
     for r in range(1, config.rounds + 1):
-        curator_dir = finetune(forward_task, pairs, base, models / f"m{r - 1}", config.train, ctx.progress)
-        scored = with_model(base, curator_dir, ctx.model, lambda m: curate(kept, m, forward_task, spec, config, ctx.seed, r))
+        if config.curator == "writer":
+            scored = curate(kept, ctx.writer, forward_task, spec, config, ctx.seed, r)
+        else:
+            curator_dir = finetune(forward_task, pairs, base, models / f"m{r - 1}", config.train, ctx.progress)
+            scored = with_model(base, curator_dir, ctx.model, lambda m: curate(kept, m, forward_task, spec, config, ctx.seed, r))
         for candidate, rating in zip(kept, scored):
             candidate["scores"][str(r)] = rating["score"]
             candidate["replies"][str(r)] = rating["reply"]
@@ -255,9 +266,10 @@ def augment(docs: list[dict], model: CachedModel, backward_task: TaskSpec, confi
 def curate(candidates: list[dict], model: CachedModel, forward_task: TaskSpec, spec: Spec, config: BacktranslationBase, seed: int, round_: int) -> list[dict]:
     """The curator's rating of every candidate: score (None when unparseable) and the drop, if any."""
     s = config.curate
+    opening = [{"role": "assistant", "content": SCORE_PREFILL}] if config.score_first else []
     requests = [
         Request(
-            task_messages(forward_task.instruction, [], rating_request(spec.instruction_of(c["written"]), c["text"])),
+            task_messages(forward_task.instruction, [], rating_request(spec.instruction_of(c["written"]), c["text"])) + opening,
             SamplingParams(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, n=1, seed=derive_seed(seed, "backtranslation-curate", round_, c["id"])),
         )
         for c in candidates
@@ -265,7 +277,7 @@ def curate(candidates: list[dict], model: CachedModel, forward_task: TaskSpec, s
     replies = model.generate(requests, desc=f"rating pairs (round {round_})") if requests else []
     ratings = []
     for [reply] in replies:
-        score = parse_score(reply.text)
+        score = parse_score((SCORE_PREFILL if config.score_first else "") + reply.text)
         drop = Drop("no_score", reply.text.strip()[-60:]) if score is None else Drop("low_score", f"{score} < {config.threshold}") if score < config.threshold else None
         ratings.append({"score": score, "reply": reply.text, "drop": drop})
     return ratings

@@ -46,6 +46,8 @@ Please first provide a brief reasoning you used to derive the rating score, and 
 
 {answer}"""
 
+SCORE_PREFILL = "Score:"  # how a curator's reply opens with score_first
+
 _SCORE = re.compile(r"score\s*[:：]\s*\**\s*([1-5])\b", re.IGNORECASE)
 
 
