@@ -36,7 +36,7 @@ import numpy as np
 from selfguide.datastore.search import rank_rows
 from selfguide.datastore.sources import JsonlSource, SuperNISource
 from selfguide.datastore.store import DatastoreConfig, open_datastore
-from selfguide.tasks.spec import load_task
+from selfguide.tasks.load import load_task
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 

@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 
 from selfguide.backends.cache import CallCache
-from selfguide.backends.factory import ModelConfig, cached_model
+from selfguide.backends.factory import cached_model
+from selfguide.backends.model_config import ModelConfig
 from selfguide.benchmark.grid import TUNING
 from selfguide.model_source import resolve_model
-from selfguide.synth.filters import InputFilterConfig, check_fields, demo_field_markers
-from selfguide.synth.inputs import InputGenConfig, generate_inputs
-from selfguide.tasks.spec import load_task
+from selfguide.stages.filters import InputFilterConfig, check_fields, demo_field_markers
+from selfguide.stages.write_inputs import InputGenConfig, generate_inputs
+from selfguide.tasks.load import load_task
 
 
 def main() -> None:

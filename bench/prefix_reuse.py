@@ -24,9 +24,9 @@ import time
 from selfguide.backends.base import ScoreRequest
 from selfguide.backends.hf import HFBackend
 from selfguide.eval.evaluate import EvalConfig, eval_requests
-from selfguide.prompts import task_messages
-from selfguide.synth.outputs import OutputGenConfig, annotation_requests
-from selfguide.tasks.spec import load_task
+from selfguide.prompts.task import task_messages
+from selfguide.stages.annotate import OutputGenConfig, annotation_requests
+from selfguide.tasks.load import load_task
 
 
 def timed(call) -> tuple[float, dict]:

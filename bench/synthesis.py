@@ -23,8 +23,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from selfguide import api
+from selfguide.backends.chat import encode_prompt, stop_strings_for
 from selfguide.config import load_config
-from selfguide.prompts import encode_prompt, stop_strings_for
 from selfguide.tinymodel import build_tiny_model
 
 

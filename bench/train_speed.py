@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from selfguide.tasks.spec import load_task
+from selfguide.tasks.load import load_task
 from selfguide.tasks.superni import find_superni_task
 from selfguide.train import sft
 from selfguide.train.config import TrainConfig

@@ -12,7 +12,7 @@ from conftest import REPO
 import selfguide
 from selfguide.arguments import run_config
 from selfguide.config import RunConfig
-from selfguide.tasks.spec import load_task
+from selfguide.tasks.load import load_task
 
 
 def test_import_exposes_the_api_without_loading_torch():

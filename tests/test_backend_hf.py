@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from selfguide.backends.base import Completion, Request, SamplingParams
+from selfguide.backends.chat import encode_prompt
 from selfguide.backends.hf import HFBackend, fingerprint, row_seed
 from selfguide.errors import SelfGuideError
-from selfguide.prompts import encode_prompt
 
 NEW = 12
 

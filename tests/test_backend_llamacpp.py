@@ -61,7 +61,7 @@ def test_written_gguf_loads_in_transformers_as_the_same_model(tiny_model_dir, ti
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from selfguide.prompts import encode_prompt, render_prompt
+    from selfguide.backends.chat import encode_prompt, render_prompt
 
     original = AutoTokenizer.from_pretrained(tiny_model_dir)
     from_gguf = AutoTokenizer.from_pretrained(tiny_gguf.parent, gguf_file=tiny_gguf.name)
@@ -85,7 +85,8 @@ def test_gguf_path_rules(tmp_path, tiny_gguf):
 
 
 def test_fingerprint_of_a_gguf_file_follows_its_bytes(tmp_path, tiny_gguf):
-    from selfguide.backends.factory import ModelConfig, backend_info
+    from selfguide.backends.factory import backend_info
+    from selfguide.backends.model_config import ModelConfig
 
     copy = tmp_path / "copy.gguf"
     copy.write_bytes(tiny_gguf.read_bytes())
@@ -98,7 +99,8 @@ def test_fingerprint_of_a_gguf_file_follows_its_bytes(tmp_path, tiny_gguf):
 
 
 def test_missing_llama_cpp_names_the_extra(monkeypatch, tiny_gguf):
-    from selfguide.backends.factory import ModelConfig, make_backend
+    from selfguide.backends.factory import make_backend
+    from selfguide.backends.model_config import ModelConfig
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import fails as if not installed
     with pytest.raises(MissingDependencyError, match=r"pip install 'selfguide\[llamacpp\]'"):
@@ -106,7 +108,7 @@ def test_missing_llama_cpp_names_the_extra(monkeypatch, tiny_gguf):
 
 
 def test_full_finetune_is_refused_with_the_rule(tiny_model_dir, tiny_gguf):
-    from selfguide.backends.factory import ModelConfig
+    from selfguide.backends.model_config import ModelConfig
     from selfguide.backends.llamacpp import check_finetuned_on_llamacpp, finetuned_llamacpp_config
 
     rule = "evaluate both prompting and finetuned with the hf backend"
@@ -122,7 +124,7 @@ def test_full_finetune_is_refused_with_the_rule(tiny_model_dir, tiny_gguf):
 def test_prompt_ids_are_the_training_ids_and_llama_cpp_agrees(backend, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from selfguide.prompts import encode_prompt
+    from selfguide.backends.chat import encode_prompt
 
     ids = encode_prompt(AutoTokenizer.from_pretrained(tiny_model_dir), MESSAGES)
     assert encode_prompt(backend.tokenizer, MESSAGES) == ids
@@ -175,7 +177,8 @@ def test_n_stop_and_max_new_tokens(backend):
 
 def test_cache_hits_and_resume_through_cached_model(backend, tiny_gguf, tmp_path):
     from selfguide.backends.cache import CachedModel, CallCache
-    from selfguide.backends.factory import ModelConfig, backend_info
+    from selfguide.backends.factory import backend_info
+    from selfguide.backends.model_config import ModelConfig
 
     info = backend_info(ModelConfig(name=str(tiny_gguf), backend="llamacpp"))
     requests = [request(f"Question number {i}?", temperature=0.8, top_k=20, n=3, seed=i) for i in range(4)]
@@ -206,7 +209,7 @@ def test_a_peft_lora_runs_on_the_gguf_as_in_transformers(tiny_model_dir, tiny_gg
     from transformers import AutoModelForCausalLM
 
     from selfguide.backends.llamacpp import LlamaCppBackend
-    from selfguide.prompts import encode_prompt
+    from selfguide.backends.chat import encode_prompt
 
     torch.manual_seed(0)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
@@ -215,7 +218,7 @@ def test_a_peft_lora_runs_on_the_gguf_as_in_transformers(tiny_model_dir, tiny_gg
         if "lora_B" in name:  # PEFT starts B at zero: make the adapter change something
             torch.nn.init.normal_(param, std=0.5)
     model.save_pretrained(tmp_path / "adapter")
-    from selfguide.backends.factory import ModelConfig
+    from selfguide.backends.model_config import ModelConfig
     from selfguide.backends.llamacpp import finetuned_llamacpp_config
 
     finetuned = finetuned_llamacpp_config(ModelConfig(name=str(tiny_gguf), backend="llamacpp"), tmp_path / "adapter")

@@ -8,10 +8,11 @@ import torch
 
 from selfguide.backends.base import BackendInfo, Request, SamplingParams, ScoreRequest
 from selfguide.backends.cache import CachedModel, CallCache, CallStats, request_key, score_key
+from selfguide.backends.chat import encode_prompt, render_answer
 from selfguide.backends.hf import HFBackend
 from selfguide.backends.openai_backend import OpenAIBackend
 from selfguide.errors import BudgetExceeded, SelfGuideError
-from selfguide.prompts import encode_prompt, render_answer, task_messages
+from selfguide.prompts.task import task_messages
 
 DEMOS = [("is the sky blue", "yes"), ("is fire cold", "no")]
 LABELS = ("yes", "no", "neutral", "neutral, because it is")

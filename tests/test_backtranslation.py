@@ -11,14 +11,15 @@ from conftest import superni_task_path
 from scripted import ScriptedBackend
 from selfguide import layout
 from selfguide.backends.cache import CachedModel, CallCache
-from selfguide.backends.factory import ModelConfig, cached_model
+from selfguide.backends.factory import cached_model
+from selfguide.backends.model_config import ModelConfig
 from selfguide.errors import BudgetExceeded
 from selfguide.methods import MethodContext, get_method, synthesize
 from selfguide.methods import backtranslation as bt
-from selfguide.stages.plan import total
-from selfguide.synth.backtranslation_prompts import parse_score, rating_request, task_instruction
-from selfguide.synth.corpus import CorpusConfig, segments
-from selfguide.tasks.spec import load_task
+from selfguide.plan import total
+from selfguide.prompts.backtranslation import parse_score, rating_request, task_instruction
+from selfguide.stages.corpus import CorpusConfig, segments
+from selfguide.tasks.load import load_task
 
 TINY_TRAIN = {"epochs": 1, "learning_rate": 1e-3, "gradient_checkpointing": False, "max_length": 384}
 TINY_SAMPLING = {"max_new_tokens": 12}

@@ -15,7 +15,7 @@ from selfguide.datastore.search import rank_rows
 from selfguide.datastore.sources import DatasetSource, JsonlSource, SuperNISource
 from selfguide.datastore.store import DatastoreConfig, open_datastore
 from selfguide.errors import BadInputError
-from selfguide.tasks.spec import load_task
+from selfguide.tasks.load import load_task
 
 def instances(name: str) -> list[dict]:
     return json.loads(superni_task_path(name).read_text())["Instances"]

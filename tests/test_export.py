@@ -12,7 +12,7 @@ from test_report import classification_task, make_run
 
 from selfguide.errors import SelfGuideError
 from selfguide.export import FORMATS, export_run
-from selfguide.prompts import task_messages
+from selfguide.prompts.task import task_messages
 
 
 def make_exportable_run(out: Path, model: str = "org/base-model"):

@@ -9,12 +9,13 @@ import random
 from conftest import superni_task_path
 from scripted import is_input_request, scripted_model
 
-from selfguide.synth.filters import InputFilter, InputFilterConfig, check_noise, length_window, normalize_label
-from selfguide.synth.outputs import balance_classes, vote_answer
 from selfguide.methods import MethodContext, get_method, synthesize
 from selfguide.methods.self_guide import SelfGuideConfig
-from selfguide.synth.prompts import INPUT_STOP, clean_generated_input
-from selfguide.tasks.spec import Example, EvalItem, TaskSpec, load_task
+from selfguide.prompts.self_guide import INPUT_STOP, clean_generated_input
+from selfguide.stages.filters import InputFilter, InputFilterConfig, check_noise, length_window, normalize_label
+from selfguide.stages.vote import balance_classes, vote_answer
+from selfguide.tasks.load import load_task
+from selfguide.tasks.spec import Example, EvalItem, TaskSpec
 
 
 def test_length_window_matches_the_spec_formula():

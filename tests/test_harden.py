@@ -20,7 +20,8 @@ from servers import free_port
 
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CallCache, request_key
-from selfguide.backends.factory import ModelConfig, backend_info, cached_model
+from selfguide.backends.factory import backend_info, cached_model
+from selfguide.backends.model_config import ModelConfig
 from selfguide.backends.openai_backend import OpenAIBackend
 from selfguide.config import RunConfig, config_yaml, load_config
 from selfguide.errors import SelfGuideError
@@ -242,7 +243,7 @@ def test_a_local_folder_is_one_model_whatever_the_path(tiny_model_dir, monkeypat
 
 
 def test_changed_data_in_a_finished_run_folder_trains_again(tiny_model_dir, tmp_path):
-    from selfguide.tasks.spec import load_task
+    from selfguide.tasks.load import load_task
     from selfguide.train.config import TrainConfig
     from selfguide.train.sft import train
 

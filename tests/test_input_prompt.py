@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from selfguide.prompts import encode_prompt, render_prompt
-from selfguide.synth.filters import check_fields, demo_field_markers
-from selfguide.synth.prompts import INPUT_STOP, clean_generated_input, input_generation_messages, input_stops
+from selfguide.backends.chat import encode_prompt, render_prompt
+from selfguide.prompts.self_guide import INPUT_STOP, clean_generated_input, input_generation_messages, input_stops
+from selfguide.stages.filters import check_fields, demo_field_markers
 
 DEMOS = ["Premise: a cat sat. Hypothesis: an animal sat.", "Premise: it rains. Hypothesis: the sun shines."]
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from selfguide.backends.base import Request, SamplingParams
+from selfguide.backends.chat import encode_prompt
 from selfguide.backends.hf import HFBackend, shared_prefixes
-from selfguide.prompts import encode_prompt, task_messages
+from selfguide.prompts.task import task_messages
 
 DEMOS_A = [("is the sky blue", "yes"), ("is fire cold", "no")]
 DEMOS_B = [("the cat sat on the mat", "the cat"), ("a dog ran in the park", "a dog")]

@@ -11,15 +11,16 @@ from conftest import superni_task_path
 from scripted import scripted_model
 from selfguide import layout
 from selfguide.backends.cache import CallCache
-from selfguide.backends.factory import ModelConfig, cached_model
+from selfguide.backends.factory import cached_model
+from selfguide.backends.model_config import ModelConfig
 from selfguide.datastore.sources import JsonlSource
 from selfguide.datastore.store import DatastoreConfig
 from selfguide.methods import MethodContext, get_method, synthesize
 from selfguide.methods.rebase import ReBaseConfig
 from selfguide.stages.near_dup import Decontaminator
-from selfguide.stages.plan import total
-from selfguide.synth.rebase_prompts import parse_transform, transform_messages
-from selfguide.tasks.spec import load_task
+from selfguide.plan import total
+from selfguide.prompts.rebase import parse_transform, transform_messages
+from selfguide.tasks.load import load_task
 
 # The store is conftest's: SICK NLI (task1612) is the task; task1615 is SICK too, with other labels,
 # and 94 of task1612's 100 eval items are among its rows. ANLI and e-SNLI are the other related tasks.
@@ -180,7 +181,7 @@ def test_transform_prompt_truncates_the_row_and_shows_the_demos():
 
 def test_prefilled_reply_is_parsed_from_its_opening():
     """A small model continues the prefilled object, then rambles on with more objects."""
-    from selfguide.synth.rebase_prompts import reply_prefill
+    from selfguide.prompts.rebase import reply_prefill
 
     reply = 'sentence_A: a. sentence_B: b.", "output": "1"}\n\n```json\n{"input": "other", "output": "2"}\n```'
     assert parse_transform(reply_prefill() + reply) == {"input": "sentence_A: a. sentence_B: b.", "output": "1"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from scripted import scripted_model
-from selfguide.synth.outputs import OutputGenConfig
-from selfguide.synth.self_label import SelfLabelConfig, self_label_accuracy
+from selfguide.stages.annotate import OutputGenConfig
+from selfguide.stages.self_label import SelfLabelConfig, self_label_accuracy
 from selfguide.tasks.spec import EvalItem, Example, TaskSpec
 
 GOLD = {f"item {i}": ("yes" if i % 2 else "no") for i in range(30)}

@@ -12,7 +12,7 @@ import yaml
 from conftest import SUPERNI, superni_task_path
 
 from selfguide.errors import BadInputError
-from selfguide.tasks.spec import load_task
+from selfguide.tasks.load import load_task
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -147,7 +147,7 @@ def test_broken_eval_lines_name_the_line(tmp_path):
 
 
 def test_gold_items_outside_the_eval_set():
-    from selfguide.benchmark.superni import gold_pairs
+    from selfguide.methods.baselines import gold_pairs
 
     task = load_task(superni_task_path("task1622"))
     eval_inputs = {item.input for item in task.eval}

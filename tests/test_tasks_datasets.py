@@ -7,7 +7,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from selfguide.arguments import run_config
-from selfguide.api import load_run_task
+from selfguide.run_task import load_run_task
 from selfguide.errors import BadInputError
 from selfguide.tasks.datasets import DatasetTaskConfig, is_dataset_task, load_dataset_task
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from selfguide.backends.chat import encode_prompt, render_answer
 from selfguide.errors import SelfGuideError
-from selfguide.prompts import encode_prompt, render_answer, task_messages
+from selfguide.prompts.task import task_messages
 from selfguide.tasks.spec import Example, TaskSpec
 from selfguide.train.config import TrainConfig
 from selfguide.train.sft import build_trainer, build_training_rows, merge_adapter, train

@@ -26,37 +26,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selfguide import layout
-from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.arguments import run_config
-from selfguide.backends.factory import ModelConfig, cached_model, model_fingerprint
+from selfguide.backends.cache import CachedModel, CallCache, CallStats
+from selfguide.backends.factory import cached_model
+from selfguide.backends.fingerprint import model_fingerprint
+from selfguide.backends.model_config import ModelConfig
 from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.io import read_jsonl_objects, write_json, write_text
 from selfguide.ledger import record_invocation
-from selfguide.model_source import HOW_TO_GET_DEFAULT, installed_default_gguf, resolve_model
-from selfguide.redact import redact_url
-from selfguide.methods import MethodContext, get_method
+from selfguide.methods import DEFAULT_METHOD, Method, MethodContext, get_method
 from selfguide.methods import synthesize as run_method
+from selfguide.model_source import HOW_TO_GET_DEFAULT, installed_default_gguf, resolve_model
+from selfguide.plan import Calls
+from selfguide.prompts.task import Pair, pair_of
+from selfguide.redact import redact_url
+from selfguide.run_task import load_method_task, load_run_task
 from selfguide.runfolder import default_run_folder, open_run_folder
-from selfguide.stages.plan import Calls
-from selfguide.tasks.spec import TaskSpec, load_task
-
-
-def load_run_task(config: RunConfig) -> TaskSpec:
-    if not config.task:
-        raise SelfGuideError("no task given: pass a task file or a SuperNI task name such as task036")
-    from selfguide.tasks.datasets import is_dataset_task, load_dataset_task
-
-    if is_dataset_task(config.task):
-        return load_dataset_task(config.task, config.dataset, config.seed)
-    return load_task(config.task, config.eval_split)
-
-
-def load_method_task(config: RunConfig) -> TaskSpec | None:
-    """The run's task; a general-purpose method (its rows carry their own instruction) needs none."""
-    if not config.task and get_method(config.synth.method).general:
-        return None
-    return load_run_task(config)
+from selfguide.tasks.spec import TaskSpec
 
 
 def run_dir(config: RunConfig, task: TaskSpec | None) -> Path:
@@ -245,37 +232,38 @@ def train(
     wait: bool = False,
     **settings,
 ) -> TrainOutput:
-    """Finetune the model on a dataset.jsonl of {input, output} (default: the run folder's
-    synth/dataset.jsonl) with the task prompt; LoRA unless `train.method` is full.
+    """Finetune the model on a dataset.jsonl (default: the run folder's synth/dataset.jsonl):
+    rows of {input, output} with the task prompt, rows that carry their own `instruction`
+    zero-shot with it; LoRA unless `train.method` is full.
 
     Example: selfguide.train("task036", model="./tiny-model", config="configs/tiny.yaml")"""
     config = require_model(run_config(target, **settings))
     training_model(config)
-    task = load_run_task(config)
-    dataset_path = Path(dataset_path) if dataset_path else run_dir(config, task) / "synth" / "dataset.jsonl"
+    task = load_method_task(config)
+    dataset_path = Path(dataset_path) if dataset_path else layout.dataset_path(run_dir(config, task))
     pairs = read_pairs(dataset_path)
     if not pairs:
         raise SelfGuideError(f"{dataset_path}: no pairs to train on (synthesis kept none: see synth/summary.md)")
+    if task is None and any(len(pair) == 2 for pair in pairs):
+        raise SelfGuideError(f"{dataset_path}: rows without an 'instruction' are trained with a task's prompt: give the task")
     if out_dir is not None:
         with open_run_folder(out_dir, wait=wait), record_invocation(out_dir, "train", CallStats(), {}):
             return train_on_pairs(config, task, pairs, out_dir, merge=merge, progress=progress)
     with open_run(config, task, wait=wait) as out, record_invocation(out, "train", CallStats(), {}):
-        return train_on_pairs(config, task, pairs, out / "train", merge=merge, progress=progress)
+        return train_on_pairs(config, task, pairs, layout.train_dir(out), merge=merge, progress=progress)
 
 
-def train_on_pairs(
-    config: RunConfig, task: TaskSpec, pairs: list[tuple[str, str]], out: Path, *, merge: bool = False, progress: bool = True
-) -> TrainOutput:
+def train_on_pairs(config: RunConfig, task: TaskSpec | None, pairs: list[Pair], out: Path, *, merge: bool = False, progress: bool = True) -> TrainOutput:
     """Train, or reuse a finished training with the same data, task prompt, model and settings."""
     from selfguide.train.sft import merge_adapter
     from selfguide.train.sft import train as run_training
 
     base_model = training_model(config)
     fingerprint = training_fingerprint(config, task, pairs)
-    done_path = out / "done.json"
+    done_path = out / layout.TRAIN_DONE
     done = json.loads(done_path.read_text()) if done_path.exists() else {}
     if done.get("fingerprint") == fingerprint and Path(done["model_dir"]).exists():
-        result = TrainOutput(out, Path(done["model_dir"]), done["is_adapter"], done["n_train"], done["n_dropped_too_long"], out / "train_log.jsonl", reused=True)
+        result = TrainOutput(out, Path(done["model_dir"]), done["is_adapter"], done["n_train"], done["n_dropped_too_long"], out / layout.TRAIN_LOG, reused=True)
     else:
         try:
             trained = run_training(task, pairs, base_model, out, config.train, progress=progress)
@@ -291,25 +279,30 @@ def train_on_pairs(
             {"fingerprint": fingerprint, "model_dir": str(result.model_dir), "is_adapter": result.is_adapter, "n_train": result.n_train, "n_dropped_too_long": result.n_dropped_too_long},
         )
     if merge and result.is_adapter:
-        result.merged_dir = merge_adapter(base_model, result.model_dir, out / "merged")
+        result.merged_dir = merge_adapter(base_model, result.model_dir, out / layout.MERGED)
     return result
 
 
-def read_pairs(dataset_path: Path) -> list[tuple[str, str]]:
-    expected = "an object with string 'input' and 'output'"
-    pairs = []
+def read_pairs(dataset_path: Path) -> list[Pair]:
+    expected = "an object with string 'input' and 'output' (and optionally 'instruction')"
+    rows = []
     for lineno, row in read_jsonl_objects(dataset_path, "dataset.jsonl of {input, output} (from `selfguide synthesize`)", expected):
-        if not isinstance(row.get("input"), str) or not isinstance(row.get("output"), str):
+        texts = [row.get("input"), row.get("output")] + ([row["instruction"]] if row.get("instruction") is not None else [])
+        if not all(isinstance(text, str) for text in texts):
             raise BadInputError(dataset_path, f"line {lineno}", expected, repr(row)[:60])
-        pairs.append((row["input"], row["output"]))
-    return pairs
+        rows.append(row)
+    return pairs_of(rows)
 
 
-def training_fingerprint(config: RunConfig, task: TaskSpec, pairs: list[tuple[str, str]]) -> str:
+def pairs_of(rows: list[dict]) -> list[Pair]:
+    return [pair_of(row) for row in rows]
+
+
+def training_fingerprint(config: RunConfig, task: TaskSpec | None, pairs: list[Pair]) -> str:
     payload = {
         "pairs": pairs,
-        "instruction": task.instruction,
-        "demos": [(e.input, e.output) for e in task.examples],
+        "instruction": task.instruction if task is not None else None,
+        "demos": [(e.input, e.output) for e in task.examples] if task is not None else [],
         "model": training_model(config),
         "weights": model_fingerprint(training_model(config)),
         "train": config.train.model_dump(mode="json", exclude={"model", "report_to"}),  # neither changes the trained weights
@@ -340,7 +333,7 @@ def evaluate(
     if adapter and not (Path(adapter) / "adapter_config.json").is_file():
         raise BadInputError("--adapter", repr(str(adapter)), "a PEFT adapter folder (with adapter_config.json), e.g. runs/TASK/train/adapter")
     task = load_run_task(config)
-    label = name or ("finetuned" if adapter or model_dir else "prompting")
+    label = name or (layout.FINETUNED if adapter or model_dir else layout.PROMPTING)
     stats = CallStats()
     with open_run(config, task, wait=wait) as out, record_invocation(out, f"eval {label}", stats, {}):
         cache = open_cache(config, out)
@@ -348,7 +341,7 @@ def evaluate(
             base = local_model_config(config) if adapter or model_dir else config.model
             model = cached_model(finetuned_model_config(base, adapter, model_dir), cache, max_calls=max_calls, progress=progress, stats=stats)
             try:
-                return run_eval(task, model, config.eval, out_dir or out / "eval" / label, name=label)
+                return run_eval(task, model, config.eval, out_dir or layout.eval_dir(out, label), name=label)
             finally:
                 model.close()
         finally:
@@ -380,7 +373,7 @@ class RunResult:
     synth: SynthResult
     train: TrainOutput | None
     baseline: dict
-    finetuned: dict | None
+    finetuned: dict | None  # the method's model: finetuned, or an inference-time method's own evaluation
     timings: dict = field(default_factory=dict)
     report_paths: list[Path] = field(default_factory=list)
     # Which serving stack produced each number: the baseline and the finetuned model are always
@@ -388,6 +381,7 @@ class RunResult:
     stacks: dict[str, str] = field(default_factory=dict)
     server_baseline: dict | None = None
     headline: list[str] = field(default_factory=list)  # the verdict line and the why line
+    method: str = DEFAULT_METHOD
 
 
 def stack_name(model: ModelConfig) -> str:
@@ -397,7 +391,7 @@ def stack_name(model: ModelConfig) -> str:
 
 
 def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wait: bool = False, **settings) -> RunResult:
-    """The whole SELF-GUIDE loop: synthesize, finetune, evaluate prompting and the finetuned
+    """The whole loop: synthesize (with `synth.method`, SELF-GUIDE by default), finetune, evaluate prompting and the finetuned
     model on the same eval set and the same serving stack, and write report.md, report.html and
     the model card. `result.headline` holds the verdict line and the why line that open the report.
 
@@ -419,7 +413,7 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
     local = local_model_config(config)  # fails fast when the served name is not loadable weights
     with open_run(config, task, wait=wait) as out:
         result = run_stages(config, task, local, out, progress)
-        write_json(out / "environment.json", environment())
+        write_json(out / layout.ENVIRONMENT, environment())
         write_model_card(out, task, config)
         result.report_paths = write_report(out, task, config)  # after the ledger has this invocation
         result.headline = headline(out)
@@ -427,16 +421,18 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
 
 
 def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path, progress: bool) -> RunResult:
-    """`run` in its locked run folder; `local` is where the finetuned model and its baseline run."""
+    """`run` in its locked run folder; `local` is where the finetuned model and its baseline run.
+    An inference-time method (one that does not finetune) is evaluated beside the baseline instead."""
     from selfguide.eval.evaluate import evaluate as run_eval
 
+    method = get_method(config.synth.method)
     timings: dict[str, float] = {}
     stats = CallStats()
     with record_invocation(out, "run", stats, timings):
         cache = open_cache(config, out)
         try:
             stacks = {"synthesis": stack_name(config.teacher or config.model)}
-            server_baseline = None
+            server_baseline, result = None, None
             # One load of the base model serves synthesis and the prompting baseline; it is freed
             # before training so the GPU is the trainer's.
             base = cached_model(config.model, cache, progress=progress, stats=stats)
@@ -447,40 +443,57 @@ def run_stages(config: RunConfig, task: TaskSpec, local: ModelConfig, out: Path,
                 timings["synthesize"] = time.perf_counter() - started
                 started = time.perf_counter()
                 if config.model.backend == "openai":
-                    server_baseline = run_eval(task, base, config.eval, out / "eval" / "prompting-server", name="prompting-server")
-                    stacks["prompting-server"] = stack_name(config.model)
+                    server_baseline = run_eval(task, base, config.eval, layout.eval_dir(out, layout.PROMPTING_SERVER), name=layout.PROMPTING_SERVER)
+                    stacks[layout.PROMPTING_SERVER] = stack_name(config.model)
                     timings["eval_prompting_server"] = time.perf_counter() - started
                 else:
-                    baseline = run_eval(task, base, config.eval, out / "eval" / "prompting", name="prompting")
+                    baseline = run_eval(task, base, config.eval, layout.eval_dir(out, layout.PROMPTING), name=layout.PROMPTING)
                     timings["eval_prompting"] = time.perf_counter() - started
+                    if method.evaluate is not None:
+                        result = evaluate_untrained(method, config, task, base, out, timings)
             finally:
                 base.close()
             if config.model.backend == "openai":
                 started = time.perf_counter()
                 in_process = cached_model(local, cache, progress=progress, stats=stats)
                 try:
-                    baseline = run_eval(task, in_process, config.eval, out / "eval" / "prompting", name="prompting")
+                    baseline = run_eval(task, in_process, config.eval, layout.eval_dir(out, layout.PROMPTING), name=layout.PROMPTING)
+                    timings["eval_prompting"] = time.perf_counter() - started
+                    if method.evaluate is not None:
+                        result = evaluate_untrained(method, config, task, in_process, out, timings)
                 finally:
                     in_process.close()
-                timings["eval_prompting"] = time.perf_counter() - started
-            stacks["prompting"] = stack_name(local)
+            stacks[layout.PROMPTING] = stack_name(local)
+            if method.evaluate is not None:
+                stacks[method.name] = stack_name(local)
 
-            trained, finetuned = None, None
-            if synth.summary["pairs"] > 0:
+            trained = None
+            if method.evaluate is None and synth.summary["pairs"] > 0:
                 started = time.perf_counter()
-                trained = train_on_pairs(config, task, read_pairs(synth.dataset_path), out / "train", progress=progress)
+                # A method may ask for training settings of its own (few-shot finetuning: 3 epochs).
+                train_config = config.model_copy(update={"train": config.train.model_copy(update=synth.summary.get("train") or {})})
+                trained = train_on_pairs(train_config, task, read_pairs(synth.dataset_path), layout.train_dir(out), progress=progress)
                 timings["train"] = time.perf_counter() - started
                 started = time.perf_counter()
                 tuned_config = trained_model_config(local, trained)
                 tuned = cached_model(tuned_config, cache, progress=progress, stats=stats)
                 try:
-                    finetuned = run_eval(task, tuned, config.eval, out / "eval" / "finetuned", name="finetuned")
+                    result = run_eval(task, tuned, config.eval, layout.eval_dir(out, layout.FINETUNED), name=layout.FINETUNED)
                 finally:
                     tuned.close()
-                stacks["finetuned"] = stack_name(tuned_config)
+                stacks[layout.FINETUNED] = stack_name(tuned_config)
                 timings["eval_finetuned"] = time.perf_counter() - started
         finally:
             cache.close()
-        write_json(out / "timings.json", timings)
-        write_json(out / "stacks.json", stacks)
-    return RunResult(out, synth, trained, baseline, finetuned, timings, stacks=stacks, server_baseline=server_baseline)
+        write_json(out / layout.TIMINGS, timings)
+        write_json(out / layout.STACKS, stacks)
+    return RunResult(out, synth, trained, baseline, result, timings, stacks=stacks, server_baseline=server_baseline, method=method.name)
+
+
+def evaluate_untrained(method: Method, config: RunConfig, task: TaskSpec, model: CachedModel, out: Path, timings: dict[str, float]) -> dict:
+    """An inference-time method's own evaluation of the untrained model, in eval/<method>/."""
+    started = time.perf_counter()
+    ctx = method_context(config, task, model, out)
+    metrics = method.evaluate(ctx, config.synth, config.eval, layout.eval_dir(out, method.name), method.name)
+    timings[f"eval_{method.name}"] = time.perf_counter() - started
+    return metrics

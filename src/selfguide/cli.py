@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from selfguide import layout
 from selfguide.errors import SelfGuideError
 
 app = typer.Typer(
@@ -96,8 +97,8 @@ def inspect(
 
     Example: selfguide inspect task036
     """
-    from selfguide.synth.filters import length_window
-    from selfguide.tasks.spec import load_task
+    from selfguide.stages.filters import length_window
+    from selfguide.tasks.load import load_task
 
     spec = load_task(task, eval_split)  # type: ignore[arg-type]
     info = {
@@ -166,7 +167,7 @@ def synthesize(
 
 
 def print_plan(plan: dict) -> None:
-    from selfguide.stages.plan import total
+    from selfguide.plan import total
 
     for stage, calls in plan.items():
         count = calls.at_least if calls.at_least == calls.at_most else f"{calls.at_least} to {calls.at_most}"
@@ -211,8 +212,8 @@ def train(
 
     dataset_path, run_config = dataset, None
     if dataset.is_dir():
-        dataset_path = dataset / "synth" / "dataset.jsonl"
-        run_config = dataset / "config.yaml" if (dataset / "config.yaml").exists() else None
+        dataset_path = layout.dataset_path(dataset)
+        run_config = dataset / layout.CONFIG if (dataset / layout.CONFIG).exists() else None
     cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, train_method=train_method, epochs=epochs)
     result = api.train(cfg, dataset_path, out, merge=merge, wait=wait, progress=not quiet)
     typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
@@ -251,7 +252,7 @@ def eval_(
     metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet, wait=wait)
     typer.echo(json.dumps({k: metrics[k] for k in ("name", "task", "n", "superni", "paper", "reported_metric", "reported")}, indent=2))
     run_out = Path(cfg.out or Path("runs") / metrics["task"])  # as `run`: runs/<task>/eval/<name>/
-    typer.echo(f"predictions: {run_out / 'eval' / metrics['name'] / 'predictions.jsonl'}")
+    typer.echo(f"predictions: {layout.eval_dir(run_out, metrics['name']) / layout.PREDICTIONS}")
 
 
 @app.command()
@@ -289,9 +290,10 @@ def run(
     typer.echo(f"prompting {metric}: {result.baseline['reported']:.2f} [{result.stacks['prompting']}]")
     if result.finetuned:
         gain = result.finetuned["reported"] - result.baseline["reported"]
-        typer.echo(f"self-guide {metric}: {result.finetuned['reported']:.2f} ({gain:+.2f}) [{result.stacks['finetuned']}]")
+        stack = result.stacks.get("finetuned") or result.stacks[result.method]
+        typer.echo(f"{result.method} {metric}: {result.finetuned['reported']:.2f} ({gain:+.2f}) [{stack}]")
     else:
-        typer.echo("self-guide: not trained (synthesis kept no pairs; see synth/summary.md)")
+        typer.echo(f"{result.method}: not trained (synthesis kept no pairs; see synth/summary.md)")
     if result.server_baseline:
         typer.echo(f"prompting on the server {metric}: {result.server_baseline['reported']:.2f} [{result.stacks['prompting-server']}] (extra: not the same stack as the finetuned model)")
     for path in result.report_paths:

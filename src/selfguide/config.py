@@ -8,11 +8,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
-from selfguide.backends.factory import ModelConfig
+from selfguide.backends.model_config import ModelConfig
 from selfguide.errors import BadInputError
-from selfguide.redact import redact_url
 from selfguide.eval.evaluate import EvalConfig
 from selfguide.methods import DEFAULT_METHOD, MethodConfig, get_method, method_config
+from selfguide.redact import redact_url
 from selfguide.tasks.datasets import DatasetTaskConfig
 from selfguide.tasks.spec import EvalSplit
 from selfguide.train.config import TrainConfig
@@ -57,7 +57,7 @@ def load_config(
     data: dict = base.model_dump(mode="json") if base is not None else {}
     source = "command line"
     if path is not None:
-        from selfguide.tasks.spec import read_structured_file
+        from selfguide.tasks.files import read_structured_file
 
         source = str(path)
         loaded = read_structured_file(Path(path))

@@ -32,6 +32,10 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
         f.flush()
 
 
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

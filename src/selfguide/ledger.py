@@ -11,10 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from selfguide import layout
 from selfguide.backends.cache import CallStats
 from selfguide.io import append_jsonl
-
-LEDGER_FILE = "invocations.jsonl"
 
 
 @contextlib.contextmanager
@@ -38,11 +37,11 @@ def record_invocation(out: Path, command: str, stats: CallStats, timings: dict[s
             "model_calls": stats.as_dict(),
         }
         with contextlib.suppress(OSError):  # a full disk must not hide the real error
-            append_jsonl(out / LEDGER_FILE, [entry])
+            append_jsonl(out / layout.LEDGER, [entry])
 
 
 def read_invocations(out: Path) -> list[dict]:
-    path = out / LEDGER_FILE
+    path = out / layout.LEDGER
     if not path.exists():
         return []
     rows = []

@@ -90,7 +90,7 @@ class Backend(Protocol):
     def score(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, list[CandidateScore]]]:
         """Yield (index into `requests`, one score per candidate in order) for every request, in any
         order. A candidate's tokens are exactly those training puts after the prompt
-        (`selfguide.prompts.render_answer`), the closing end-of-turn token included."""
+        (`selfguide.backends.chat.render_answer`), the closing end-of-turn token included."""
         ...
 
     def close(self) -> None: ...

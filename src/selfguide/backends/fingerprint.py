@@ -74,3 +74,8 @@ def fingerprint(model: str, adapter: str | None = None) -> tuple[str, dict]:
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.hexdigest(), details
+
+
+def model_fingerprint(name: str, adapter: str | None = None) -> str:
+    """Changes when the weights (or the adapter) change; see `fingerprint`."""
+    return fingerprint(name, adapter)[0]

@@ -2,7 +2,7 @@
 
 Design, in short:
 
-* Prompts are token ids from `selfguide.prompts.encode_prompt`, the same encoding training uses.
+* Prompts are token ids from `selfguide.backends.chat.encode_prompt`, the same encoding training uses.
 * Sampling is per row and reproducible: row (request i, sample j) has a key, a hash of (request
   seed, j). A logits processor applies temperature, top-k and top-p, then picks one token by
   Gumbel-max: argmax(logits + noise), where the noise of each (row, step, token id) is a pure
@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Self
 
 from selfguide.backends.base import BackendInfo, CandidateScore, Completion, Request, SamplingParams, ScoreRequest
+from selfguide.backends.chat import encode_prompt, render_answer, stop_strings_for
 from selfguide.backends.fingerprint import fingerprint
 from selfguide.errors import SelfGuideError
-from selfguide.prompts import encode_prompt, render_answer, stop_strings_for
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Design, in short:
 
-* The prompt is the exact text training and the hf backend use: `selfguide.prompts.encode_prompt`
+* The prompt is the exact text training and the hf backend use: `selfguide.backends.chat.encode_prompt`
   with the transformers tokenizer that transformers builds from the same GGUF file's metadata
   (vocabulary, merges, chat template). Those token ids go to llama.cpp as they are. The first
   prompt is also tokenized by llama.cpp itself, and a disagreement is logged as a warning.
@@ -28,9 +28,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams
-from selfguide.backends.factory import ModelConfig
+from selfguide.backends.chat import encode_prompt, has_chat_template, render_prompt, stop_strings_for
+from selfguide.backends.model_config import ModelConfig
 from selfguide.errors import MissingDependencyError, SelfGuideError
-from selfguide.prompts import encode_prompt, has_chat_template, render_prompt, stop_strings_for
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """In-process vLLM (the optional `vllm` extra): the fastest way to sample on a GPU.
 
-Prompts are the exact token ids training uses (`selfguide.prompts.encode_prompt` with vLLM's own
+Prompts are the exact token ids training uses (`selfguide.backends.chat.encode_prompt` with vLLM's own
 tokenizer), so annotation, training and evaluation see the same text. Every request carries its
 own seed in vLLM's SamplingParams, so its samples do not depend on the rest of the batch. A PEFT
 adapter folder is served through vLLM's LoRA support (`enable_lora` + `LoRARequest`).
@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams, ScoreRequest, label_scoring_unsupported
+from selfguide.backends.chat import encode_prompt
 from selfguide.errors import MissingDependencyError, SelfGuideError
-from selfguide.prompts import encode_prompt
 
 INSTALL_HINT = "pip install 'selfguide[vllm]'"
 # Ranks vLLM's LoRA kernels are built for; max_lora_rank must be one of them.
@@ -78,7 +78,7 @@ class VLLMBackend:
                 "or choose the hf backend, or serve the model with any OpenAI-compatible server and use the openai backend"
             ) from None
 
-        from selfguide.backends.factory import model_fingerprint
+        from selfguide.backends.fingerprint import model_fingerprint
 
         self._vllm = vllm
         self.model = model

@@ -2,12 +2,14 @@
 
 Tuning phase: every grid setting on every tuning task (validation sets), gain over prompting,
 the max-min rule picks one setting. Held-out phase: that setting and the four baselines of
-SPEC §2.6 on every held-out task (test sets). One code path serves the run and the dry run: in
-a dry run each stage only counts the model calls and training runs it would make.
+SPEC §2.6 on every held-out task (test sets). Every column is a method (selfguide.methods): it
+makes its data, then the model is finetuned on it and evaluated, or an inference-time method
+evaluates the model its own way. One code path serves the run and the dry run: in a dry run each
+stage only counts the model calls and training runs it would make.
 
 Layout under --out: cache.sqlite (every model call), <phase>/<task>/prompting/,
 <phase>/<task>/synth-<T,input filter>/, <phase>/<task>/<setting>/{train,eval}/, heldout/<task>/
-{few_shot,in_context,filtered}/, then results.{md,csv,json} and chosen_setting.json.
+{few_shot,in_context,filtered}/, <setting>/gold/, then results.{md,csv,json} and chosen_setting.json.
 """
 
 from __future__ import annotations
@@ -16,30 +18,28 @@ import csv
 import dataclasses
 import io
 import statistics
-import json
-import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfguide.api import TrainOutput, train_on_pairs, trained_model_config
-from selfguide.backends.cache import CachedModel, CallCache, CallStats, derive_seed
+from selfguide import layout
+from selfguide.api import pairs_of, train_on_pairs, trained_model_config
+from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.backends.factory import cached_model
 from selfguide.benchmark.grid import HELD_OUT, PAPER_GAINS, TUNING, Setting, select_setting
 from selfguide.config import RunConfig, config_yaml, load_config
-from selfguide.eval.evaluate import evaluate
 from selfguide.errors import BadInputError
-from selfguide.io import read_jsonl, write_json, write_text
-from selfguide.synth.filters import length_window, noise_terms_for, normalize_label
-from selfguide.synth.outputs import annotation_requests, check_sample
-from selfguide.synth.pipeline import synthesize
-from selfguide.synth.self_label import self_label_calls
-from selfguide.tasks.spec import TaskSpec, load_task
+from selfguide.eval.evaluate import evaluate, planned_calls
+from selfguide.io import read_json, read_jsonl, write_json, write_text
+from selfguide.methods import MethodConfig, MethodContext, get_method, synthesize
+from selfguide.methods.baselines import FewShotFinetuneConfig, GoldFinetuneConfig, PromptingConfig, PromptingWithFiltersConfig, SyntheticInContextConfig
+from selfguide.plan import Calls
+from selfguide.tasks.load import load_task
+from selfguide.tasks.spec import TaskSpec
 from selfguide.tasks.superni import find_superni_task, superni_root_default
 
 BASELINES = ["prompting", "few_shot_finetune", "synthetic_in_context", "prompting_with_filters", "self_guide", "gold_finetune"]
-FEW_SHOT_EPOCHS = 3
 
 
 @dataclass
@@ -68,14 +68,13 @@ class Plan:
     training_runs: int = 0
     by_stage: dict = field(default_factory=dict)
 
-    def add(self, stage: str, calls: int, upper: int | None = None, tokens: int = 0) -> None:
-        upper = calls if upper is None else upper
-        self.calls += calls
-        self.calls_upper += upper
-        self.tokens_upper += tokens
+    def add(self, stage: str, calls: Calls) -> None:
+        self.calls += calls.at_least
+        self.calls_upper += calls.at_most
+        self.tokens_upper += calls.tokens
         row = self.by_stage.setdefault(stage, [0, 0])
-        row[0] += calls
-        row[1] += upper
+        row[0] += calls.at_least
+        row[1] += calls.at_most
 
     def as_dict(self) -> dict:
         return {"model_calls_at_least": self.calls, "model_calls_at_most": self.calls_upper, "generated_tokens_at_most": self.tokens_upper, "training_runs": self.training_runs, "by_stage": self.by_stage}
@@ -85,13 +84,13 @@ class Bench:
     def __init__(self, base: RunConfig, options: BenchOptions, dry_run: bool = False):
         self.base, self.options, self.dry_run = base, options, dry_run
         self.plan = Plan()
-        self.synthesized: dict[Path, list[tuple[str, str]] | None] = {}
+        self.made: dict[Path, list[dict] | None] = {}  # data folder -> its dataset rows
         self.splits: dict[str, str] = {}  # the eval split each task was loaded with
-        self.counted_synthesis: set[tuple[str, str]] = set()
+        self.counted: set[tuple[str, str]] = set()  # (task, calls key) whose synthesis calls the plan holds
         self.stats = CallStats()
         self.train_lock = threading.Lock()  # training runs in-process, one at a time
         options.out.mkdir(parents=True, exist_ok=True)
-        self.cache = CallCache(options.cache or options.out / "cache.sqlite")
+        self.cache = CallCache(options.cache or options.out / layout.CACHE)
         self.model = self.make_model(base)
 
     def make_model(self, config: RunConfig) -> CachedModel:
@@ -123,116 +122,75 @@ class Bench:
     def setting_config(self, setting: Setting) -> RunConfig:
         return load_config(overrides=setting.overrides(), base=self.base)
 
-    # ---- stages (each one either runs or counts) ----------------------------------------
+    # ---- one column: a method's data, then finetuning and evaluation (each runs or counts) ----
 
-    def eval_calls(self, task: TaskSpec, label_scores: bool = True) -> int:
-        """Identical eval inputs make one call; label scoring adds one scoring call per input."""
-        n = len({item.input for item in task.eval})
-        scored = label_scores and task.is_classification and self.base.eval.label_scoring and self.model.supports_scoring
-        return 2 * n if scored else n
-
-    def prompting(self, task: TaskSpec, folder: Path) -> dict | None:
+    def system(
+        self, task: TaskSpec, config: RunConfig, folder: Path, name: str, data_folder: Path | None = None, calls_key: str | None = None
+    ) -> tuple[dict | None, list[dict] | None]:
+        """The method of `config.synth` makes its data in `data_folder` (default <folder>/synth); the
+        model is finetuned on it in <folder>/train and evaluated in <folder>/eval, or an
+        inference-time method evaluates the untrained model its own way in <folder>. Returns the
+        metrics (None in a dry run, or with no data to train on) and the data rows (None before they exist)."""
+        method = get_method(config.synth.method)
+        data_folder = data_folder or folder / layout.SYNTH
+        rows = self.data(task, config, data_folder, calls_key)
+        if method.evaluate is None:
+            return self.finetune_eval(task, config, rows, data_folder, folder, name), rows
+        ctx = self.context(task, config, data_folder)
         if self.dry_run:
-            n = self.eval_calls(task)
-            self.plan.add("eval: prompting", n, tokens=n * self.base.eval.max_new_tokens)
-            return None
-        return evaluate(task, self.model, self.base.eval, folder / "prompting", name="prompting")
+            self.plan.add(f"eval: {name}", method.evaluate_plan(ctx, config.synth, config.eval))
+            return None, rows
+        return method.evaluate(ctx, config.synth, config.eval, folder, name), rows
 
-    def synthesize(self, task: TaskSpec, setting: Setting, folder: Path) -> list[tuple[str, str]] | None:
-        """The synthetic pairs of one setting, made once per folder; settings that differ only in
-        the output filter share their model calls through the cache."""
-        if folder not in self.synthesized:
-            self.synthesized[folder] = self._synthesize(task, setting, folder)
-        return self.synthesized[folder]
+    def context(self, task: TaskSpec, config: RunConfig, data_folder: Path) -> MethodContext:
+        return MethodContext(task, self.model, data_folder, config.seed, progress=self.options.progress)
 
-    def _synthesize(self, task: TaskSpec, setting: Setting, folder: Path) -> list[tuple[str, str]] | None:
-        config = self.setting_config(setting)
-        done = (folder / "summary.json").exists()
+    def data(self, task: TaskSpec, config: RunConfig, folder: Path, calls_key: str | None) -> list[dict] | None:
+        """The method's dataset rows, made once per folder. `calls_key` names what its model calls
+        depend on: settings that differ only after the calls (the output filter) share them
+        through the cache, so the dry run counts them once."""
+        if folder not in self.made:
+            method, ctx = get_method(config.synth.method), self.context(task, config, folder)
+            if self.dry_run:
+                key = (task.name, calls_key or str(folder))
+                if key not in self.counted:
+                    self.counted.add(key)
+                    for stage, calls in method.plan(ctx, config.synth).items():
+                        self.plan.add(f"synthesis: {stage}", calls)
+                done = (folder / layout.SUMMARY).exists()
+                self.made[folder] = read_jsonl(folder / layout.DATASET) if done else None
+            else:
+                synthesize(method, ctx, config.synth)
+                self.made[folder] = read_jsonl(folder / layout.DATASET)
+        return self.made[folder]
+
+    def finetune_eval(self, task: TaskSpec, config: RunConfig, rows: list[dict] | None, data_folder: Path, folder: Path, name: str) -> dict | None:
         if self.dry_run:
-            if (task.name, setting.calls_key) not in self.counted_synthesis:
-                self.counted_synthesis.add((task.name, setting.calls_key))
-                inputs, outputs = config.synth.inputs, config.synth.outputs
-                attempts = inputs.rounds_for(task) * inputs.prompts_per_round
-                self.plan.add("synthesis: inputs", attempts, tokens=attempts * inputs.max_new_tokens)
-                # Annotation is one call per kept input: known once the input stage has run.
-                kept = json.loads((folder / "summary.json").read_text())["stages"][0]["kept"] if done else None
-                self.plan.add("synthesis: outputs", kept or 0, attempts if kept is None else kept, tokens=(attempts if kept is None else kept) * outputs.n * outputs.max_new_tokens)
-                self.plan.add("synthesis: self-label diagnostic", self_label_calls(task, config.synth.self_label, config.seed))
-            return [(r["input"], r["output"]) for r in read_jsonl(folder / "dataset.jsonl")] if done else None
-        synthesize(task, self.model, config.synth, folder, config.seed)
-        return [(r["input"], r["output"]) for r in read_jsonl(folder / "dataset.jsonl")]
-
-    def finetune_eval(self, task: TaskSpec, config: RunConfig, pairs: list[tuple[str, str]] | None, folder: Path, name: str) -> tuple[dict | None, TrainOutput | None]:
-        if self.dry_run:
-            if pairs is None or pairs:
+            if rows is None or rows:
                 self.plan.training_runs += 1
-                n = self.eval_calls(task)
-                self.plan.add(f"eval: {name}", n, tokens=n * config.eval.max_new_tokens)
-            return None, None
-        if not pairs:
-            return None, None
+                self.plan.add(f"eval: {name}", planned_calls(task, self.model, config.eval))
+            return None
+        if not rows:
+            return None
+        # A method may ask for training settings of its own (few-shot finetuning: 3 epochs).
+        settings = read_json(data_folder / layout.SUMMARY).get("train") or {}
+        config = config.model_copy(update={"train": config.train.model_copy(update=settings)})
         with self.train_lock:
-            trained = train_on_pairs(config, task, pairs, folder / "train", progress=self.options.progress)
+            trained = train_on_pairs(config, task, pairs_of(rows), folder / layout.TRAIN, progress=self.options.progress)
         model = cached_model(trained_model_config(config.model, trained), self.cache, max_calls=self.options.max_calls, progress=self.options.progress, stats=self.stats)
         try:
-            return evaluate(task, model, config.eval, folder / "eval", name=name), trained
+            return evaluate(task, model, config.eval, folder / layout.EVAL, name=name)
         finally:
             model.close()
 
-    def in_context(self, task: TaskSpec, pairs: list[tuple[str, str]] | None, folder: Path) -> dict | None:
-        """Synthetic data in the prompt: the first floor(|D|/3) pairs after the gold demos."""
-        if self.dry_run:
-            n = self.eval_calls(task)
-            if pairs is None:  # unknown yet: none if fewer than 3 pairs (then it is the prompting prompt, cached)
-                self.plan.add("eval: synthetic in context", 0, n, tokens=n * self.base.eval.max_new_tokens)
-            elif len(pairs) >= 3:
-                self.plan.add("eval: synthetic in context", n, tokens=n * self.base.eval.max_new_tokens)
-            return None
-        extra = (pairs or [])[: len(pairs or []) // 3]
-        return evaluate(task, self.model, self.base.eval, folder / "in_context", name="synthetic_in_context", extra_demos=extra)
 
-    def filtered(self, task: TaskSpec, config: RunConfig, folder: Path) -> dict | None:
-        """Prompting + filters: n samples per item, the setting's output filters at inference, the
-        first survivor (the first sample when none survives)."""
-        outputs = config.synth.outputs
-        if self.dry_run:
-            n = self.eval_calls(task, label_scores=False)
-            self.plan.add("eval: prompting with filters", n, tokens=n * outputs.n * outputs.max_new_tokens)
-            return None
-        requests = annotation_requests(task, [item.input for item in task.eval], outputs, self.base.seed, salt="filtered")
-        window = length_window([len(e.output) for e in task.examples], outputs.degenerate_width)
-        terms = noise_terms_for(outputs.noise, task.is_classification)
-        predictions = []
-        for completions in self.model.generate(requests, desc="eval prompting+filters"):
-            texts = [c.text.strip() for c in completions]
-            survivors = [t for t in texts if check_sample(t, task, outputs, window, terms) is None]
-            if task.is_classification and task.labels:
-                survivors = [label for t in survivors if (label := normalize_label(t, task.labels))]
-            predictions.append(survivors[0] if survivors else (texts[0] if texts else ""))
-        return evaluate(task, self.model, self.base.eval, folder / "filtered", name="prompting_with_filters", predictions=predictions)
-
-    def gold_finetune(self, task: TaskSpec, config: RunConfig, pairs: list[tuple[str, str]] | None, folder: Path) -> dict | None:
-        """The ceiling: the same setting trained on as many gold pairs as SELF-GUIDE made, drawn
-        from the task's instances outside the eval set."""
-        if pairs is not None and not pairs:
-            return None
-        gold = gold_pairs(task, len(pairs) if pairs is not None else len(task.dev), config.seed)
-        if not gold and not self.dry_run:
-            return None
-        return self.finetune_eval(task, config, gold if not self.dry_run else pairs, folder / "gold", "gold_finetune")[0]
-
-    def few_shot(self, task: TaskSpec, folder: Path) -> dict | None:
-        config = self.base.model_copy(deep=True)
-        config.train.epochs = FEW_SHOT_EPOCHS
-        demos = [(e.input, e.output) for e in task.examples]
-        return self.finetune_eval(task, config, demos, folder / "few_shot", "few_shot_finetune")[0]
+def with_method(config: RunConfig, method: MethodConfig) -> RunConfig:
+    return config.model_copy(update={"synth": method})
 
 
-def gold_pairs(task: TaskSpec, count: int, seed: int) -> list[tuple[str, str]]:
-    """`count` gold (input, first reference) pairs from outside the eval set, a seeded sample."""
-    rng = random.Random(derive_seed(seed, "gold", task.name))
-    chosen = rng.sample(task.dev, min(count, len(task.dev)))
-    return [(item.input, item.references[0]) for item in chosen]
+def unchanged_if_empty(metrics: dict | None, rows: list[dict] | None, prompting: dict | None) -> dict | None:
+    """No data to finetune on leaves the model as it was: its score is prompting's."""
+    return metrics if metrics is not None or rows is None else prompting
 
 
 # ---- phases --------------------------------------------------------------------------------
@@ -260,11 +218,11 @@ def tuning_phase(bench: Bench, tasks: dict[str, TaskSpec]) -> dict:
     def tune(name: str) -> dict:
         task = tasks[name]
         folder = out / name
-        baseline = bench.prompting(task, folder)
+        baseline, _ = bench.system(task, with_method(bench.base, PromptingConfig()), folder / "prompting", "prompting")
         rows = {}
         for setting in dict.fromkeys(s.for_task(task.type) for s in bench.options.grid):
-            pairs = bench.synthesize(task, setting, folder / f"synth-{setting.synth_key}")
-            metrics, _ = bench.finetune_eval(task, bench.setting_config(setting), pairs, folder / setting.key, "self_guide")
+            config = bench.setting_config(setting)
+            metrics, pairs = bench.system(task, config, folder / setting.key, "self_guide", folder / f"synth-{setting.synth_key}", setting.calls_key)
             if baseline is None:
                 continue
             score = metrics["reported"] if metrics else baseline["reported"]  # no data: the model is unchanged
@@ -282,27 +240,31 @@ def tuning_phase(bench: Bench, tasks: dict[str, TaskSpec]) -> dict:
 
 
 def held_out_phase(bench: Bench, tasks: dict[str, TaskSpec], setting: Setting) -> dict:
+    """The chosen setting and the baselines (SPEC §2.6) on each held-out task, on the same eval set."""
     out = bench.options.out / "heldout"
 
     def evaluate_task(name: str) -> dict:
         task, folder = tasks[name], out / name
         effective = setting.for_task(task.type)
-        results = {"prompting": bench.prompting(task, folder)}
-        pairs = bench.synthesize(task, effective, folder / f"synth-{effective.synth_key}")
         config = bench.setting_config(effective)
-        self_guide = bench.finetune_eval(task, config, pairs, folder / effective.key, "self_guide")[0]
-        # No synthetic pair: there is nothing to finetune on, so Self-Guide leaves the model as it was.
-        results["self_guide"] = self_guide if self_guide is not None or pairs is None else results["prompting"]
+        synth = (folder / f"synth-{effective.synth_key}", effective.calls_key)  # SELF-GUIDE's data, also what in-context shows
+        prompting, _ = bench.system(task, with_method(config, PromptingConfig()), folder / "prompting", "prompting")
+        self_guide, pairs = bench.system(task, config, folder / effective.key, "self_guide", *synth)
+        results = {"prompting": prompting, "self_guide": unchanged_if_empty(self_guide, pairs, prompting)}
         wanted = set(bench.options.baselines or BASELINES)
         if "few_shot_finetune" in wanted:
-            results["few_shot_finetune"] = bench.few_shot(task, folder)
+            results["few_shot_finetune"] = bench.system(task, with_method(config, FewShotFinetuneConfig()), folder / "few_shot", "few_shot_finetune")[0]
         if "synthetic_in_context" in wanted:
-            results["synthetic_in_context"] = bench.in_context(task, pairs, folder)
+            in_context = SyntheticInContextConfig(**config.synth.model_dump(exclude={"method"}))
+            results["synthetic_in_context"] = bench.system(task, with_method(config, in_context), folder / "in_context", "synthetic_in_context", *synth)[0]
         if "prompting_with_filters" in wanted:
-            results["prompting_with_filters"] = bench.filtered(task, config, folder)
+            filtered = PromptingWithFiltersConfig(outputs=config.synth.outputs)
+            results["prompting_with_filters"] = bench.system(task, with_method(config, filtered), folder / "filtered", "prompting_with_filters")[0]
         if "gold_finetune" in wanted:
-            gold = bench.gold_finetune(task, config, pairs, folder / effective.key)
-            results["gold_finetune"] = gold if gold is not None or pairs is None else results["prompting"]
+            # The ceiling trains on as many gold pairs as SELF-GUIDE made: with none, nothing to train.
+            gold = GoldFinetuneConfig(pairs=None if pairs is None else len(pairs))
+            metrics, gold_rows = bench.system(task, with_method(config, gold), folder / effective.key / "gold", "gold_finetune")
+            results["gold_finetune"] = unchanged_if_empty(metrics, gold_rows, prompting)
         return {
             "type": task.type,
             "category": task.category,

@@ -11,13 +11,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfguide import layout
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel
+from selfguide.eval.label_scores import label_probabilities
 from selfguide.eval.metrics import aggregate, aggregate_by, category_key, exact_match, reported_metric, score_instances
 from selfguide.io import write_json, write_jsonl
-from selfguide.prompts import task_messages
-from selfguide.synth.outputs import label_probabilities
-from selfguide.tasks.spec import TaskSpec
+from selfguide.plan import Calls
+from selfguide.prompts.task import task_messages
+from selfguide.tasks.spec import EvalItem, TaskSpec
 
 
 class EvalConfig(BaseModel):
@@ -44,6 +46,19 @@ def eval_requests(task: TaskSpec, inputs: list[str], max_new_tokens: int, extra_
     return [Request(task_messages(task.instruction, demos, text), params) for text in inputs]
 
 
+def eval_items(task: TaskSpec, config: EvalConfig) -> list[EvalItem]:
+    return task.eval[: config.limit] if config.limit else task.eval
+
+
+def planned_calls(task: TaskSpec, model: CachedModel, config: EvalConfig, *, decoded: bool = True) -> Calls:
+    """The calls of `evaluate`: one per distinct eval input (identical requests are made once),
+    and as many again for label scoring where it applies; none to decode when `decoded` is False
+    (predictions chosen another way)."""
+    n = len({item.input for item in eval_items(task, config)})
+    scored = decoded and task.is_classification and bool(task.labels) and config.label_scoring and model.supports_scoring
+    return Calls.exact(2 * n if scored else n, n * config.max_new_tokens)
+
+
 def evaluate(
     task: TaskSpec,
     model: CachedModel,
@@ -57,7 +72,7 @@ def evaluate(
     """Score `model` on the task's eval set; write predictions.jsonl and metrics.json to `out_dir`.
 
     `predictions` skips decoding (a baseline that chose its answers another way)."""
-    items = task.eval[: config.limit] if config.limit else task.eval
+    items = eval_items(task, config)
     if not items:
         from selfguide.errors import SelfGuideError
 
@@ -95,6 +110,6 @@ def evaluate(
         metrics["reported_metric"], metrics["reported"] = "label_scored_exact_match", label_scored["exact_match"]
     metrics["model_calls"] = model.stats.since(calls_before)  # the report's cost table
     if out_dir is not None:
-        write_jsonl(out_dir / "predictions.jsonl", scored)
-        write_json(out_dir / "metrics.json", metrics)
+        write_jsonl(out_dir / layout.PREDICTIONS, scored)
+        write_json(out_dir / layout.METRICS, metrics)
     return metrics

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from huggingface_hub import DatasetCardData, ModelCardData
 
-from selfguide import __version__
+from selfguide import __version__, layout
 from selfguide.config import RunConfig
+from selfguide.methods import get_method
+from selfguide.methods.self_guide import SelfGuideConfig
 from selfguide.report.report import METRIC_NAMES, settings_rows
 from selfguide.report.verdict import headline, read_json
 from selfguide.tasks.spec import TaskSpec
@@ -60,8 +62,8 @@ def labels_markdown(task: TaskSpec, pairs: list[dict]) -> str:
 
 
 def eval_markdown(run_dir: Path) -> str:
-    base = read_json(run_dir / "eval" / "prompting" / "metrics.json")
-    tuned = read_json(run_dir / "eval" / "finetuned" / "metrics.json")
+    base = read_json(layout.eval_dir(run_dir, layout.PROMPTING) / layout.METRICS)
+    tuned = read_json(layout.eval_dir(run_dir, layout.FINETUNED) / layout.METRICS)
     if not base and not tuned:
         return "Not evaluated."
     values = {name: {**(m or {}).get("superni", {}), **(m or {}).get("paper", {})} for name, m in (("prompting", base), ("finetuned", tuned))}
@@ -73,9 +75,21 @@ def eval_markdown(run_dir: Path) -> str:
     return table(["metric (0-100)", f"prompting (n={n})", "finetuned", "difference"], rows) + "\n\n" + "\n\n".join(headline(run_dir))
 
 
+def method_text(task: TaskSpec, config: RunConfig) -> str:
+    synth = config.synth
+    if not isinstance(synth, SelfGuideConfig):
+        return f"`{synth.method}`: {get_method(synth.method).description}"
+    balance = "; classes were balanced by downsampling" if task.is_classification and synth.outputs.balance_classes else ""
+    return f"""The model wrote new task inputs from the instruction and the gold demos; rule-based filters
+dropped empty, out-of-window, boilerplate and duplicate inputs (and copies of demo and eval
+inputs); the model then labelled each kept input {synth.outputs.n} times by in-context
+learning and a vote kept answers with at least {synth.outputs.min_vote_share:.0%} of the
+surviving samples{balance}."""
+
+
 def dataset_card(run_dir: Path, task: TaskSpec, config: RunConfig, pairs: list[dict], data_files: list[dict], fields: str, license: str = "other") -> str:
     """README.md for an exported dataset: metadata, method, models, settings, funnel, labels, eval."""
-    summary = read_json(run_dir / "synth" / "summary.json")
+    summary = read_json(layout.synth_dir(run_dir) / layout.SUMMARY)
     n = len(pairs)
     model = config.model.name
     card = DatasetCardData(
@@ -87,6 +101,7 @@ def dataset_card(run_dir: Path, task: TaskSpec, config: RunConfig, pairs: list[d
         configs=[{"config_name": "default", "data_files": data_files}],
     )
     settings = table(["setting", "value"], settings_rows(task, config))
+    writer = config.teacher.name if config.teacher else model
     body = f"""# SELF-GUIDE synthetic data: {task.name}
 
 {n} input/output pairs that `{model}` wrote and labelled for itself with {PAPER}, produced by
@@ -96,18 +111,14 @@ selfguide {__version__}.
 
 ## Method
 
-The model wrote new task inputs from the instruction and the gold demos; rule-based filters
-dropped empty, out-of-window, boilerplate and duplicate inputs (and copies of demo and eval
-inputs); the model then labelled each kept input {config.synth.outputs.n} times by in-context
-learning and a vote kept answers with at least {config.synth.outputs.min_vote_share:.0%} of the
-surviving samples{"; classes were balanced by downsampling" if task.is_classification and config.synth.outputs.balance_classes else ""}.
+{method_text(task, config)}
 
 ## Models
 
 | role | model |
 |---|---|
-| wrote the inputs | `{model}` |
-| labelled the inputs | `{model}` |
+| wrote the inputs | `{writer}` |
+| labelled the inputs | `{writer}` |
 | was finetuned | `{model}` ({config.train.method}) |
 
 ## Task
@@ -160,7 +171,7 @@ def model_card(run_dir: Path, task: TaskSpec, config: RunConfig, is_adapter: boo
         tags=[*TAGS[1:], "lora" if is_adapter else "full-finetune", "trl", "sft"],
         pipeline_tag="text-generation",
     )
-    done = read_json(run_dir / "train" / "done.json") or {}
+    done = read_json(layout.train_dir(run_dir) / layout.TRAIN_DONE) or {}
     data = f"[{dataset_link}](https://huggingface.co/datasets/{dataset_link})" if dataset_link and is_hub_id(dataset_link) else f"`{dataset_link or run_dir / 'synth' / 'dataset.jsonl'}`"
     load = (
         'from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained("PATH_OR_REPO")'
@@ -196,9 +207,9 @@ user/assistant turns, then the input.
 
 def write_model_card(run_dir: Path, task: TaskSpec, config: RunConfig, dataset_link: str | None = None) -> Path | None:
     """Replace PEFT's template README.md in the trained model's folder; None when nothing was trained."""
-    done = read_json(Path(run_dir) / "train" / "done.json")
+    done = read_json(layout.train_dir(run_dir) / layout.TRAIN_DONE)
     if not done or not Path(done["model_dir"]).is_dir():
         return None
-    path = Path(done["model_dir"]) / "README.md"
+    path = Path(done["model_dir"]) / layout.MODEL_CARD
     path.write_text(model_card(Path(run_dir), task, config, done["is_adapter"], dataset_link), encoding="utf-8")
     return path

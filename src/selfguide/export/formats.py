@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from selfguide import layout
 from selfguide.config import RunConfig, load_config
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.export.cards import dataset_card, write_model_card
 from selfguide.export.rows import alpaca_row, openai_row, prompt_completion_row, sharegpt_row
 from selfguide.io import read_jsonl, write_json, write_jsonl, write_text
+from selfguide.run_task import load_run_task
 from selfguide.tasks.spec import TaskSpec
 
 ExportFormat = Literal["hf", "parquet", "alpaca", "sharegpt", "openai"]
@@ -50,9 +52,7 @@ class ExportResult:
 
 
 def run_task_and_config(run_dir: Path) -> tuple[TaskSpec, RunConfig]:
-    from selfguide.api import load_run_task
-
-    config_path = run_dir / "config.yaml"
+    config_path = run_dir / layout.CONFIG
     if not config_path.is_file():
         raise BadInputError(run_dir, "run folder", "a folder written by `selfguide run` or `synthesize` (with config.yaml)", "no config.yaml")
     config = load_config(config_path)
@@ -68,15 +68,15 @@ def export_run(
     if format not in FORMATS:
         raise BadInputError("--format", repr(format), f"one of {', '.join(FORMATS)}")
     task, config = run_task_and_config(run_dir)
-    dataset_path = run_dir / "synth" / "dataset.jsonl"
+    dataset_path = layout.dataset_path(run_dir)
     if not dataset_path.is_file():
-        raise BadInputError(run_dir, "synth/dataset.jsonl", "a finished synthesis (run `selfguide synthesize` first)", "no such file")
+        raise BadInputError(run_dir, f"{layout.SYNTH}/{layout.DATASET}", "a finished synthesis (run `selfguide synthesize` first)", "no such file")
     pairs = read_jsonl(dataset_path)
     if not pairs:
         raise SelfGuideError(f"{dataset_path}: synthesis kept no pairs, nothing to export (see synth/summary.md)")
-    folder = Path(out) if out else run_dir / "export" / format
+    folder = Path(out) if out else run_dir / layout.EXPORT / format
     files, data_files, fields = write_rows(folder, format, task, pairs)
-    card = folder / "README.md"
+    card = folder / layout.MODEL_CARD
     write_text(card, dataset_card(run_dir, task, config, pairs, data_files, fields, license))
     result = ExportResult(folder, [*files, card], len(pairs))
     if push_to_hub:

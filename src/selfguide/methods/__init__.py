@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict
 
 from selfguide import layout
 from selfguide.backends.cache import CachedModel
-from selfguide.errors import BadInputError
+from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.io import write_json, write_text
+from selfguide.plan import Calls
 from selfguide.stages.funnel import summary_markdown
-from selfguide.stages.plan import Calls
 from selfguide.tasks.spec import TaskSpec
 
 DEFAULT_METHOD = "self-guide"  # a synth section without `method` (every config before methods existed)
@@ -59,6 +59,13 @@ class MethodContext:
         return [self.model] if self.teacher is None else [self.model, self.teacher]
 
 
+def require_task(ctx: MethodContext) -> TaskSpec:
+    """The task of a task-specific method; a missing one is the caller's mistake, told in one line."""
+    if ctx.task is None:
+        raise SelfGuideError("this method makes data for one task: give a task file or a SuperNI task name")
+    return ctx.task
+
+
 Run = Callable[[MethodContext, MethodConfig], dict]
 Plan = Callable[[MethodContext, MethodConfig], dict[str, Calls]]
 
@@ -70,13 +77,16 @@ class Method:
     run: Run  # writes <out_dir>/dataset.jsonl and its accounting; returns the summary
     plan: Plan  # the model calls `run` will make, by stage
     general: bool = False  # rows carry their own instruction; needs no task
-    # Inference-time methods (no finetuning): evaluate(ctx, config, eval_config, out_dir, name) -> metrics.
+    # Inference-time methods (no finetuning) answer the eval set their own way with the untrained
+    # student: evaluate(ctx, config, eval_config, out_dir, name) -> metrics, and its calls
+    # evaluate_plan(ctx, config, eval_config) -> Calls.
     evaluate: Callable | None = None
+    evaluate_plan: Callable | None = None
 
     @property
     def description(self) -> str:
-        """The first line of the method file's docstring."""
-        doc = (sys.modules[self.run.__module__].__doc__ or "").strip()
+        """The first line of the config's docstring, else of the method file's."""
+        doc = (self.config.__doc__ or sys.modules[self.run.__module__].__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
 
@@ -84,9 +94,13 @@ _registry: dict[str, Method] = {}
 _discovered = False
 
 
-def register(config: type[MethodConfig], *, run: Run, plan: Plan, general: bool = False, evaluate: Callable | None = None) -> Method:
+def register(
+    config: type[MethodConfig], *, run: Run, plan: Plan, general: bool = False, evaluate: Callable | None = None, evaluate_plan: Callable | None = None
+) -> Method:
     """Add a method under the name its config's `method` field allows (its one Literal value)."""
-    method = Method(method_name(config), config, run, plan, general, evaluate)
+    if (evaluate is None) != (evaluate_plan is None):
+        raise TypeError(f"{config.__name__}: an inference-time method gives both evaluate and evaluate_plan")
+    method = Method(method_name(config), config, run, plan, general, evaluate, evaluate_plan)
     _registry[method.name] = method
     return method
 
@@ -126,10 +140,9 @@ def method_config(value: object) -> MethodConfig:
     """The synth section as its method's config; without `method` it is SELF-GUIDE's (old configs)."""
     if isinstance(value, MethodConfig):
         return value
-    data = dict(value) if isinstance(value, dict) else {}
     if value is not None and not isinstance(value, dict):
         raise ValueError("expected a mapping of synthesis settings")
-    data.setdefault("method", DEFAULT_METHOD)
+    data = {"method": DEFAULT_METHOD, **(value or {})}
     if data["method"] not in known_methods():
         raise ValueError(f"unknown method {data['method']!r}: expected one of {', '.join(known_methods())}")
     return _registry[data["method"]].config.model_validate(data)

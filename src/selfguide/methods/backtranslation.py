@@ -44,14 +44,14 @@ from selfguide.backends.cache import CachedModel, derive_seed
 from selfguide.errors import BadInputError
 from selfguide.io import read_jsonl, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register
-from selfguide.prompts import task_messages
+from selfguide.prompts.task import task_messages
 from selfguide.stages.finetune import base_weights, finetune, finetuned_model
 from selfguide.stages.funnel import stage_row
 from selfguide.stages.near_dup import EVAL_OVERLAP, Decontaminator
-from selfguide.stages.plan import Calls
-from selfguide.synth.backtranslation_prompts import ASSISTANT, BACKWARD, SCORE_PREFILL, parse_score, rating_request, task_backward, task_instruction
-from selfguide.synth.corpus import CorpusConfig, segments
-from selfguide.synth.filters import Drop, NoiseConfig, check_length, check_noise, length_window, noise_terms_for
+from selfguide.plan import Calls
+from selfguide.prompts.backtranslation import ASSISTANT, BACKWARD, SCORE_PREFILL, parse_score, rating_request, task_backward, task_instruction
+from selfguide.stages.corpus import CorpusConfig, segments
+from selfguide.stages.filters import Drop, NoiseConfig, check_length, check_noise, length_window, noise_terms_for
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TrainConfig
 

@@ -39,13 +39,14 @@ from selfguide.datastore.dense import DEFAULT_ENCODER
 from selfguide.datastore.search import rank_rows
 from selfguide.datastore.store import DatastoreConfig, open_datastore, row_text
 from selfguide.io import read_jsonl, write_jsonl
-from selfguide.methods import MethodConfig, MethodContext, register
+from selfguide.methods import MethodConfig, MethodContext, register, require_task
 from selfguide.stages.funnel import stage_row
 from selfguide.stages.near_dup import EVAL_OVERLAP, Decontaminator, NearDupConfig, NearDupFilter
-from selfguide.stages.plan import Calls
-from selfguide.synth.filters import Drop, InputFilter, InputFilterConfig, length_window, noise_terms_for, normalize_label
-from selfguide.synth.outputs import OutputGenConfig, annotate, balance_classes, check_sample, uses_label_scores
-from selfguide.synth.rebase_prompts import FIELD_CHARS, parse_transform, reply_prefill, transform_messages
+from selfguide.plan import Calls
+from selfguide.stages.filters import Drop, InputFilter, InputFilterConfig, length_window, noise_terms_for, normalize_label
+from selfguide.stages.annotate import OutputGenConfig, annotate, check_sample, uses_label_scores
+from selfguide.stages.vote import balance_classes
+from selfguide.prompts.rebase import FIELD_CHARS, parse_transform, reply_prefill, transform_messages
 from selfguide.tasks.spec import TaskSpec
 
 RETRIEVED = "retrieved.jsonl"
@@ -237,12 +238,6 @@ def transform(task: TaskSpec, rows: list[dict], ctx: MethodContext, config: ReBa
 
 
 # ---- files and accounting ----------------------------------------------------------------------
-
-
-def require_task(ctx: MethodContext) -> TaskSpec:
-    if ctx.task is None:
-        raise ValueError("rebase makes data for one task: the context has none")
-    return ctx.task
 
 
 def dataset_row(pair: dict, example: dict, config: ReBaseConfig) -> dict:

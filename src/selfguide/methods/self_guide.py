@@ -26,14 +26,15 @@ from pydantic import Field
 
 from selfguide import layout
 from selfguide.io import append_jsonl, read_jsonl, write_jsonl
-from selfguide.methods import MethodConfig, MethodContext, register
+from selfguide.methods import MethodConfig, MethodContext, register, require_task
+from selfguide.plan import Calls
+from selfguide.stages.annotate import OutputGenConfig, annotate, uses_label_scores
+from selfguide.stages.filters import InputFilterConfig
 from selfguide.stages.funnel import stage_row
 from selfguide.stages.near_dup import NearDupConfig, NearDupFilter
-from selfguide.stages.plan import Calls
-from selfguide.synth.filters import InputFilterConfig
-from selfguide.synth.inputs import InputGenConfig, generate_inputs
-from selfguide.synth.outputs import OutputGenConfig, annotate, balance_classes, uses_label_scores
-from selfguide.synth.self_label import SelfLabelConfig, self_label_accuracy, self_label_calls
+from selfguide.stages.self_label import SelfLabelConfig, self_label_accuracy, self_label_calls
+from selfguide.stages.vote import balance_classes
+from selfguide.stages.write_inputs import InputGenConfig, generate_inputs
 from selfguide.tasks.spec import TaskSpec
 
 
@@ -100,12 +101,6 @@ register(SelfGuideConfig, run=run, plan=plan)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def require_task(ctx: MethodContext) -> TaskSpec:
-    if ctx.task is None:
-        raise ValueError("self-guide makes data for one task: the context has none")
-    return ctx.task
 
 
 def kept_inputs_on_disk(ctx: MethodContext, attempts: int) -> int | None:

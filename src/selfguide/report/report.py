@@ -16,12 +16,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfguide import layout
 from selfguide.config import RunConfig, config_yaml
 from selfguide.io import write_text
+from selfguide.methods.self_guide import SelfGuideConfig
 from selfguide.report import plots
+from selfguide.report.blocks import Block, Details, FileLinks, Heading, Image, Note, Para, Table, Verdict
 from selfguide.report.sections import confusion_section, cost_section, differences_section, environment_section, files_section, fmt_seconds
 from selfguide.report.verdict import headline
-from selfguide.report.blocks import Block, Details, FileLinks, Heading, Image, Note, Para, Table, Verdict
 from selfguide.tasks.spec import EvalItem, TaskSpec
 
 TEXT_LIMIT = 300  # characters of model or task text shown per table cell
@@ -96,17 +98,17 @@ class Run:
 
 
 def load_run(files: RunFiles, task: TaskSpec, config: RunConfig) -> Run:
-    systems = ("prompting", "finetuned")
+    systems = (layout.PROMPTING, layout.FINETUNED)
     return Run(
-        summary=files.json("synth/summary.json"),
-        dataset=files.jsonl("synth/dataset.jsonl"),
-        drops=files.jsonl("synth/drops.jsonl"),
-        train_done=files.json("train/done.json"),
-        train_log=files.jsonl("train/train_log.jsonl"),
-        metrics={s: files.json(f"eval/{s}/metrics.json") for s in systems},
-        predictions={s: files.jsonl(f"eval/{s}/predictions.jsonl") for s in systems},
-        timings=files.json("timings.json"),
-        environment=files.json("environment.json"),
+        summary=files.json(f"{layout.SYNTH}/{layout.SUMMARY}"),
+        dataset=files.jsonl(f"{layout.SYNTH}/{layout.DATASET}"),
+        drops=files.jsonl(f"{layout.SYNTH}/{layout.DROPS}"),
+        train_done=files.json(f"{layout.TRAIN}/{layout.TRAIN_DONE}"),
+        train_log=files.jsonl(f"{layout.TRAIN}/{layout.TRAIN_LOG}"),
+        metrics={s: files.json(f"{layout.EVAL}/{s}/{layout.METRICS}") for s in systems},
+        predictions={s: files.jsonl(f"{layout.EVAL}/{s}/{layout.PREDICTIONS}") for s in systems},
+        timings=files.json(layout.TIMINGS),
+        environment=files.json(layout.ENVIRONMENT),
         eval_items=task.eval[: config.eval.limit] if config.eval.limit else task.eval,
     )
 
@@ -133,15 +135,31 @@ def settings_section(task: TaskSpec, config: RunConfig) -> list[Block]:
 
 
 def settings_rows(task: TaskSpec, config: RunConfig) -> list[list[str]]:
-    inputs, outputs, filters, train = config.synth.inputs, config.synth.outputs, config.synth.input_filters, config.train
+    train = config.train
+    rows = [
+        ["model", config.model.name or "-"],
+        ["backend", config.model.backend],
+        ["data written and labelled by", config.teacher.name if config.teacher else "the model itself"],
+        ["method", config.synth.method],
+        ["seed", str(config.seed)],
+    ]
+    if isinstance(config.synth, SelfGuideConfig):
+        rows += self_guide_rows(task, config.synth)
+    return rows + [
+        ["train method", train.method],
+        ["train epochs", f"{train.epochs:g}"],
+        ["learning rate", f"{train.resolved(cuda_bf16=False).learning_rate:g}"],
+        ["eval limit", str(config.eval.limit) if config.eval.limit else "all"],
+    ]
+
+
+def self_guide_rows(task: TaskSpec, synth: SelfGuideConfig) -> list[list[str]]:
+    inputs, outputs, filters = synth.inputs, synth.outputs, synth.input_filters
 
     def on(flag: bool) -> str:
         return "on" if flag else "off"
 
     return [
-        ["model", config.model.name or "-"],
-        ["backend", config.model.backend],
-        ["seed", str(config.seed)],
         ["input rounds x prompts per round", f"{inputs.rounds_for(task)} x {inputs.prompts_per_round}"],
         ["input temperature", f"{inputs.temperature:g}"],
         ["output samples per input (n)", str(outputs.n)],
@@ -154,10 +172,6 @@ def settings_rows(task: TaskSpec, config: RunConfig) -> list[list[str]]:
         ],
         ["output filters", f"length {on(outputs.length_filter)} (generation only), noise {on(outputs.noise.enabled)}"],
         ["class balance", on(outputs.balance_classes) if task.is_classification else "n/a (generation)"],
-        ["train method", train.method],
-        ["train epochs", f"{train.epochs:g}"],
-        ["learning rate", f"{train.resolved(cuda_bf16=False).learning_rate:g}"],
-        ["eval limit", str(config.eval.limit) if config.eval.limit else "all"],
     ]
 
 
@@ -191,11 +205,11 @@ def headline_section(run: Run) -> list[Block]:
 
 def stacks_section(files: RunFiles) -> list[Block]:
     """Which serving stack produced each number; with a server, its own prompting score as an extra."""
-    stacks = files.json("stacks.json")
+    stacks = files.json(layout.STACKS)
     if not stacks:
         return []
     blocks: list[Block] = [Para("Produced by: " + "; ".join(f"{name}: {stack}" for name, stack in stacks.items()) + ".")]
-    server = files.json("eval/prompting-server/metrics.json")
+    server = files.json(f"{layout.EVAL}/{layout.PROMPTING_SERVER}/{layout.METRICS}")
     if server:
         blocks.append(Para(
             f"Prompting through the server scored {server['reported']:.2f} {server['reported_metric']}. It is not in the table: the "
@@ -493,7 +507,7 @@ def render_html(blocks: list[Block], title: str) -> str:
 def write_report(out_dir: Path, task: TaskSpec, config: RunConfig) -> list[Path]:
     """Write `<out>/report.md`, `<out>/report.html` and the plots under `<out>/plots/`; return their paths."""
     out_dir = Path(out_dir)
-    plot_dir = out_dir / "plots"
+    plot_dir = out_dir / layout.PLOTS
     files = RunFiles(out_dir)
     run = load_run(files, task, config)
     metric = (run.metrics["prompting"] or run.metrics["finetuned"] or {}).get("reported_metric")
@@ -520,7 +534,7 @@ def write_report(out_dir: Path, task: TaskSpec, config: RunConfig) -> list[Path]
     ]
     if files.problems:
         blocks += [Heading("Unreadable files"), *(Note(problem) for problem in files.problems)]
-    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path, html_path = out_dir / layout.REPORT_MD, out_dir / layout.REPORT_HTML
     write_text(md_path, render_markdown(blocks, out_dir))
     write_text(html_path, render_html(blocks, f"SELF-GUIDE report: {task.name}"))
     return [md_path, html_path, *(block.path for block in blocks if isinstance(block, Image))]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from selfguide import layout
 from selfguide.eval.metrics import normalize_answer
 from selfguide.report.blocks import Block, FileLinks, Heading, Note, Para, Table
 
@@ -105,7 +106,7 @@ def environment_section(environment: dict | None) -> list[Block]:
 
 def files_section(out_dir: Path) -> list[Block]:
     """Links to every file of the run folder except the cache and checkpoints' internals."""
-    skip = ("cache.sqlite", "checkpoints/", "plots/", "report.")
+    skip = (layout.CACHE, f"{layout.CHECKPOINTS}/", f"{layout.PLOTS}/", "report.")
     paths = sorted(
         p.relative_to(out_dir).as_posix()
         for p in out_dir.rglob("*")

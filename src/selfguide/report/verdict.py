@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from selfguide import layout
 from selfguide.eval.stats import PairedComparison, paired_bootstrap
 
 
@@ -38,9 +39,9 @@ def read_rows(path: Path) -> list[dict] | None:
 def comparison(run_dir: Path) -> tuple[str, PairedComparison] | None:
     """The reported metric and the paired comparison of its per-item scores (0-100), or None
     when either system's predictions are missing or they were scored on different items."""
-    metrics = read_json(run_dir / "eval" / "prompting" / "metrics.json")
-    base = read_rows(run_dir / "eval" / "prompting" / "predictions.jsonl")
-    tuned = read_rows(run_dir / "eval" / "finetuned" / "predictions.jsonl")
+    metrics = read_json(layout.eval_dir(run_dir, layout.PROMPTING) / layout.METRICS)
+    base = read_rows(layout.eval_dir(run_dir, layout.PROMPTING) / layout.PREDICTIONS)
+    tuned = read_rows(layout.eval_dir(run_dir, layout.FINETUNED) / layout.PREDICTIONS)
     if not metrics or not base or not tuned or len(base) != len(tuned):
         return None
     metric = metrics["reported_metric"]
@@ -52,7 +53,7 @@ def comparison(run_dir: Path) -> tuple[str, PairedComparison] | None:
 def verdict_line(run_dir: Path) -> str:
     found = comparison(run_dir)
     if found is None:
-        base = read_json(run_dir / "eval" / "prompting" / "metrics.json")
+        base = read_json(layout.eval_dir(run_dir, layout.PROMPTING) / layout.METRICS)
         if base is None:
             return "Verdict: no evaluation results yet (eval/prompting/metrics.json is missing)."
         return f"Verdict: not compared: prompting {base['reported_metric']} {base['reported']:.2f}, no finetuned model was evaluated."
@@ -65,10 +66,10 @@ def verdict_line(run_dir: Path) -> str:
 
 
 def why_line(run_dir: Path) -> str:
-    summary = read_json(run_dir / "synth" / "summary.json")
+    summary = read_json(layout.synth_dir(run_dir) / layout.SUMMARY)
     if summary is None:
         return "Why: synthesis did not finish (synth/summary.json is missing)."
-    done = read_json(run_dir / "train" / "done.json")
+    done = read_json(layout.train_dir(run_dir) / layout.TRAIN_DONE)
     pairs = summary.get("pairs", 0)
     trained = f"trained on {done.get('n_train', pairs)} pairs" if done else f"not trained ({pairs} synthetic pairs)"
     parts = [trained]

@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 
 from selfguide.backends.cache import CachedModel
-from selfguide.backends.factory import ModelConfig, cached_model, model_fingerprint
+from selfguide.backends.factory import cached_model
+from selfguide.backends.fingerprint import model_fingerprint
+from selfguide.backends.model_config import ModelConfig
 from selfguide.errors import SelfGuideError
 from selfguide.io import write_json, write_jsonl
 from selfguide.tasks.spec import TaskSpec

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rapidfuzz.distance import LCSseq
 from rouge_score.tokenizers import DefaultTokenizer
 
-from selfguide.synth.filters import Drop
+from selfguide.stages.filters import Drop
 
 NEAR_DUPLICATE = "near_duplicate"  # reason code: ROUGE-L with an accepted text reached the threshold
 EVAL_OVERLAP = "eval_overlap"  # reason code: the text reproduces an n-gram of an evaluation item

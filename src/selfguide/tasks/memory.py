@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import model_validator
 
+from selfguide import layout
 from selfguide.io import write_text
 from selfguide.tasks.spec import EvalItem, Example, TaskSpec, infer_type
 
@@ -80,9 +81,9 @@ def save_task(task: TaskSpec, folder: Path) -> Path:
     if task.category:
         data["category"] = task.category
     if task.eval:
-        write_text(folder / "task_eval.jsonl", "".join(json.dumps({"id": i.id, "input": i.input, "output": i.references}, ensure_ascii=False) + "\n" for i in task.eval))
-        data["eval"] = "task_eval.jsonl"
-    path = folder / "task.yaml"
+        write_text(folder / layout.TASK_EVAL_FILE, "".join(json.dumps({"id": i.id, "input": i.input, "output": i.references}, ensure_ascii=False) + "\n" for i in task.eval))
+        data["eval"] = layout.TASK_EVAL_FILE
+    path = folder / layout.TASK_FILE
     write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return path
 

@@ -1,21 +1,14 @@
-"""TaskSpec: what a task is (instruction, demos, type, labels, eval set) and how to load one.
+"""TaskSpec: what a task is: instruction, demos, type, labels, eval set, gold items outside it.
 
-A task file is our own YAML/JSON (see README) or a SuperNI task JSON; `load_task` tells them apart.
+Loading one is `selfguide.tasks.load.load_task` (a task file, ours or SuperNI's, or a name).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
-from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
-import yaml
 from pydantic import BaseModel, Field
-
-from selfguide.errors import BadInputError
-from selfguide.io import read_jsonl_objects
 
 TaskType = Literal["classification", "generation"]
 EvalSplit = Literal["official", "selfguide-test", "selfguide-validation"]
@@ -54,145 +47,9 @@ class TaskSpec(BaseModel):
         return self.type == "classification"
 
 
-def load_task(path: str | Path, eval_split: EvalSplit | None = None, superni_root: str | Path | None = None) -> TaskSpec:
-    """Load a task file, ours or SuperNI's, by path.
-
-    `eval_split` picks the eval set of a SuperNI task: "official" (first 100 instances, the default),
-    or the SELF-GUIDE authors' "selfguide-test" / "selfguide-validation" split files.
-    """
-    if eval_split is not None and eval_split not in get_args(EvalSplit):
-        raise BadInputError("--eval-split", "value", f"one of {', '.join(get_args(EvalSplit))}", repr(eval_split))
-    path = Path(path)
-    if not path.exists() and re.fullmatch(r"task\d+", str(path)):
-        from selfguide.tasks.superni import find_superni_task, superni_root_default
-
-        found = find_superni_task(str(path), superni_root)
-        if found is None:
-            root = superni_root or superni_root_default()
-            raise BadInputError(path, "task name", f"a task file, or a SuperNI task in {root}/tasks (set SELFGUIDE_SUPERNI)", "no such task")
-        path = found
-    data = read_structured_file(path)
-    if not isinstance(data, dict):
-        raise BadInputError(path, "top level", "a mapping with 'instruction' and 'examples'", type(data).__name__)
-    if "Definition" in data and "Positive Examples" in data:
-        from selfguide.tasks.superni import superni_task
-
-        return superni_task(path, data, eval_split or "official", superni_root)
-    if eval_split not in (None, "official"):
-        raise BadInputError(path, "eval_split", "'official' for a non-SuperNI task (its eval set is its 'eval' file)", eval_split)
-    return own_task(path, data)
-
-
-def read_structured_file(path: Path) -> object:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInputError(path, "file", "an existing task file", "no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(path, "file", "a readable UTF-8 text file", str(err)) from None
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as err:
-        raise BadInputError(path, f"line {err.lineno} column {err.colno}", "valid JSON", err.msg) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "content"
-        raise BadInputError(path, where, "valid YAML", getattr(err, "problem", None) or str(err)) from None
-
-
-def own_task(path: Path, data: dict) -> TaskSpec:
-    unknown = set(data) - {"name", "instruction", "examples", "type", "labels", "eval", "category"}
-    if unknown:
-        raise BadInputError(path, f"field {sorted(unknown)[0]!r}", "one of name, instruction, examples, type, labels, eval, category")
-    instruction = data.get("instruction")
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise BadInputError(path, "field 'instruction'", "a non-empty string", describe(instruction))
-    examples = parse_examples(path, data.get("examples"))
-    task_type = data.get("type")
-    if task_type is not None and task_type not in ("classification", "generation"):
-        raise BadInputError(path, "field 'type'", "'classification' or 'generation'", describe(task_type))
-    labels = data.get("labels")
-    if labels is not None:
-        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x.strip() for x in labels):
-            raise BadInputError(path, "field 'labels'", "a non-empty list of non-empty strings", describe(labels))
-        if len(set(labels)) != len(labels):
-            raise BadInputError(path, "field 'labels'", "distinct labels", describe(labels))
-        if task_type == "generation":
-            raise BadInputError(path, "field 'labels'", "no labels for a generation task")
-        for i, example in enumerate(examples):
-            if example.output.strip() not in labels:
-                raise BadInputError(path, f"examples[{i}].output", f"one of the labels {labels}", repr(example.output))
-    eval_items: list[EvalItem] = []
-    if data.get("eval") is not None:
-        eval_file = data["eval"]
-        if not isinstance(eval_file, str):
-            raise BadInputError(path, "field 'eval'", "a path to a JSONL file of {input, output}", describe(eval_file))
-        eval_path = Path(eval_file) if Path(eval_file).is_absolute() else path.parent / eval_file
-        eval_items = load_eval_jsonl(eval_path)
-    if task_type is None:
-        task_type = "classification" if labels else infer_type([item.references[0] for item in eval_items])
-    if task_type == "classification" and not labels:
-        labels = sorted({item.references[0].strip() for item in eval_items} | {e.output.strip() for e in examples})
-    name = data.get("name") or path.stem
-    if not isinstance(name, str):
-        raise BadInputError(path, "field 'name'", "a string", describe(name))
-    category = data.get("category")
-    if category is not None and not isinstance(category, str):
-        raise BadInputError(path, "field 'category'", "a string such as 'Textual Entailment'", describe(category))
-    return TaskSpec(
-        name=name,
-        instruction=instruction.strip(),
-        examples=examples,
-        type=task_type,
-        labels=labels,
-        eval=eval_items,
-        category=category,
-        source=str(path),
-    )
-
-
-def parse_examples(path: Path, raw: object, field: str = "examples") -> list[Example]:
-    if not isinstance(raw, list) or not raw:
-        raise BadInputError(path, f"field {field!r}", "a list of at least one {input, output} example", describe(raw))
-    examples = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise BadInputError(path, f"{field}[{i}]", "a mapping with 'input' and 'output'", describe(item))
-        for key in ("input", "output"):
-            value = item.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise BadInputError(path, f"{field}[{i}].{key}", "a non-empty string", describe(value))
-        examples.append(Example(input=item["input"], output=item["output"]))
-    return examples
-
-
-def load_eval_jsonl(path: Path, input_key: str = "input", output_key: str = "output") -> list[EvalItem]:
-    items = []
-    for lineno, row in read_jsonl_objects(path, "eval JSONL file", f"a JSON object with {input_key!r} and {output_key!r}"):
-        source_input, output = row.get(input_key), row.get(output_key)
-        if not isinstance(source_input, str):
-            raise BadInputError(path, f"line {lineno} field {input_key!r}", "a string", describe(source_input))
-        references = [output] if isinstance(output, str) else output
-        if not isinstance(references, list) or not references or not all(isinstance(r, str) for r in references):
-            raise BadInputError(path, f"line {lineno} field {output_key!r}", "a string or a non-empty list of strings", describe(output))
-        items.append(EvalItem(input=source_input, references=references, id=str(row["id"]) if "id" in row else f"{path.stem}-{lineno}"))
-    if not items:
-        raise BadInputError(path, "file", "at least one eval line", "an empty file")
-    return items
-
-
 def infer_type(outputs: list[str]) -> TaskType:
     """Classification when few distinct outputs repeat across the eval set; generation otherwise."""
     distinct = Counter(o.strip() for o in outputs)
     if 2 <= len(distinct) <= MAX_INFERRED_LABELS and len(outputs) >= 2 * len(distinct):
         return "classification"
     return "generation"
-
-
-def describe(value: object) -> str:
-    if value is None:
-        return "nothing"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

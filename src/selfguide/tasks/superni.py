@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from selfguide.errors import BadInputError
-from selfguide.tasks.spec import EvalItem, EvalSplit, TaskSpec, infer_type, load_eval_jsonl, parse_examples
+from selfguide.tasks.files import load_eval_jsonl, parse_examples
+from selfguide.tasks.spec import EvalItem, EvalSplit, TaskSpec, infer_type
 
 OFFICIAL_TEST_INSTANCES = 100
 

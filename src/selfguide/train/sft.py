@@ -1,7 +1,8 @@
 """Finetune a model on the (input, output) pairs it synthesised: TRL's SFTTrainer, LoRA by default.
 
 Every training row is the task prompt the evaluator will send, token for token (`encode_prompt` of
-`task_messages`: instruction as system turn, the gold demos as earlier turns, then the input),
+`task_messages`: instruction as system turn, the gold demos as earlier turns, then the input; a
+pair with its own instruction: that instruction and the input, zero-shot),
 followed by the answer as `render_answer` renders it (closing end-of-turn / EOS included). The
 rows reach TRL pre-tokenised with a `completion_mask`, and `completion_only_loss=True` makes TRL
 turn it into labels that are -100 over the prompt, so the loss is on the answer tokens only. On CPU
@@ -31,15 +32,16 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from selfguide import layout
+from selfguide.backends.chat import encode_prompt, render_answer
 from selfguide.errors import MissingDependencyError, SelfGuideError
-from selfguide.prompts import encode_prompt, render_answer, task_messages
+from selfguide.prompts.task import Pair, pair_messages
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TRACKER_PACKAGES, TrainConfig, trackers
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
-FINGERPRINT_FILE = "selfguide_run.json"
 
 
 @dataclass
@@ -76,21 +78,23 @@ class TrainResult:
         return path
 
 
-def build_training_rows(
-    task: TaskSpec, pairs: list[tuple[str, str]], tokenizer, max_length: int
-) -> tuple[list[dict], int]:
-    """One pre-tokenised row per (input, output) pair, and how many were dropped for being too long.
+def build_training_rows(task: TaskSpec | None, pairs: list[Pair], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """One pre-tokenised row per pair, and how many were dropped for being too long.
 
     Each row holds `input_ids` = prompt ids + completion ids, and `completion_mask` (0 over the
-    prompt, 1 over the answer). The prompt ids are `encode_prompt` of the same `task_messages` the
-    evaluator builds; the completion ids are `render_answer` tokenised without special tokens, so
-    the sequence is exactly what the model sees and then should produce at test time.
+    prompt, 1 over the answer). The prompt ids are `encode_prompt` of the same messages the
+    evaluator builds (`pair_messages`: the task prompt, or a row's own instruction zero-shot); the
+    completion ids are `render_answer` tokenised without special tokens, so the sequence is
+    exactly what the model sees and then should produce at test time. `task` may be None when
+    every pair carries its own instruction.
     """
-    demos = [(example.input, example.output) for example in task.examples]
+    instruction = task.instruction if task is not None else None
+    demos = [(example.input, example.output) for example in task.examples] if task is not None else []
     rows: list[dict] = []
     dropped = 0
-    for source_input, answer in pairs:
-        messages = task_messages(task.instruction, demos, source_input)
+    for pair in pairs:
+        answer = pair[1]
+        messages = pair_messages(pair, instruction, demos)
         prompt_ids = list(encode_prompt(tokenizer, messages))
         completion_text = render_answer(tokenizer, messages, answer)
         completion_ids = list(tokenizer(completion_text, add_special_tokens=False)["input_ids"])
@@ -107,8 +111,8 @@ def build_training_rows(
 
 
 def build_trainer(
-    task: TaskSpec,
-    pairs: list[tuple[str, str]],
+    task: TaskSpec | None,
+    pairs: list[Pair],
     model: str,
     out_dir: Path,
     config: TrainConfig,
@@ -148,7 +152,7 @@ def build_trainer(
     if checkpointing_field not in _fields(SFTConfig):
         checkpointing_field = "gradient_checkpointing"
     args = SFTConfig(
-        output_dir=str(out_dir / "checkpoints"),
+        output_dir=str(out_dir / layout.CHECKPOINTS),
         num_train_epochs=resolved.epochs,
         learning_rate=resolved.learning_rate,
         lr_scheduler_type="linear",
@@ -299,8 +303,8 @@ def TrainingProgressCallback():
 
 
 def train(
-    task: TaskSpec,
-    pairs: list[tuple[str, str]],
+    task: TaskSpec | None,
+    pairs: list[Pair],
     model: str,
     out_dir: Path,
     config: TrainConfig,
@@ -314,9 +318,9 @@ def train(
     written by the same run (same model, config and data); without it, old checkpoints are removed.
     """
     out_dir = Path(out_dir)
-    log_path = out_dir / "train_log.jsonl"
-    config_path = out_dir / "train_config.json"
-    checkpoints = out_dir / "checkpoints"
+    log_path = out_dir / layout.TRAIN_LOG
+    config_path = out_dir / layout.TRAIN_CONFIG
+    checkpoints = out_dir / layout.CHECKPOINTS
     callback = JsonlLogCallback(log_path)
     trainer, resolved, dropped = build_trainer(task, pairs, model, out_dir, config, callbacks=[callback], progress=progress)
     state = trainer.args.distributed_state
@@ -324,7 +328,7 @@ def train(
     fingerprint = run_fingerprint(model, resolved, trainer.train_dataset["input_ids"])
 
     last = last_checkpoint(checkpoints) if resume else None
-    if last is not None and _read_json(checkpoints / FINGERPRINT_FILE).get("fingerprint") != fingerprint:
+    if last is not None and _read_json(checkpoints / layout.TRAIN_FINGERPRINT).get("fingerprint") != fingerprint:
         # Checkpoints of an earlier training in this folder (the data, model or settings changed
         # since): they cannot be resumed, so training starts over and replaces them.
         logger.warning("%s: checkpoints of a different training (data, model or settings changed): starting over", checkpoints)
@@ -334,7 +338,7 @@ def train(
         if not resume and checkpoints.exists():
             shutil.rmtree(checkpoints)
         checkpoints.mkdir(parents=True, exist_ok=True)
-        (checkpoints / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+        (checkpoints / layout.TRAIN_FINGERPRINT).write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
         config_path.write_text(resolved.model_dump_json(indent=2) + "\n")
         # The log keeps the steps of the checkpoint we resume from and drops any logged after it.
         resumed_step = _checkpoint_step(last) if last is not None else 0
@@ -345,7 +349,7 @@ def train(
     trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
     train_seconds = time.perf_counter() - started
 
-    final_dir = out_dir / ("adapter" if resolved.method == "lora" else "model")
+    final_dir = out_dir / (layout.ADAPTER if resolved.method == "lora" else layout.FULL_MODEL)
     trainer.save_model(str(final_dir))
     state.wait_for_everyone()
 

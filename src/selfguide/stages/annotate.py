@@ -1,19 +1,19 @@
-"""Stage 2: the model labels each kept input by in-context learning; samples are filtered and
-voted on; classification pairs are mapped to labels and balanced (SPEC §2.3)."""
+"""Annotate: the model labels each kept input by in-context learning with n samples, each sample
+kept or dropped by the output filters, then the vote (stages/vote.py); or, for classification on
+an in-process model, label scoring (SPEC §2.3)."""
 
 from __future__ import annotations
 
-import math
-import random
-from collections import Counter, defaultdict
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfguide.backends.base import Request, SamplingParams, ScoreRequest
+from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
-from selfguide.prompts import task_messages
-from selfguide.synth.filters import Drop, NoiseConfig, check_length, check_noise, length_window, noise_terms_for, normalize_label
+from selfguide.eval.label_scores import label_probabilities
+from selfguide.prompts.task import task_messages
+from selfguide.stages.filters import Drop, NoiseConfig, check_length, check_noise, length_window, noise_terms_for, normalize_label
+from selfguide.stages.vote import vote_answer, vote_drop
 from selfguide.tasks.spec import TaskSpec
 
 
@@ -64,37 +64,6 @@ def annotation_requests(task: TaskSpec, inputs: list[str], config: OutputGenConf
         )
         for text in inputs
     ]
-
-
-def label_score_requests(task: TaskSpec, inputs: list[str], extra_demos: list[tuple[str, str]] = ()) -> list[ScoreRequest]:
-    """Every label as a candidate answer to the task prompt of each input."""
-    demos = [(e.input, e.output) for e in task.examples] + list(extra_demos)
-    return [ScoreRequest(task_messages(task.instruction, demos, text), tuple(task.labels or ())) for text in inputs]
-
-
-def label_probabilities(
-    model: CachedModel, task: TaskSpec, inputs: list[str], calibrate: bool, desc: str = "scoring labels", extra_demos: list[tuple[str, str]] = ()
-) -> list[dict[str, float]]:
-    """Per input, a probability per label from the log-likelihood of each label as the whole answer
-    (end of turn included), normalised over the labels; with `calibrate`, each label's probability
-    is first divided by its mean over `inputs` (batch calibration, Zhou et al. 2023)."""
-    labels = list(task.labels or ())
-    scores = model.score(label_score_requests(task, inputs, extra_demos), desc=desc) if inputs else []
-    probs = [softmax([s.logprob for s in row]) for row in scores]
-    if calibrate and probs:
-        prior = [sum(row[k] for row in probs) / len(probs) for k in range(len(labels))]
-        probs = [normalise([p / q if q > 0 else 0.0 for p, q in zip(row, prior)]) for row in probs]
-    return [dict(zip(labels, row)) for row in probs]
-
-
-def softmax(logprobs: list[float]) -> list[float]:
-    top = max(logprobs)
-    return normalise([math.exp(x - top) for x in logprobs])
-
-
-def normalise(values: list[float]) -> list[float]:
-    total = sum(values)
-    return [v / total for v in values] if total > 0 else [1 / len(values)] * len(values)
 
 
 def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: OutputGenConfig, seed: int) -> list[dict]:
@@ -176,42 +145,3 @@ def check_sample(text: str, task: TaskSpec, config: OutputGenConfig, window: tup
     if config.noise.enabled and (drop := check_noise(text, config.noise.phrases, terms)):
         return drop
     return None
-
-
-def vote_answer(answers: list[str], min_share: float) -> dict:
-    """The most frequent answer and its share of `answers`; ties go to the shortest (then the
-    alphabetically first, so the outcome never depends on sample order)."""
-    if not answers:
-        return {"winner": None, "count": 0, "valid": 0, "share": 0.0, "passed": False}
-    counts = Counter(answers)
-    winner, count = min(counts.items(), key=lambda item: (-item[1], len(item[0]), item[0]))
-    share = count / len(answers)
-    return {"winner": winner, "count": count, "valid": len(answers), "share": share, "passed": share >= min_share}
-
-
-def vote_drop(vote: dict, task: TaskSpec) -> Drop | None:
-    if vote["valid"] == 0:
-        return Drop("no_valid_sample")
-    if not vote["passed"]:
-        return Drop("no_majority", f"{vote['count']}/{vote['valid']}")
-    if task.is_classification and task.labels and vote["winner"] not in task.labels:
-        return Drop("not_a_label", vote["winner"][:80])
-    return None
-
-
-def balance_classes(pairs: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
-    """Downsample every label to the rarest label present; returns (kept, dropped)."""
-    by_label: dict[str, list[dict]] = defaultdict(list)
-    for pair in pairs:
-        by_label[pair["output"]].append(pair)
-    if not by_label:
-        return [], []
-    smallest = min(len(group) for group in by_label.values())
-    chosen: set[str] = set()
-    for label in sorted(by_label):
-        group = by_label[label]
-        rng = random.Random(derive_seed(seed, "balance", label))
-        chosen.update(p["input_id"] for p in rng.sample(group, smallest))
-    kept = [p for p in pairs if p["input_id"] in chosen]
-    dropped = [p for p in pairs if p["input_id"] not in chosen]
-    return kept, dropped

@@ -1,10 +1,8 @@
-"""The task prompt, built once here and used by annotation, training and evaluation alike.
+"""Chat rendering: messages to the text and token ids a model continues.
 
-SELF-GUIDE trains on exactly the prompt the model sees at test time: the instruction, the gold
-demos as earlier chat turns, then the input. `task_messages` builds it; `encode_prompt` turns
-messages into token ids with the tokenizer's chat template, or a plain header format for models
-without one. Training and every in-process backend go through `encode_prompt`, so the two can
-never drift.
+`encode_prompt` uses the tokenizer's chat template, or a plain header format for models without
+one. Training and every in-process backend go through it, so a trained prompt and an evaluated
+prompt are the same tokens.
 """
 
 from __future__ import annotations
@@ -14,16 +12,6 @@ from selfguide.backends.base import Message
 # Plain format for tokenizers without a chat template. Generation stops at the next header.
 PLAIN_HEADERS = {"user": "### Input:\n", "assistant": "### Response:\n"}
 PLAIN_STOP = "\n### "
-
-
-def task_messages(instruction: str, demos: list[tuple[str, str]], source_input: str) -> list[Message]:
-    """Instruction as the system turn, each demo as a user/assistant pair, then the new input."""
-    messages: list[Message] = [{"role": "system", "content": instruction}]
-    for demo_input, demo_output in demos:
-        messages.append({"role": "user", "content": demo_input})
-        messages.append({"role": "assistant", "content": demo_output})
-    messages.append({"role": "user", "content": source_input})
-    return messages
 
 
 def has_chat_template(tokenizer) -> bool:

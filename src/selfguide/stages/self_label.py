@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfguide.backends.cache import CachedModel, derive_seed
 from selfguide.eval.metrics import exact_match, rouge_l
-from selfguide.synth.outputs import OutputGenConfig, annotate, uses_label_scores
+from selfguide.stages.annotate import OutputGenConfig, annotate, uses_label_scores
 from selfguide.tasks.spec import TaskSpec
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from selfguide.errors import BadInputError
-from selfguide.synth.filters import Drop
+from selfguide.stages.filters import Drop
 
 _PARAGRAPH = re.compile(r"\n\s*\n")
 

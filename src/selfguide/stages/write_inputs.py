@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
-from selfguide.synth.filters import Drop, InputFilter, InputFilterConfig
-from selfguide.synth.prompts import clean_generated_input, input_generation_messages, input_stops
+from selfguide.prompts.self_guide import clean_generated_input, input_generation_messages, input_stops
+from selfguide.stages.filters import Drop, InputFilter, InputFilterConfig
 from selfguide.tasks.spec import TaskSpec
 
 
