@@ -48,3 +48,18 @@ def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
         main()
     captured = capsys.readouterr()
     return exited.value.code, captured.out, captured.err
+
+
+# A datastore of six SuperNI task files (7,804 rows), built once per test session: three NLI tasks
+# (ANLI r1, e-SNLI, SICK relations), a QASC fact task, disfluent-to-fluent questions, and SICK NLI
+# (task1612, whose eval items are among task1615's rows).
+STORE_TASKS = ["task1385", "task642", "task036", "task1622", "task1612", "task1615"]
+
+
+@pytest.fixture(scope="session")
+def superni_store(tmp_path_factory, superni_dir):
+    from selfguide.datastore.sources import SuperNISource
+    from selfguide.datastore.store import DatastoreConfig, open_datastore
+
+    config = DatastoreConfig(sources=[SuperNISource(root=str(superni_dir), tasks=STORE_TASKS)], cache_dir=str(tmp_path_factory.mktemp("datastores")))
+    return open_datastore(config), config

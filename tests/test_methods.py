@@ -153,7 +153,8 @@ def test_an_unknown_method_is_one_line_and_exit_2(tiny_model_dir, capsys, monkey
 def test_old_configs_load_as_self_guide_and_the_method_is_written_back():
     for path in sorted((REPO / "configs").glob("*.yaml")):
         config = load_config(path)
-        assert isinstance(config.synth, SelfGuideConfig) and config.synth.method == "self-guide", path
+        if "method:" not in path.read_text():  # the recipes of other methods name theirs
+            assert isinstance(config.synth, SelfGuideConfig) and config.synth.method == "self-guide", path
         assert load_config(None, values=None, base=RunConfig.model_validate(yaml_of(config))) == config
     tiny = load_config(REPO / "configs" / "tiny.yaml")
     assert tiny.synth.inputs.rounds == 3 and "  method: self-guide" in config_yaml(tiny)
