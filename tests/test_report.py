@@ -189,3 +189,16 @@ def test_unreadable_lines_are_skipped_and_reported(tmp_path):
         f.write('{"step": 31, "lo')  # a crash mid-line
     _, page, _ = render(tmp_path, task)
     assert "train/train_log.jsonl: 1 unreadable line(s) skipped" in page
+
+
+def test_verdict_of_an_inference_time_method(tmp_path):
+    """prompting-with-filters trains nothing: the verdict compares prompting with the method's own evaluation."""
+    from selfguide.report.verdict import headline
+
+    task = classification_task()
+    make_run(tmp_path, task, trained=False)
+    write(tmp_path / "config.yaml", {"synth": {"method": "prompting-with-filters"}})
+    assert headline(tmp_path)[0].startswith("Verdict: not compared")
+    write_rows(tmp_path / "eval/prompting-with-filters/predictions.jsonl", predictions(task, "positive"))
+    verdict = headline(tmp_path)[0]
+    assert verdict.startswith("Verdict (") and "exact_match 0.00 -> 66.67" in verdict and "prompting-with-filters wins 4" in verdict

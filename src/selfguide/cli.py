@@ -413,17 +413,69 @@ def bench_superni(
     if summary["missing_tasks"]:
         typer.echo(f"missing here (skipped): {', '.join(summary['missing_tasks'])}")
     if dry_run:
-        plan = summary["plan"]
         typer.echo(f"grid: {summary['grid_size']} settings")
-        for stage, (low, high) in plan["by_stage"].items():
-            typer.echo(f"  {stage}: {low if low == high else f'{low} to {high}'} model calls")
-        low, high = plan["model_calls_at_least"], plan["model_calls_at_most"]
-        typer.echo(f"model calls: {low if low == high else f'{low} to {high} (annotation needs one call per input the filters keep)'}")
-        typer.echo(f"generated tokens: at most {plan['generated_tokens_at_most']}")
-        typer.echo(f"training runs: {plan['training_runs']}")
+        print_bench_plan(summary["plan"])
         return
     typer.echo(seeds_markdown(summary) if "per_seed" in summary else results_markdown(summary))
     typer.echo(f"results: {out / 'results.md'} (and results.csv, results.json)")
+
+
+@bench_app.command("methods")
+def bench_methods(
+    methods_: Annotated[list[str], typer.Option("--methods", help="The rows (repeatable or comma-separated): method names, e.g. self-guide,alpaca,few-shot-finetune, or YAML configs whose synth section (and teacher) makes the row, e.g. configs/rebase-cpu.yaml.")],
+    model: ModelOpt = None,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="SuperNI tasks to evaluate on (repeatable or comma-separated; default: the 14 held-out tasks).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N items of each eval set.")] = None,
+    user_oriented: Annotated[Optional[bool], typer.Option("--user-oriented/--no-user-oriented", help="Also score on Self-Instruct's 252 user-oriented instructions (default: when a general-purpose method is a row).")] = None,
+    user_oriented_limit: Annotated[Optional[int], typer.Option(help="Score on the first N user-oriented instructions only.")] = None,
+    eval_split: Annotated[Literal["selfguide", "official"], typer.Option(help="selfguide: the authors' test splits where present, official first 100 otherwise; official: always the first 100.")] = "selfguide",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/bench-methods"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs; run nothing.")] = False,
+    max_calls: Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Run once per seed, e.g. --seeds 0,1,2, and report mean and spread (default: --seed alone).")] = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare methods on one model and the same SuperNI tasks: each row makes its data, the model
+    is finetuned on it and evaluated; prompting is the reference row. Model, training and eval
+    settings come from --config for every row.
+
+    Examples:
+      selfguide bench methods --methods self-guide,few-shot-finetune,alpaca --tasks task1622,task346 --limit 100 -c configs/cpu.yaml
+      selfguide bench methods --methods self-guide,configs/rebase-cpu.yaml --dry-run
+    """
+    from selfguide.api import require_model
+    from selfguide.benchmark.grid import parse_seeds
+    from selfguide.benchmark.methods import bench_methods_seeds, parse_recipes, results_markdown, seeds_markdown
+    from selfguide.benchmark.superni import BenchOptions
+
+    cfg = build_config(config, set_, model=model, backend=backend, base_url=base_url, seed=seed, limit=limit, user_oriented_limit=user_oriented_limit)
+    cfg = require_model(cfg)
+    recipes = parse_recipes(methods_, cfg)
+    names = [n.strip() for item in tasks or [] for n in item.split(",") if n.strip()] or None
+    options = BenchOptions(out=out, tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, progress=not quiet)
+    seed_list = parse_seeds(seeds) if seeds else [cfg.seed]
+    summary = bench_methods_seeds(cfg, options, recipes, seed_list, user_oriented, dry_run=dry_run)
+    if summary["missing_tasks"]:
+        typer.echo(f"missing here (skipped): {', '.join(summary['missing_tasks'])}")
+    if dry_run:
+        print_bench_plan(summary["plan"])
+        return
+    typer.echo(seeds_markdown(summary) if "per_seed" in summary else results_markdown(summary))
+    typer.echo(f"results: {out / 'results.md'} (and results.json)")
+
+
+def print_bench_plan(plan: dict) -> None:
+    for stage, (low, high) in plan["by_stage"].items():
+        typer.echo(f"  {stage}: {low if low == high else f'{low} to {high}'} model calls")
+    low, high = plan["model_calls_at_least"], plan["model_calls_at_most"]
+    typer.echo(f"model calls: {low if low == high else f'{low} to {high} (some stages need one call per item the filters keep)'}")
+    typer.echo(f"generated tokens: at most {plan['generated_tokens_at_most']}")
+    typer.echo(f"training runs: {plan['training_runs']}")
 
 
 @app.command("tiny-model")

@@ -8,6 +8,8 @@ scores per row, which top-k lists alone cannot do.
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +30,7 @@ class BM25Config(BaseModel):
 def new_tokenizer():
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets its own logger to DEBUG on import
     return bm25s.tokenization.Tokenizer(lower=True, stopwords="en", stemmer=None)
 
 

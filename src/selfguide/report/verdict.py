@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from selfguide import layout
 from selfguide.eval.stats import PairedComparison, paired_bootstrap
 
@@ -36,12 +38,26 @@ def read_rows(path: Path) -> list[dict] | None:
     return rows
 
 
+def compared_system(run_dir: Path) -> str:
+    """What prompting is compared with: the finetuned model, or else the evaluation of an
+    inference-time method (prompting-with-filters, synthetic-in-context) in eval/<method>/."""
+    if (layout.eval_dir(run_dir, layout.FINETUNED) / layout.PREDICTIONS).exists():
+        return layout.FINETUNED
+    try:
+        method = yaml.safe_load((run_dir / layout.CONFIG).read_text(encoding="utf-8"))["synth"]["method"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return layout.FINETUNED
+    if isinstance(method, str) and (layout.eval_dir(run_dir, method) / layout.PREDICTIONS).exists():
+        return method
+    return layout.FINETUNED
+
+
 def comparison(run_dir: Path) -> tuple[str, PairedComparison] | None:
     """The reported metric and the paired comparison of its per-item scores (0-100), or None
     when either system's predictions are missing or they were scored on different items."""
     metrics = read_json(layout.eval_dir(run_dir, layout.PROMPTING) / layout.METRICS)
     base = read_rows(layout.eval_dir(run_dir, layout.PROMPTING) / layout.PREDICTIONS)
-    tuned = read_rows(layout.eval_dir(run_dir, layout.FINETUNED) / layout.PREDICTIONS)
+    tuned = read_rows(layout.eval_dir(run_dir, compared_system(run_dir)) / layout.PREDICTIONS)
     if not metrics or not base or not tuned or len(base) != len(tuned):
         return None
     metric = metrics["reported_metric"]
@@ -58,10 +74,11 @@ def verdict_line(run_dir: Path) -> str:
             return "Verdict: no evaluation results yet (eval/prompting/metrics.json is missing)."
         return f"Verdict: not compared: prompting {base['reported_metric']} {base['reported']:.2f}, no finetuned model was evaluated."
     metric, c = found
+    system = compared_system(run_dir)
     outcome = "helped" if c.low > 0 else "hurt" if c.high < 0 else "no clear difference"
     return (
         f"Verdict ({outcome}): {metric} {c.baseline:.2f} -> {c.system:.2f} ({c.diff:+.2f}, 95% CI {c.low:+.2f} to {c.high:+.2f}); "
-        f"finetuned wins {c.wins}, ties {c.ties}, loses {c.losses} of {c.n} eval items."
+        f"{system} wins {c.wins}, ties {c.ties}, loses {c.losses} of {c.n} eval items."
     )
 
 
