@@ -3,6 +3,7 @@ LoRA loop and the FLOP limit, in the same process, side by side.
 
     python bench/train_speed.py                         # SmolLM2-135M, task036, 40 rows, 1 epoch
     python bench/train_speed.py --rows 16 --epochs 2 --task task1622
+    python bench/train_speed.py --batch-size 8 --skip before    # shared prefix, 8 rows a step
 
 The rows are real training rows: `build_training_rows` of a SuperNI task (system instruction,
 every demo as turns, the input, then the answer) over instances 100.. of the task, which lie
@@ -13,8 +14,14 @@ tokens/s divides them by the wall time of the training loop (model loading and s
   before   TrainConfig(gradient_checkpointing=True) with TRL's own SFTTrainer loss (the fused
            LM head over every position, plus entropy and accuracy over the whole vocabulary)
   after    TrainConfig() defaults: no checkpointing on CPU, the LM head on answer positions only
+  shared   `after` with shared-prefix batches of --batch-size rows (the task prompt once a step)
+           and --shared-lr; trained tokens still count every row's full length, so its tokens/s
+           is the work a padded batch of those rows would do, per second
   plain    model(input_ids, labels).loss.backward() + AdamW over the same LoRA weights, same rows
   limit    the step's FLOPs (counted below) at the rate of a 2048x2048 fp32 matmul measured here
+
+Batching changes the optimizer steps, so the last logged loss is not comparable across batch
+sizes; "loss after" is: the mean answer-token NLL of all the rows under each run's final weights.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +42,12 @@ from selfguide.tasks.superni import find_superni_task
 from selfguide.train import sft
 from selfguide.train.config import TrainConfig
 from selfguide.train.sft import build_training_rows
+from selfguide.train.shared_prefix import pack_shared_prefix, shared_prefix_length
+
+
+def shared_learning_rate(learning_rate: float, batch_size: int) -> float:
+    """configs/cpu.yaml's rule for the shared run's learning rate: PLACEHOLDER."""
+    return learning_rate * batch_size**0.5
 
 
 def superni_pairs(task_name: str, first: int, count: int) -> list[tuple[str, str]]:
@@ -69,13 +81,14 @@ def matmul_gflops(size: int = 2048, repeats: int = 10) -> tuple[float, float]:
     return flops / (time.perf_counter() - started), flops / (time.process_time() - cpu_started)
 
 
-def lora_row_flops(model_config, lora: TrainConfig, length: int, answer: int, checkpointing: bool, head_on_all: bool) -> float:
-    """FLOPs to train one row with LoRA on a frozen Llama-style base: matmuls only (2 per multiply-add).
+def lora_flops(model_config, lora: TrainConfig, tokens: int, pairs: float, scored: int, checkpointing: bool) -> float:
+    """FLOPs to train `tokens` tokens, `pairs` (query, key) attention pairs and `scored` LM-head
+    positions with LoRA on a frozen Llama-style base: matmuls only (2 per multiply-add).
 
-    Forward: every linear layer (2 x weights per token), the LoRA branches (rank r), causal attention
-    (QK^T and AV over on average half the row), the LM head on the scored positions. Backward with a
-    frozen base: the input gradient of every base matmul (1 x forward), the LoRA branches twice (input
-    and weight gradients), attention twice. Checkpointing adds one more forward of the layers.
+    Forward: every linear layer (2 x weights per token), the LoRA branches (rank r), attention
+    (QK^T and AV per pair), the LM head on the scored positions. Backward with a frozen base: the
+    input gradient of every base matmul (1 x forward), the LoRA branches twice (input and weight
+    gradients), attention twice. Checkpointing adds one more forward of the layers.
     """
     d, ff, layers = model_config.hidden_size, model_config.intermediate_size, model_config.num_hidden_layers
     heads, kv_heads = model_config.num_attention_heads, model_config.num_key_value_heads
@@ -84,12 +97,57 @@ def lora_row_flops(model_config, lora: TrainConfig, length: int, answer: int, ch
     shapes = [(d, q), (d, kv), (d, kv), (q, d), (d, ff), (d, ff), (ff, d)]  # q k v o gate up down
     base = sum(i * o for i, o in shapes) * layers
     lora_params = sum(lora.lora_r * (i + o) for i, o in shapes) * layers
-    attention = 2 * 2 * heads * head_dim * (length / 2) * layers  # per token: QK^T and AV, causal
-    layer_forward = length * (2 * base + 2 * lora_params + attention)
-    layer_backward = length * (2 * base + 4 * lora_params + 2 * attention)
-    head = 2 * d * model_config.vocab_size * (length if head_on_all else answer)
+    attention = 2 * 2 * heads * head_dim * pairs * layers  # QK^T and AV
+    layer_forward = tokens * (2 * base + 2 * lora_params) + attention
+    layer_backward = tokens * (2 * base + 4 * lora_params) + 2 * attention
+    head = 2 * d * model_config.vocab_size * scored
     head_total = 2 * head  # forward, and the input gradient
     return layer_forward * (2 if checkpointing else 1) + layer_backward + head_total
+
+
+def row_flops(model_config, lora: TrainConfig, length: int, answer: int, checkpointing: bool, head_on_all: bool) -> float:
+    """FLOPs to train one row on its own: causal attention over half the row on average."""
+    return lora_flops(model_config, lora, length, length * length / 2, length if head_on_all else answer, checkpointing)
+
+
+def shared_prefix_flops(model_config, lora: TrainConfig, rows: list[dict], batch_size: int) -> float:
+    """FLOPs to train the rows in shared-prefix batches of `batch_size` (in order): per batch the
+    prefix once (causal), and each remainder attending to the prefix and causally to itself."""
+    flops = 0.0
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        ids = [row["input_ids"] for row in batch]
+        prefix = shared_prefix_length(ids, [row["completion_mask"].count(0) for row in batch]) if len(batch) > 1 else 0
+        remainders = [len(row) - prefix for row in ids]
+        pairs = prefix * prefix / 2 + sum(n * prefix + n * n / 2 for n in remainders)
+        answers = sum(sum(row["completion_mask"]) for row in batch)
+        flops += lora_flops(model_config, lora, prefix + sum(remainders), pairs, answers, checkpointing=False)
+    return flops
+
+
+def answer_loss(model, rows: list[dict], batch_size: int = 8) -> float:
+    """Mean answer-token NLL of the rows under `model`: what training minimises, measured the same
+    way for every run (packed shared-prefix forwards of `batch_size` rows, exact and quick)."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            examples = [
+                {"input_ids": row["input_ids"], "labels": [t if m else -100 for t, m in zip(row["input_ids"], row["completion_mask"])]}
+                for row in rows[start : start + batch_size]
+            ]
+            packed = pack_shared_prefix(examples)
+            logits = model(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"], position_ids=packed["position_ids"]).logits
+            total += torch.nn.functional.cross_entropy(logits[0, :-1].float(), packed["labels"][0, 1:], ignore_index=-100, reduction="sum").item()
+            count += int(packed["labels"][0, 1:].ne(-100).sum())
+    return total / count
+
+
+def adapter_loss(model_name: str, adapter_dir: Path, rows: list[dict]) -> float:
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(model_name, dtype=torch.float32)
+    return answer_loss(PeftModel.from_pretrained(base, str(adapter_dir)), rows)
 
 
 @contextlib.contextmanager
@@ -110,7 +168,10 @@ def selfguide_run(task, pairs, model: str, out: Path, config: TrainConfig) -> di
     result = sft.train(task, pairs, model, out, config, resume=False, progress=False)
     cpu = time.process_time() - cpu_started
     losses = [json.loads(line)["loss"] for line in result.log_path.read_text().splitlines() if '"loss"' in line]
-    return {"tokens": result.trained_tokens, "seconds": result.train_seconds, "cpu": cpu, "losses": losses}
+    return {
+        "tokens": result.trained_tokens, "seconds": result.train_seconds, "cpu": cpu, "losses": losses,
+        "adapter": result.adapter_dir,
+    }  # fmt: skip
 
 
 def plain_loop(model_name: str, rows: list[dict], config: TrainConfig) -> dict:
@@ -143,7 +204,7 @@ def plain_loop(model_name: str, rows: list[dict], config: TrainConfig) -> dict:
             tokens += ids.numel()
             losses.append(loss.item())
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    return {"tokens": tokens, "seconds": seconds, "cpu": cpu, "losses": losses}
+    return {"tokens": tokens, "seconds": seconds, "cpu": cpu, "losses": losses, "loss_after": answer_loss(model, rows)}
 
 
 def main() -> int:
@@ -152,7 +213,9 @@ def main() -> int:
     parser.add_argument("--task", default="task036")
     parser.add_argument("--rows", type=int, default=40, help="Training rows: instances 100, 101, ... of the task.")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--skip", default="", help="Comma-separated runs to leave out: before, after, plain.")
+    parser.add_argument("--batch-size", type=int, default=8, help="Rows per step of the shared run.")
+    parser.add_argument("--shared-lr", type=float, default=None, help="Learning rate of the shared run (default: configs/cpu.yaml's rule).")
+    parser.add_argument("--skip", default="", help="Comma-separated runs to leave out: before, after, shared, plain.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice).")
     parser.add_argument("--profile", type=int, default=0, help="Instead: torch.profiler tables of this many rows, before and after.")
     args = parser.parse_args()
@@ -165,6 +228,8 @@ def main() -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     after = TrainConfig(epochs=args.epochs)
     before = after.model_copy(update={"gradient_checkpointing": True})
+    shared_lr = args.shared_lr or shared_learning_rate(after.resolved().learning_rate, args.batch_size)
+    shared = after.model_copy(update={"batch_size": args.batch_size, "shared_prefix": True, "learning_rate": shared_lr})
     rows, dropped = build_training_rows(task, pairs, tokenizer, after.max_length)
     lengths = [len(row["input_ids"]) for row in rows]
     answers = [sum(row["completion_mask"]) for row in rows]
@@ -175,9 +240,17 @@ def main() -> int:
           f"{sum(answers)} answer tokens of {sum(lengths)}; {args.epochs} epoch(s); torch threads {torch.get_num_threads()}")  # fmt: skip
     print(f"2048x2048 fp32 matmul: {gflops:.0f} GFLOP/s, {cpu_gflops:.0f} GFLOP per CPU second")
 
-    def limit(checkpointing: bool, head_on_all: bool, rate: float) -> float:
-        flops = sum(lora_row_flops(model_config, after, n, a, checkpointing, head_on_all) for n, a in zip(lengths, answers))
-        return sum(lengths) / (flops / (rate * 1e9))
+    def row_limit(checkpointing: bool, head_on_all: bool) -> float:
+        """FLOPs of one epoch, one row a step."""
+        return sum(row_flops(model_config, after, n, a, checkpointing, head_on_all) for n, a in zip(lengths, answers))
+
+    # FLOPs of one epoch as each run trains it.
+    flops = {
+        "before": row_limit(checkpointing=True, head_on_all=True),
+        "after": row_limit(checkpointing=False, head_on_all=False),
+        "shared": shared_prefix_flops(model_config, after, rows, args.batch_size),
+        "plain": row_limit(checkpointing=False, head_on_all=True),
+    }
 
     if args.profile:
         with tempfile.TemporaryDirectory() as tmp:
@@ -192,11 +265,16 @@ def main() -> int:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = without_quantization_config(args.model, Path(tmp) / "model")
+        base_loss = answer_loss(AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32), rows)
         if "before" not in skip:
             with trl_stock_loss():
                 results["before"] = selfguide_run(task, pairs, model, Path(tmp) / "before", before)
         if "after" not in skip:
             results["after"] = selfguide_run(task, pairs, model, Path(tmp) / "after", after)
+        if "shared" not in skip:
+            results["shared"] = selfguide_run(task, pairs, model, Path(tmp) / "shared", shared)
+        for run in results.values():
+            run["loss_after"] = adapter_loss(model, run["adapter"], rows)
         if "plain" not in skip:
             results["plain"] = plain_loop(model, rows, after)
     gflops_end, cpu_gflops_end = matmul_gflops()
@@ -206,20 +284,26 @@ def main() -> int:
     labels = {
         "before": "selfguide before (checkpointing, TRL loss)",
         "after": "selfguide after (defaults)",
+        "shared": f"selfguide shared prefix, batch {args.batch_size}, lr {shared_lr:g}",
         "plain": "plain PyTorch LoRA loop",
     }
+    limits = {name: sum(lengths) / (epoch_flops / (gflops * 1e9)) for name, epoch_flops in flops.items()}
+    cpu_limits = {name: sum(lengths) / (epoch_flops / (cpu_gflops * 1e9)) for name, epoch_flops in flops.items()}
     reference = results.get("plain")
-    print(f"\n{'run':44} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs plain':>9} {'CPU s':>8} {'tokens/CPU s':>13} "
-          f"{'final loss':>11} {'last-epoch loss':>16}")  # fmt: skip
+    print(f"\n{'run':44} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs plain':>9} {'of limit':>9} {'CPU s':>8} "
+          f"{'tokens/CPU s':>13} {'final loss':>11} {'loss after':>11}")  # fmt: skip
     for name, run in results.items():
         speed = run["tokens"] / run["seconds"]
         ratio = f"{speed / (reference['tokens'] / reference['seconds']):.2f}x" if reference else "-"
-        epoch = run["losses"][-len(rows) :]
-        print(f"{labels[name]:44} {run['tokens']:7d} {run['seconds']:8.1f} {speed:9.1f} {ratio:>9} {run['cpu']:8.1f} "
-              f"{run['tokens'] / run['cpu']:13.1f} {run['losses'][-1]:11.4f} {statistics.mean(epoch):16.4f}")  # fmt: skip
-    for name, checkpointing, head_on_all in [("before (checkpointing, head on all)", True, True), ("after (head on answers)", False, False)]:
-        print(f"{'FLOP limit, ' + name:44} {'':7} {'':8} {limit(checkpointing, head_on_all, gflops):9.1f} {'':9} {'':8} "
-              f"{limit(checkpointing, head_on_all, cpu_gflops):13.1f}")  # fmt: skip
+        print(f"{labels[name]:44} {run['tokens']:7d} {run['seconds']:8.1f} {speed:9.1f} {ratio:>9} {speed / limits[name]:8.2f}x "
+              f"{run['cpu']:8.1f} {run['tokens'] / run['cpu']:13.1f} {run['losses'][-1]:11.4f} {run['loss_after']:11.4f}")  # fmt: skip
+    print(f"{'(base model, untrained)':44} {'':7} {'':8} {'':9} {'':9} {'':9} {'':8} {'':13} {'':11} {base_loss:11.4f}")
+    for name in flops:
+        print(f"{'FLOP limit, ' + labels[name].removeprefix('selfguide '):44} {'':7} {'':8} {limits[name]:9.1f} {'':9} {'':9} {'':8} "
+              f"{cpu_limits[name]:13.1f}")  # fmt: skip
+    if "after" in results and "shared" in results:
+        speedup = results["shared"]["tokens"] / results["shared"]["seconds"] / (results["after"]["tokens"] / results["after"]["seconds"])
+        print(f"speed-up shared/after: {speedup:.2f}x")
     if "before" in results and "after" in results:
         pairs_ = zip(results["before"]["losses"], results["after"]["losses"], strict=True)
         diff = max(abs(a - b) for a, b in pairs_)

@@ -102,7 +102,7 @@ def test_training_prompt_is_the_evaluator_prompt(task, tmp_path, chat_template):
 
 
 def test_answer_only_loss_masks_the_prompt(task, tiny_model_dir, tokenizer, tmp_path):
-    config = TrainConfig(batch_size=3, max_length=MAX_LENGTH)
+    config = TrainConfig(batch_size=3, max_length=MAX_LENGTH, shared_prefix=False)  # padded batches
     trainer, _, dropped = build_trainer(task, PAIRS, str(tiny_model_dir), tmp_path, config)
     assert dropped == 0
     rows, _ = build_training_rows(task, PAIRS, tokenizer, MAX_LENGTH)
@@ -302,16 +302,20 @@ def test_training_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir,
 
 
 def test_answer_positions_only_loss_equals_trls_loss(task, tiny_model_dir, tmp_path, monkeypatch):
-    """The LM head on answer positions only gives TRL's loss, step by step, with padded batches too."""
+    """The LM head on answer positions only gives TRL's loss, step by step, with batches of 3 rows: TRL's
+    padded, ours packed around their shared prefix (the default on CPU)."""
     import trl
 
     from selfguide.train import sft
 
-    config = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-2, max_length=MAX_LENGTH, save_every_epoch=False)
+    # No LoRA dropout: packed and padded batches would draw different dropout masks.
+    config = TrainConfig(epochs=1, batch_size=3, learning_rate=1e-2, max_length=MAX_LENGTH, save_every_epoch=False, lora_dropout=0.0)
     pairs = [*PAIRS, ("A much longer item than the others, to pad the batch", "blue")]
     ours = train(task, pairs, str(tiny_model_dir), tmp_path / "ours", config, progress=False)
+    assert json.loads(ours.config_path.read_text())["shared_prefix"] is True
     monkeypatch.setattr(sft, "answer_loss_trainer_class", lambda: trl.SFTTrainer)
-    theirs = train(task, pairs, str(tiny_model_dir), tmp_path / "trl", config, progress=False)
+    padded = config.model_copy(update={"shared_prefix": False})
+    theirs = train(task, pairs, str(tiny_model_dir), tmp_path / "trl", padded, progress=False)
     our_log, trl_log = read_log(ours.log_path), read_log(theirs.log_path)
     assert [e["loss"] for e in our_log if "loss" in e] == pytest.approx([e["loss"] for e in trl_log if "loss" in e], rel=1e-4)
     assert [e["mean_token_accuracy"] for e in our_log if "loss" in e] == [e["mean_token_accuracy"] for e in trl_log if "loss" in e]

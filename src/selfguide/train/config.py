@@ -45,6 +45,15 @@ class TrainConfig(BaseModel, extra="forbid"):
     )
     batch_size: int = Field(1, ge=1, description="Examples per device per step (paper: 1).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps whose gradients add up before an update.")
+    shared_prefix: bool | None = Field(
+        None,
+        description="Train each batch as one packed sequence: the rows' common token prefix (a SELF-GUIDE task "
+        "prompt: instruction and every demo) once, then each row's remainder, masked so that the loss and "
+        "gradients equal the padded batch's (not from the paper). Needs batch_size > 1 to save anything; it "
+        "does not change the optimizer steps, batch_size does. None: on on CPU in a single process when "
+        "batch_size > 1 and the rows' common prefix is at least half a row (task rows, not rows with their "
+        "own instruction). On a GPU it is always off (not implemented there).",
+    )
     max_length: int = Field(
         2000,
         ge=1,

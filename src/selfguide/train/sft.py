@@ -7,7 +7,9 @@ followed by the answer as `render_answer` renders it (closing end-of-turn / EOS 
 rows reach TRL pre-tokenised with a `completion_mask`, and `completion_only_loss=True` makes TRL
 turn it into labels that are -100 over the prompt, so the loss is on the answer tokens only. On CPU
 only the positions that predict an answer token go through the LM head (`AnswerLossTrainer`; TRL
-does the same on CUDA), and activations are not recomputed: see bench/train_speed.py.
+does the same on CUDA), and activations are not recomputed: see bench/train_speed.py. With
+batch_size > 1, a CPU batch of task rows trains as one packed sequence holding the shared task
+prompt once (`train.shared_prefix`, selfguide.train.shared_prefix).
 
 Outputs under `out_dir`:
   adapter/            PEFT LoRA adapter + tokenizer (method "lora"), or
@@ -38,6 +40,7 @@ from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.prompts.task import Pair, pair_messages
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TRACKER_PACKAGES, TrainConfig, trackers
+from selfguide.train.shared_prefix import attention_mask_for, shared_prefix_collator, useful_shared_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class TrainResult:
     steps: int
     config_path: Path
     epochs: float
-    trained_tokens: int  # prompt + answer tokens (no padding) that went through the model in this call
+    trained_tokens: int  # prompt + answer tokens of the rows trained in this call (no padding; a shared prefix counts per row)
     train_seconds: float  # wall time of this call's training loop, without loading and saving
 
     @property
@@ -195,6 +198,13 @@ def build_trainer(
             target_modules=resolved.lora_target_modules,
             bias="none",
         )
+    shared_prefix = resolved.shared_prefix
+    if shared_prefix is None:
+        shared_prefix = use_cpu and args.world_size == 1 and resolved.batch_size > 1 and useful_shared_prefix(rows)
+    elif shared_prefix and not use_cpu:
+        logger.warning("train.shared_prefix is only implemented on CPU (the answer-positions loss): ignored on this GPU")
+        shared_prefix = False
+    resolved = resolved.model_copy(update={"shared_prefix": shared_prefix})
     # On CUDA, TRL's fused LM head already scores only the answer positions (with Triton); its CPU path scores all.
     trainer_class = answer_loss_trainer_class() if use_cpu else SFTTrainer
     trainer = trainer_class(
@@ -205,6 +215,8 @@ def build_trainer(
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    if shared_prefix:
+        trainer.data_collator = shared_prefix_collator(trainer.data_collator)
     from transformers.integrations import TensorBoardCallback
     from transformers.trainer_callback import PrinterCallback
 
@@ -238,6 +250,9 @@ def answer_loss_trainer_class():
     plus several full-vocabulary passes over every position. The loss is the same: the summed
     answer-token NLL over the batch's answer tokens (`num_items_in_batch` when Trainer passes it, so
     gradient accumulation and DDP weigh tokens as TRL does).
+
+    It also trains shared-prefix batches (selfguide.train.shared_prefix): one packed row with a 4D
+    attention mask, whose `row_tokens` counts the tokens of the rows it packs.
     """
     import torch
     from trl import SFTTrainer
@@ -248,7 +263,10 @@ def answer_loss_trainer_class():
             targets = inputs["labels"][:, 1:]
             # Positions whose next token is an answer token in some row of the batch.
             scored = (targets != -100).any(dim=0).nonzero().squeeze(1)
-            model_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+            model_inputs = {key: value for key, value in inputs.items() if key not in ("labels", "row_tokens")}
+            mask = model_inputs.get("attention_mask")
+            if mask is not None and mask.dim() == 4:  # a shared-prefix batch
+                model_inputs["attention_mask"] = attention_mask_for(mask, self.model.config._attn_implementation)
             outputs = model(**model_inputs, use_cache=False, logits_to_keep=scored)
             logits, kept = outputs.logits, targets[:, scored]
             answer = kept != -100
@@ -265,7 +283,12 @@ def answer_loss_trainer_class():
                 valid = self.accelerator.gather_for_metrics(answer.sum()).sum()
             self._metrics[mode]["mean_token_accuracy"].append((correct / valid).item() if valid > 0 else 0.0)
             if mode == "train":
-                tokens = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
+                if "row_tokens" in inputs:
+                    tokens = inputs["row_tokens"]
+                elif "attention_mask" in inputs:
+                    tokens = inputs["attention_mask"].sum()
+                else:
+                    tokens = inputs["input_ids"].numel()
                 self._total_train_tokens += int(self.accelerator.gather_for_metrics(torch.as_tensor(tokens)).sum())
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
             return (loss, outputs) if return_outputs else loss
