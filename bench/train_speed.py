@@ -15,7 +15,7 @@ tokens/s divides them by the wall time of the training loop (model loading and s
            LM head over every position, plus entropy and accuracy over the whole vocabulary)
   after    TrainConfig() defaults: no checkpointing on CPU, the LM head on answer positions only
   shared   `after` with shared-prefix batches of --batch-size rows (the task prompt once a step)
-           and --shared-lr; trained tokens still count every row's full length, so its tokens/s
+           and --shared-lr (defaults: configs/cpu.yaml's batch size and learning rate); trained tokens still count every row's full length, so its tokens/s
            is the work a padded batch of those rows would do, per second
   plain    model(input_ids, labels).loss.backward() + AdamW over the same LoRA weights, same rows
   limit    the step's FLOPs (counted below) at the rate of a 2048x2048 fp32 matmul measured here
@@ -37,17 +37,13 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from selfguide.config import load_config
 from selfguide.tasks.load import load_task
 from selfguide.tasks.superni import find_superni_task
 from selfguide.train import sft
 from selfguide.train.config import TrainConfig
 from selfguide.train.sft import build_training_rows
 from selfguide.train.shared_prefix import pack_shared_prefix, shared_prefix_length
-
-
-def shared_learning_rate(learning_rate: float, batch_size: int) -> float:
-    """configs/cpu.yaml's rule for the shared run's learning rate: PLACEHOLDER."""
-    return learning_rate * batch_size**0.5
 
 
 def superni_pairs(task_name: str, first: int, count: int) -> list[tuple[str, str]]:
@@ -208,13 +204,14 @@ def plain_loop(model_name: str, rows: list[dict], config: TrainConfig) -> dict:
 
 
 def main() -> int:
+    recipe = load_config(Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml").train
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="/work/smollm2")
     parser.add_argument("--task", default="task036")
     parser.add_argument("--rows", type=int, default=40, help="Training rows: instances 100, 101, ... of the task.")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=8, help="Rows per step of the shared run.")
-    parser.add_argument("--shared-lr", type=float, default=None, help="Learning rate of the shared run (default: configs/cpu.yaml's rule).")
+    parser.add_argument("--batch-size", type=int, default=recipe.batch_size, help="Rows per step of the shared run (default: configs/cpu.yaml's).")
+    parser.add_argument("--shared-lr", type=float, default=recipe.learning_rate, help="Learning rate of the shared run (default: configs/cpu.yaml's).")
     parser.add_argument("--skip", default="", help="Comma-separated runs to leave out: before, after, shared, plain.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice).")
     parser.add_argument("--profile", type=int, default=0, help="Instead: torch.profiler tables of this many rows, before and after.")
@@ -228,8 +225,7 @@ def main() -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     after = TrainConfig(epochs=args.epochs)
     before = after.model_copy(update={"gradient_checkpointing": True})
-    shared_lr = args.shared_lr or shared_learning_rate(after.resolved().learning_rate, args.batch_size)
-    shared = after.model_copy(update={"batch_size": args.batch_size, "shared_prefix": True, "learning_rate": shared_lr})
+    shared = after.model_copy(update={"batch_size": args.batch_size, "shared_prefix": True, "learning_rate": args.shared_lr})
     rows, dropped = build_training_rows(task, pairs, tokenizer, after.max_length)
     lengths = [len(row["input_ids"]) for row in rows]
     answers = [sum(row["completion_mask"]) for row in rows]
@@ -284,8 +280,14 @@ def main() -> int:
     labels = {
         "before": "selfguide before (checkpointing, TRL loss)",
         "after": "selfguide after (defaults)",
-        "shared": f"selfguide shared prefix, batch {args.batch_size}, lr {shared_lr:g}",
+        "shared": f"selfguide shared prefix, batch {args.batch_size}, lr {args.shared_lr:g}",
         "plain": "plain PyTorch LoRA loop",
+    }
+    limit_labels = {
+        "before": "before (checkpointing, head on all)",
+        "after": "after (head on answers)",
+        "shared": f"shared prefix, batch {args.batch_size}",
+        "plain": "plain (head on all)",
     }
     limits = {name: sum(lengths) / (epoch_flops / (gflops * 1e9)) for name, epoch_flops in flops.items()}
     cpu_limits = {name: sum(lengths) / (epoch_flops / (cpu_gflops * 1e9)) for name, epoch_flops in flops.items()}
@@ -299,7 +301,7 @@ def main() -> int:
               f"{run['cpu']:8.1f} {run['tokens'] / run['cpu']:13.1f} {run['losses'][-1]:11.4f} {run['loss_after']:11.4f}")  # fmt: skip
     print(f"{'(base model, untrained)':44} {'':7} {'':8} {'':9} {'':9} {'':9} {'':8} {'':13} {'':11} {base_loss:11.4f}")
     for name in flops:
-        print(f"{'FLOP limit, ' + labels[name].removeprefix('selfguide '):44} {'':7} {'':8} {limits[name]:9.1f} {'':9} {'':9} {'':8} "
+        print(f"{'FLOP limit, ' + limit_labels[name]:44} {'':7} {'':8} {limits[name]:9.1f} {'':9} {'':9} {'':8} "
               f"{cpu_limits[name]:13.1f}")  # fmt: skip
     if "after" in results and "shared" in results:
         speedup = results["shared"]["tokens"] / results["shared"]["seconds"] / (results["after"]["tokens"] / results["after"]["seconds"])

@@ -43,7 +43,13 @@ class TrainConfig(BaseModel, extra="forbid"):
         description="Peak learning rate (linear decay). None: 5e-5 for 'full' (paper / Hugging Face default), "
         "2e-4 for 'lora' (a usual LoRA rate; not from the paper).",
     )
-    batch_size: int = Field(1, ge=1, description="Examples per device per step (paper: 1).")
+    batch_size: int = Field(
+        1,
+        ge=1,
+        description="Examples per device per step (paper: 1). With shared_prefix a step of several task rows costs "
+        "little more than one on a CPU; fewer optimizer steps then want a higher learning_rate (configs/cpu.yaml: "
+        "8 rows, 4x the one-row rate, for the same final loss).",
+    )
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps whose gradients add up before an update.")
     shared_prefix: bool | None = Field(
         None,
