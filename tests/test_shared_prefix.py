@@ -52,9 +52,9 @@ def padded_collator(tokenizer):
     return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)
 
 
-def examples_of(trainer, pairs_count: int) -> list[dict]:
-    """The rows as they reach the collator: input_ids and labels (-100 off the answer)."""
-    return [{key: trainer.train_dataset[i][key] for key in ("input_ids", "labels")} for i in range(pairs_count)]
+def examples_of(trainer, count: int) -> list[dict]:
+    """The first rows as they reach the collator: input_ids and labels (-100 off the answer)."""
+    return [{key: trainer.train_dataset[i][key] for key in ("input_ids", "labels")} for i in range(count)]
 
 
 def loss_and_grads(trainer, batch) -> tuple[float, dict[str, torch.Tensor]]:
@@ -118,8 +118,8 @@ def test_packed_step_equals_the_padded_batch(task, tiny_model_dir, tokenizer, tm
 
 
 def test_a_remainder_of_only_the_answer(task, tiny_model_dir, tokenizer, tmp_path):
-    # Two rows with the same prompt: the common prefix reaches their answers, so it stops one token
-    # before, and their remainders are the prompt's last token and the answer.
+    # Rows with the same prompt: their common prefix reaches the answers, so it stops one token
+    # before, and each remainder is the prompt's last token and the answer.
     pairs = [("Item 1", "red"), ("Item 1", "dark green"), ("Item 1", "blue")]
     trainer = lora_trainer(task, pairs, tiny_model_dir, tmp_path)
     examples = examples_of(trainer, 3)

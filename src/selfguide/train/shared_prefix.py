@@ -35,7 +35,7 @@ def shared_prefix_length(input_ids: Sequence[Sequence[int]], answer_starts: Sequ
     length = 0
     while length < limit and all(row[length] == first[length] for row in input_ids):
         length += 1
-    return max(length, 0)
+    return length
 
 
 def useful_shared_prefix(rows: Sequence[dict]) -> bool:
@@ -44,10 +44,12 @@ def useful_shared_prefix(rows: Sequence[dict]) -> bool:
     True for SELF-GUIDE task rows (the task prompt is most of every row); false for rows that carry
     their own instruction, whose common prefix is at most a chat template's header.
     """
+    if len(rows) < 2:
+        return False
     ids = [row["input_ids"] for row in rows]
     answer_starts = [row["completion_mask"].count(0) for row in rows]  # the mask is 0 over the prompt, then 1
     mean_length = sum(len(row) for row in ids) / len(ids)
-    return len(ids) > 1 and shared_prefix_length(ids, answer_starts) >= mean_length / 2
+    return shared_prefix_length(ids, answer_starts) >= mean_length / 2
 
 
 def pack_shared_prefix(examples: Sequence[dict]) -> dict | None:
@@ -71,8 +73,8 @@ def pack_shared_prefix(examples: Sequence[dict]) -> dict | None:
     positions = list(range(prefix)) + [prefix + i for n in suffix_lengths for i in range(n)]
 
     length = len(packed_ids)
-    # Which remainder each packed token belongs to (0 for P) and its position: a token attends to
-    # an earlier one when that one is in P or in its own remainder.
+    # segment: 0 for the tokens of P, i for those of s_i. A token attends to itself and to the
+    # earlier tokens of P and of its own segment.
     segment = torch.repeat_interleave(torch.arange(len(ids) + 1), torch.tensor([prefix, *suffix_lengths]))
     index = torch.arange(length)
     causal = index[:, None] >= index[None, :]
