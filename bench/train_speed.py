@@ -1,7 +1,7 @@
 """Training speed on CPU: selfguide's trainer with the old and the new settings, a plain PyTorch
 LoRA loop and the FLOP limit, in the same process, side by side.
 
-    python bench/train_speed.py                         # SmolLM2-135M, task036, 40 rows, 1 epoch
+    python bench/train_speed.py                         # SmolLM2-135M-Instruct, task036, 40 rows, 1 epoch
     python bench/train_speed.py --rows 16 --epochs 2 --task task1622
     python bench/train_speed.py --batch-size 8 --skip before    # shared prefix, 8 rows a step
 
@@ -15,8 +15,9 @@ tokens/s divides them by the wall time of the training loop (model loading and s
            LM head over every position, plus entropy and accuracy over the whole vocabulary)
   after    TrainConfig() defaults: no checkpointing on CPU, the LM head on answer positions only
   shared   `after` with shared-prefix batches of --batch-size rows (the task prompt once a step)
-           and --shared-lr (defaults: configs/cpu.yaml's batch size and learning rate); trained tokens still count every row's full length, so its tokens/s
-           is the work a padded batch of those rows would do, per second
+           and --shared-lr (defaults: configs/cpu.yaml's batch size and learning rate); trained
+           tokens still count every row's full length, so its tokens/s is the work a padded
+           batch of those rows would do, per second
   plain    model(input_ids, labels).loss.backward() + AdamW over the same LoRA weights, same rows
   limit    the step's FLOPs (counted below) at the rate of a 2048x2048 fp32 matmul measured here
 
@@ -38,6 +39,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from selfguide.config import load_config
+from selfguide.model_source import resolve_model
 from selfguide.tasks.load import load_task
 from selfguide.tasks.superni import find_superni_task
 from selfguide.train import sft
@@ -206,7 +208,7 @@ def plain_loop(model_name: str, rows: list[dict], config: TrainConfig) -> dict:
 def main() -> int:
     recipe = load_config(Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml").train
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="/work/smollm2")
+    parser.add_argument("--model", default="", help="Weights to train (default: selfguide's SmolLM2-135M-Instruct).")
     parser.add_argument("--task", default="task036")
     parser.add_argument("--rows", type=int, default=40, help="Training rows: instances 100, 101, ... of the task.")
     parser.add_argument("--epochs", type=int, default=1)
@@ -216,6 +218,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own choice).")
     parser.add_argument("--profile", type=int, default=0, help="Instead: torch.profiler tables of this many rows, before and after.")
     args = parser.parse_args()
+    args.model = resolve_model(args.model)
     skip = set(filter(None, args.skip.split(",")))
     if args.threads:
         torch.set_num_threads(args.threads)
