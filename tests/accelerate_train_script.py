@@ -1,6 +1,8 @@
 """Train the tiny model on a fixed toy task; run by tests/test_train.py under `accelerate launch`.
 
-Usage: accelerate launch ... tests/accelerate_train_script.py MODEL_DIR OUT_DIR
+Usage: accelerate launch ... tests/accelerate_train_script.py MODEL_DIR OUT_DIR [FIELD=JSON ...]
+
+FIELD=JSON arguments override TrainConfig fields, e.g. batch_size=2 shared_prefix=false.
 
 Each process writes OUT_DIR/rank-<i>.json with what it saw (world size, the TrainResult), so the
 test can check that two processes really trained together and that only rank 0 wrote outputs.
@@ -18,7 +20,7 @@ from selfguide.train.sft import TrainConfig, train
 COLORS = ["red", "green", "blue", "red", "green", "blue", "red", "green"]
 
 
-def main(model_dir: str, out_dir: str) -> None:
+def main(model_dir: str, out_dir: str, overrides: dict) -> None:
     task = TaskSpec(
         name="t",
         instruction="Reply with the color.",
@@ -26,7 +28,7 @@ def main(model_dir: str, out_dir: str) -> None:
         type="generation",
     )
     pairs = [(f"Item {i}", color) for i, color in enumerate(COLORS)]
-    config = TrainConfig(epochs=2, learning_rate=1e-2, lora_r=4, lora_alpha=8)
+    config = TrainConfig(epochs=2, learning_rate=1e-2, lora_r=4, lora_alpha=8, **overrides)
     result = train(task, pairs, model_dir, Path(out_dir), config)
 
     from accelerate import PartialState
@@ -46,4 +48,4 @@ def main(model_dir: str, out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], {field: json.loads(value) for field, value in (arg.split("=", 1) for arg in sys.argv[3:])})

@@ -271,22 +271,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_training_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir, tmp_path):
+def accelerate_launch(model_dir: Path, out: Path, *overrides: str) -> None:
+    """tests/accelerate_train_script.py in two CPU processes (DDP over gloo), TrainConfig `overrides` as FIELD=JSON."""
     # `accelerate launch --cpu --num_processes 2` starts a single process unless an MPI hostfile is
     # given (accelerate 1.x simple launcher), so the two processes come from the torchrun launcher
     # (--multi_gpu) with CUDA hidden and ACCELERATE_USE_CPU set: DDP over gloo on the CPU.
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    out = tmp_path / "out"
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        str(REPO / "tests" / "accelerate_train_script.py"), str(tiny_model_dir), str(out),
+        str(REPO / "tests" / "accelerate_train_script.py"), str(model_dir), str(out), *overrides,
     ]  # fmt: skip
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=out.parent)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+@pytest.mark.slow
+def test_training_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    accelerate_launch(tiny_model_dir, out)
 
     reports = [json.loads((out / f"rank-{i}.json").read_text()) for i in range(2)]
     assert [r["num_processes"] for r in reports] == [2, 2]
@@ -299,6 +304,18 @@ def test_training_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir,
     steps = [e["step"] for e in read_log(out / "train_log.jsonl") if "loss" in e]
     assert steps == list(range(1, 9))
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+
+
+@pytest.mark.slow
+def test_shared_prefix_batches_under_accelerate_launch_equal_padded_ones(tiny_model_dir, tmp_path):
+    # 8 pairs, 2 per process and step: 2 steps per epoch. No dropout: packed and padded batches draw different masks.
+    accelerate_launch(tiny_model_dir, tmp_path / "shared", "batch_size=2", "lora_dropout=0.0", "shared_prefix=true")
+    accelerate_launch(tiny_model_dir, tmp_path / "padded", "batch_size=2", "lora_dropout=0.0", "shared_prefix=false")
+    assert json.loads((tmp_path / "shared" / "train_config.json").read_text())["shared_prefix"] is True
+    shared, padded = ([e for e in read_log(tmp_path / name / "train_log.jsonl") if "loss" in e] for name in ("shared", "padded"))
+    assert [e["step"] for e in shared] == [e["step"] for e in padded] == [1, 2, 3, 4]
+    assert [e["loss"] for e in shared] == pytest.approx([e["loss"] for e in padded], rel=1e-4)
+    assert shared[-1]["num_tokens"] == padded[-1]["num_tokens"]
 
 
 def test_answer_positions_only_loss_equals_trls_loss(task, tiny_model_dir, tmp_path, monkeypatch):

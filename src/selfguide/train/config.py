@@ -56,7 +56,7 @@ class TrainConfig(BaseModel, extra="forbid"):
         description="Train each batch as one packed sequence: the rows' common token prefix (a SELF-GUIDE task "
         "prompt: instruction and every demo) once, then each row's remainder, masked so that the loss and "
         "gradients equal the padded batch's (not from the paper). Needs batch_size > 1 to save anything; it "
-        "does not change the optimizer steps, batch_size does. None: on on CPU in a single process when "
+        "does not change the optimizer steps, batch_size does. None: on on CPU (one process or DDP) when "
         "batch_size > 1 and the rows' common prefix is at least half a row (task rows, not rows with their "
         "own instruction). On a GPU it is always off (not implemented there).",
     )

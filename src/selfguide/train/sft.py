@@ -200,7 +200,7 @@ def build_trainer(
         )
     shared_prefix = resolved.shared_prefix
     if shared_prefix is None:
-        shared_prefix = use_cpu and args.world_size == 1 and resolved.batch_size > 1 and useful_shared_prefix(rows)
+        shared_prefix = use_cpu and resolved.batch_size > 1 and useful_shared_prefix(rows)
     elif shared_prefix and not use_cpu:
         logger.warning("train.shared_prefix is only implemented on CPU (the answer-positions loss): ignored on this GPU")
         shared_prefix = False
