@@ -23,12 +23,16 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from selfguide.backends.base import Backend, BackendInfo, CandidateScore, Completion, Request, ScoreRequest
+from selfguide.backends.batcher import Coalescer
 from selfguide.errors import BudgetExceeded, SelfGuideError
 
 logger = logging.getLogger(__name__)
 
 
 SCORING_BACKENDS = frozenset({"hf"})
+# Backends that run one call at a time in this process: concurrent calls are merged (backends/batcher.py).
+# A server takes concurrent calls as they are.
+IN_PROCESS_BACKENDS = frozenset({"hf", "llamacpp", "vllm"})
 
 
 def request_key(info: BackendInfo, request: Request) -> str:
@@ -202,6 +206,11 @@ class CachedModel:
         self.max_calls = max_calls
         self.progress = progress
         self.stats = stats or CallStats()  # share one to hold several models to one --max-calls budget
+        self._coalescer = (
+            Coalescer({"generate": lambda todo: self.backend().generate(todo), "score": lambda todo: self.backend().score(todo)})
+            if info.backend in IN_PROCESS_BACKENDS
+            else None
+        )
 
     def generate(self, requests: Sequence[Request], desc: str = "generating", progress: bool | None = None) -> list[list[Completion]]:
         """Every request's n completions."""
@@ -210,7 +219,7 @@ class CachedModel:
             return {"prompt_tokens": completions[0].prompt_tokens if completions else 0, "completion_tokens": sum(c.completion_tokens for c in completions)}
 
         keys = [request_key(self.info, r) for r in requests]
-        return self._answer(requests, keys, self.cache.get_many, self.cache.put, lambda todo: self.backend().generate(todo), counts, desc, progress)
+        return self._answer(requests, keys, self.cache.get_many, self.cache.put, lambda todo: self._compute("generate", todo), counts, desc, progress)
 
     @property
     def supports_scoring(self) -> bool:
@@ -222,7 +231,13 @@ class CachedModel:
         answer tokens count as prompt tokens."""
         keys = [score_key(self.info, r) for r in requests]
         counts = lambda scores: {"prompt_tokens": sum(s.tokens for s in scores)}  # noqa: E731
-        return self._answer(requests, keys, self.cache.get_scores, self.cache.put_scores, lambda todo: self.backend().score(todo), counts, desc, progress)
+        return self._answer(requests, keys, self.cache.get_scores, self.cache.put_scores, lambda todo: self._compute("score", todo), counts, desc, progress)
+
+    def _compute(self, kind: str, todo: list):
+        if self._coalescer is not None:
+            return self._coalescer.run(kind, todo)
+        backend = self.backend()
+        return backend.generate(todo) if kind == "generate" else backend.score(todo)
 
     def _answer(self, requests, keys: list[str], get, put, compute, counts, desc: str, progress: bool | None) -> list:
         """Results from the cache where it can, from `compute` (the backend) where it must; each

@@ -15,11 +15,17 @@ Files in `<run>/synth/`:
   dataset.jsonl      the final pairs with provenance
   drops.jsonl        every drop of an input, a sample or a pair, with its stage and reason
   summary.json/.md   the funnel per stage and reason, and the label counts
+
+With `pipeline` on, each round's kept inputs are labelled (in a second thread) while the next
+rounds are written: writing needs only the pool after the input filters, never the labels. The
+annotations are put together in round order, so the files are those of serial rounds. (Label
+scores are not pipelined: see SelfGuideConfig.pipeline.)
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal
 
 from pydantic import Field
@@ -49,6 +55,14 @@ class SelfGuideConfig(MethodConfig):
     )
     outputs: OutputGenConfig = Field(default_factory=OutputGenConfig)
     self_label: SelfLabelConfig = Field(default_factory=SelfLabelConfig)
+    pipeline: bool = Field(
+        True,
+        description="Label each round's kept inputs while the next rounds are written, and run the self-label diagnostic "
+        "meanwhile, so an in-process model's calls merge into shared batches and a server gets both at once. The same "
+        "data as serial rounds; off: label everything after the last round. Labelling by label scores always waits for "
+        "the last round: a score's last float bits depend on which prompts share its batch, and with `calibrate` every "
+        "input's probabilities depend on all the others.",
+    )
 
 
 def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
@@ -59,15 +73,38 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
     # Demo inputs start the novelty pool: a near-copy of a demo teaches nothing new.
     eval_texts = [item.input for item in task.eval] + list(ctx.eval_texts)
     near_dup = NearDupFilter(config.near_dup, eval_texts, accepted=[e.input for e in task.examples])
-    candidates = generate_inputs(
-        task, writer, config.inputs, config.input_filters, ctx.seed, on_round=lambda rows: append_jsonl(inputs_path, rows), checks=[near_dup]
-    )
-    kept_inputs = [r for r in candidates if r["status"] == "kept"]
+    outputs = config.outputs
+    scored = task.is_classification and bool(task.labels) and uses_label_scores(outputs, writer)
+    pipelined = config.pipeline and not scored  # each round labelled on its own
+    labelled: list[Future] = []  # each round's annotations, in round order
+    annotator = ThreadPoolExecutor(1, thread_name_prefix="annotate") if config.pipeline else None
 
-    annotations = annotate(task, kept_inputs, writer, config.outputs, ctx.seed)
+    def on_round(rows: list[dict]) -> None:
+        append_jsonl(inputs_path, rows)
+        if not pipelined:
+            return
+        for future in labelled:  # a failed round fails the run now, not after the last round
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+        kept = [r for r in rows if r["status"] == "kept"]
+        if kept:
+            labelled.append(annotator.submit(annotate, task, kept, writer, outputs, ctx.seed))
+
+    try:
+        self_labelled = annotator.submit(self_label_accuracy, task, writer, outputs, config.self_label, ctx.seed) if annotator else None
+        candidates = generate_inputs(task, writer, config.inputs, config.input_filters, ctx.seed, on_round=on_round, checks=[near_dup])
+        # Before the labels are scored: two scoring calls at once would share batches.
+        self_label = self_labelled.result() if self_labelled else None
+        if pipelined:
+            annotations = [a for future in labelled for a in future.result()]
+        else:
+            annotations = annotate(task, [r for r in candidates if r["status"] == "kept"], writer, outputs, ctx.seed)
+    finally:
+        if annotator is not None:
+            annotator.shutdown(cancel_futures=True)
     write_jsonl(ctx.out_dir / layout.ANNOTATIONS, annotations)
     voted = [a for a in annotations if a["status"] == "kept"]
-    if task.is_classification and config.outputs.balance_classes:
+    if task.is_classification and outputs.balance_classes:
         pairs, unbalanced = balance_classes(voted, ctx.seed)
     else:
         pairs, unbalanced = voted, []
@@ -77,7 +114,7 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
     write_jsonl(ctx.out_dir / layout.DATASET, dataset)
     write_jsonl(ctx.out_dir / layout.DROPS, drop_rows(candidates, annotations, unbalanced))
     summary = summarize(task, candidates, annotations, unbalanced, dataset)
-    summary["self_label_accuracy"] = self_label_accuracy(task, writer, config.outputs, config.self_label, ctx.seed)
+    summary["self_label_accuracy"] = self_label if self_labelled else self_label_accuracy(task, writer, outputs, config.self_label, ctx.seed)
     return summary
 
 
