@@ -79,3 +79,24 @@ def test_pool_lag_runs_end_to_end_and_adds_up(tiny_model_dir, tmp_path, monkeypa
     again = api.synthesize(config, progress=False)
     assert again.summary["model_calls"]["calls"] == 0
     assert [json.loads(line) for line in (synth / "dataset.jsonl").read_text().splitlines()] == rows["dataset.jsonl"]
+
+
+def test_pipelined_run_keeps_to_the_budget_and_resumes_to_the_same_files(tiny_model_dir, tmp_path, monkeypatch):
+    """Two threads share one --max-calls budget: together they never pass it, and the rerun ends
+    with the files of an uninterrupted serial run."""
+    import sqlite3
+
+    from selfguide.errors import BudgetExceeded
+
+    monkeypatch.setenv("SELFGUIDE_SUPERNI", str(SUPERNI))
+    extra = ["synth.outputs.labeler=sample"]
+    synthesize("task036", tmp_path / "serial", tiny_model_dir, extra + ["synth.pipeline=false"])
+    config = load_config(None, SMALL + extra, {"task": "task036", "model.name": str(tiny_model_dir), "out": str(tmp_path / "piped")})
+    for budget in (7, 9):
+        with pytest.raises(BudgetExceeded):
+            api.synthesize(config, progress=False, max_calls=budget)
+    with sqlite3.connect(tmp_path / "piped" / "cache.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 7 + 9
+    api.synthesize(config, progress=False)
+    for name in FILES:
+        assert (tmp_path / "piped" / "synth" / name).read_bytes() == (tmp_path / "serial" / "synth" / name).read_bytes(), name

@@ -168,6 +168,16 @@ class CallStats:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.seconds = 0.0
+        self.reserved = 0  # calls that threads are making now, held against the budget
+
+    def reserve(self, wanted: int, limit: int | None) -> int:
+        """How many of `wanted` new calls fit the budget `limit` beside the calls made and those
+        other threads are making; those are held until `add(calls=1, reserved=-1)` per call made,
+        the rest given back with `add(reserved=-k)`."""
+        with self.lock:
+            allowed = wanted if limit is None else max(0, min(wanted, limit - self.calls - self.reserved))
+            self.reserved += allowed
+            return allowed
 
     def add(self, **counts: float) -> None:
         with self.lock:
@@ -251,24 +261,26 @@ class CachedModel:
                 missing.setdefault(key, []).append(i)
         if missing:
             todo_keys = list(missing)
-            over_budget = self.max_calls is not None and self.stats.calls + len(todo_keys) > self.max_calls
-            if over_budget:
-                # Spend what is left of the budget, keep it all in the cache, then stop cleanly.
-                todo_keys = todo_keys[: max(0, self.max_calls - self.stats.calls)]
+            # Spend what is left of the budget, keep it all in the cache, then stop cleanly.
+            allowed = self.stats.reserve(len(todo_keys), self.max_calls)
+            over_budget = allowed < len(todo_keys)
+            todo_keys = todo_keys[:allowed]
             todo = [requests[missing[key][0]] for key in todo_keys]
             started = time.perf_counter()
+            made = 0
             bar = tqdm(total=len(requests), initial=len(requests) - sum(len(v) for v in missing.values()), desc=desc, disable=not (self.progress if progress is None else progress), unit="call")
             try:
                 for j, result in (compute(todo) if todo else ()):
                     key = todo_keys[j]
                     put(key, self.info.model, todo[j], result)
-                    self.stats.add(calls=1, **counts(result))
+                    made += 1
+                    self.stats.add(calls=1, reserved=-1, **counts(result))
                     for i in missing[key]:
                         results[i] = result
                     bar.update(len(missing[key]))
             finally:
                 bar.close()
-                self.stats.add(seconds=time.perf_counter() - started)
+                self.stats.add(seconds=time.perf_counter() - started, reserved=made - allowed)
             if over_budget:
                 raise BudgetExceeded(
                     f"stopped at the --max-calls budget of {self.max_calls} model calls during {desc}; "

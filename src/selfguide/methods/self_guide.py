@@ -88,7 +88,8 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
                 raise future.exception()
         kept = [r for r in rows if r["status"] == "kept"]
         if kept:
-            labelled.append(annotator.submit(annotate, task, kept, writer, outputs, ctx.seed))
+            # No bar per round: the rounds' bar shows the progress.
+            labelled.append(annotator.submit(annotate, task, kept, writer, outputs, ctx.seed, progress=False))
 
     try:
         self_labelled = annotator.submit(self_label_accuracy, task, writer, outputs, config.self_label, ctx.seed) if annotator else None
