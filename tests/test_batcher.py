@@ -165,3 +165,25 @@ def test_hf_results_do_not_depend_on_merging(tiny_model_dir, tmp_path):
     assert [[[c.text for c in cs] for cs in call] for call in got] == [[[c.text for c in cs] for cs in call] for call in expected]
     assert got == expected
     assert spy.calls == [("generate", 3), ("generate", 9)]
+
+
+def test_a_caller_that_stops_reading_does_not_block_the_others(tmp_path):
+    """A caller whose consumer stops (closes its generator) in the middle of a merged call: the
+    others still get every result, and the next call runs."""
+    spy = Spy(Echo(), hold_first=True)
+    model = CachedModel(Echo.info, lambda: spy, CallCache(tmp_path / "c.sqlite"), progress=False)
+    coalescer = model._coalescer
+
+    def take_one_and_stop():
+        results = coalescer.run("generate", requests_for(1, 3))
+        first = next(results)
+        results.close()
+        return [first]
+
+    jobs = [lambda: model.generate(requests_for(0, 1)), take_one_and_stop, lambda: list(coalescer.run("generate", requests_for(2, 4)))]
+    first, stopped, other = run_held(model, spy, jobs)
+    assert len(first) == 1 and len(stopped) == 1
+    assert sorted(i for i, _ in other) == [0, 1, 2, 3]
+    assert spy.calls == [("generate", 1), ("generate", 7)]
+    assert coalescer._active is None and not coalescer._waiting
+    assert len(model.generate(requests_for(3, 2))) == 2

@@ -59,6 +59,13 @@ class Coalescer:
         call = _Call(kind, items)
         with self._cond:
             self._waiting.append(call)
+        try:
+            yield from self._serve(call)
+        except BaseException:
+            self._abandon(call)
+            raise
+
+    def _serve(self, call: _Call) -> Iterator[tuple[int, object]]:
         while True:
             with self._cond:
                 while not self._can_proceed(call):
@@ -78,6 +85,19 @@ class Coalescer:
                 if call.error is not None:
                     raise call.error
                 return
+
+    def _abandon(self, call: _Call) -> None:
+        """The caller stopped (its error, or its consumer's): nobody waits for its results any
+        more, and a merged call left with no caller to drive it is closed."""
+        with self._cond:
+            if call in self._waiting:
+                self._waiting.remove(call)
+            if not call.complete:
+                call.error = RuntimeError("the caller stopped")
+            merged = self._active
+            if merged is not None and call in merged.calls and not merged.driven and all(c.complete for c in merged.calls):
+                self._close(merged, merged.iterator)
+            self._cond.notify_all()
 
     def _can_proceed(self, call: _Call) -> bool:
         if call.results or call.complete:
@@ -102,32 +122,36 @@ class Coalescer:
     def _drive(self, merged: _Merged, call: _Call) -> Iterator[tuple[int, object]]:
         """Advance the backend until `call` has every result, handing others theirs; then let
         another caller of the merged call drive, or run the backend to its end when none is left."""
-        try:
-            if merged.iterator is None:
-                merged.iterator = iter(self._backends[merged.kind](merged.items))
-            while True:
+        while True:
+            with self._cond:
+                others = any(not c.complete for c in merged.calls if c is not call)
+            if call.complete and others:
+                break
+            try:
+                if merged.iterator is None:
+                    merged.iterator = iter(self._backends[merged.kind](merged.items))
+                index, result = next(merged.iterator)
+            except StopIteration:
                 with self._cond:
-                    others = any(not c.complete for c in merged.calls if c is not call)
-                if call.complete and others:
-                    break
+                    for c in merged.calls:
+                        c.ended = True
+                break
+            except BaseException as err:
+                self._fail(merged, call, err)
+                raise
+            owner = next(c for c in reversed(merged.calls) if c.offset <= index)
+            with self._cond:
+                owner.received += 1
+                if owner is not call:
+                    owner.results.append((index - owner.offset, result))
+                    self._cond.notify_all()
+            if owner is call:
                 try:
-                    index, result = next(merged.iterator)
-                except StopIteration:
-                    with self._cond:
-                        for c in merged.calls:
-                            c.ended = True
-                    break
-                owner = next(c for c in reversed(merged.calls) if c.offset <= index)
-                with self._cond:
-                    owner.received += 1
-                    if owner is not call:
-                        owner.results.append((index - owner.offset, result))
-                        self._cond.notify_all()
-                if owner is call:
                     yield index - call.offset, result
-        except BaseException as err:
-            self._fail(merged, call, err)
-            raise
+                except BaseException:
+                    with self._cond:
+                        merged.driven = False  # the caller stopped: another caller of the merged call drives on
+                    raise
         with self._cond:
             merged.driven = False
             if call.ended:

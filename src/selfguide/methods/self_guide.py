@@ -18,8 +18,9 @@ Files in `<run>/synth/`:
 
 With `pipeline` on, each round's kept inputs are labelled (in a second thread) while the next
 rounds are written: writing needs only the pool after the input filters, never the labels. The
-annotations are put together in round order, so the files are those of serial rounds. (Label
-scores are not pipelined: see SelfGuideConfig.pipeline.)
+annotations are put together in round order, so the files are those of serial rounds (given
+batch-independent sampling: float32, or model.batch_invariant). Label scores are not pipelined:
+see SelfGuideConfig.pipeline.
 """
 
 from __future__ import annotations
