@@ -3,7 +3,8 @@
 An in-process model runs one call at a time. When threads (pipelined SELF-GUIDE rounds, tasks of a
 benchmark) call it together, each call that arrives while another runs waits; when the backend is
 free, every waiting call of the same kind (generate or score) goes in as one merged call, so the
-hf backend packs their rows into shared batches. Each caller still gets its own results, as they
+backend can pack their rows into shared batches (the hf backend batches rows with the same
+sampling settings together; vLLM batches any). Each caller still gets its own results, as they
 come: whichever of a merged call's callers still waits for results advances the backend's
 iterator and hands the others theirs, and leaves once its own are in. One call alone is passed
 through as it is, so single-threaded use is unchanged.
@@ -159,7 +160,8 @@ class Coalescer:
             self._cond.notify_all()
 
     def _fail(self, merged: _Merged, call: _Call, err: BaseException) -> None:
-        """The backend (or the driving caller) failed: every other caller of the merged call fails too."""
+        """The backend failed (or the driving thread was interrupted inside it): every other caller
+        of the merged call fails too."""
         with self._cond:
             for c in merged.calls:
                 if c is not call and not c.complete:
