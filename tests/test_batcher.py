@@ -187,3 +187,42 @@ def test_a_caller_that_stops_reading_does_not_block_the_others(tmp_path):
     assert spy.calls == [("generate", 1), ("generate", 7)]
     assert coalescer._active is None and not coalescer._waiting
     assert len(model.generate(requests_for(3, 2))) == 2
+
+
+def test_producers_hand_their_calls_in_together(tmp_path):
+    """Two registered producers: a call waits for the other's (here 50 ms later) and they go as one
+    backend call; it goes alone once the other producer leaves or the gather window passes."""
+
+    def run_pair(gather: float, second):
+        spy = Spy(Echo())
+        model = CachedModel(Echo.info, lambda: spy, CallCache(tmp_path / f"c{time.monotonic_ns()}.sqlite"), progress=False)
+        both = threading.Barrier(2)
+
+        def first():
+            with model.producer(gather):
+                both.wait()
+                return model.generate(requests_for(0, 2))
+
+        def other():
+            with model.producer(gather):
+                both.wait()
+                time.sleep(0.05)
+                return second(model)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(first), pool.submit(other)]
+            [f.result() for f in futures]
+        return spy.calls, time.perf_counter() - started
+
+    calls, seconds = run_pair(10.0, lambda model: model.generate(requests_for(1, 3)))
+    assert calls == [("generate", 5)] and seconds < 5
+    calls, seconds = run_pair(10.0, lambda model: None)  # leaves without a call
+    assert calls == [("generate", 2)] and seconds < 5
+
+    def late(model):
+        time.sleep(0.5)
+        return model.generate(requests_for(1, 3))
+
+    calls, _ = run_pair(0.05, late)
+    assert calls == [("generate", 2), ("generate", 3)]

@@ -100,3 +100,59 @@ def test_pipelined_run_keeps_to_the_budget_and_resumes_to_the_same_files(tiny_mo
     api.synthesize(config, progress=False)
     for name in FILES:
         assert (tmp_path / "piped" / "synth" / name).read_bytes() == (tmp_path / "serial" / "synth" / name).read_bytes(), name
+
+
+def test_a_rounds_labelling_and_the_next_rounds_writing_share_backend_calls(tiny_model_dir, tmp_path, monkeypatch):
+    """The writing and labelling threads hand their calls in together: some backend calls hold
+    both input prompts (16 new tokens) and labelling prompts (4), and the files are still those
+    of serial rounds."""
+    from selfguide.backends.hf import HFBackend
+
+    monkeypatch.setenv("SELFGUIDE_SUPERNI", str(SUPERNI))
+    calls: list[set[int]] = []
+    original = HFBackend.generate
+
+    def spy(self, requests):
+        calls.append({r.params.max_new_tokens for r in requests})
+        return original(self, requests)
+
+    monkeypatch.setattr(HFBackend, "generate", spy)
+    extra = ["synth.outputs.labeler=sample", "synth.inputs.rounds=4", "synth.pipeline_gather_ms=500"]
+    synthesize("task036", tmp_path / "serial", tiny_model_dir, extra + ["synth.pipeline=false"])
+    assert all(len(kinds) == 1 for kinds in calls)
+    calls.clear()
+    synthesize("task036", tmp_path / "piped", tiny_model_dir, extra)
+    assert sum(kinds == {16, 4} for kinds in calls) >= 2, calls
+    for name in FILES:
+        assert (tmp_path / "piped" / "synth" / name).read_bytes() == (tmp_path / "serial" / "synth" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_ctrl_c_or_an_error_does_not_wait_for_the_labelling_in_progress(tiny_model_dir, tmp_path, monkeypatch, stop):
+    """Round 0's labelling hangs; Ctrl-C (or an error) while round 1 is written stops the run now."""
+    import threading
+    import time
+
+    from selfguide.methods import self_guide
+
+    monkeypatch.setenv("SELFGUIDE_SUPERNI", str(SUPERNI))
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging_annotate(*args, **kwargs):
+        entered.set()
+        release.wait(60)
+        return []
+
+    def append_jsonl(path, rows):
+        if rows[0]["round"] == 1:
+            raise stop("stop")
+
+    monkeypatch.setattr(self_guide, "annotate", hanging_annotate)
+    monkeypatch.setattr(self_guide, "append_jsonl", append_jsonl)
+    started = time.perf_counter()
+    try:
+        with pytest.raises(stop):
+            synthesize("task036", tmp_path / "out", tiny_model_dir, ["synth.outputs.labeler=sample"])
+        assert entered.is_set() and time.perf_counter() - started < 30
+    finally:
+        release.set()

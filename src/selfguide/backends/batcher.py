@@ -3,11 +3,17 @@
 An in-process model runs one call at a time. When threads (pipelined SELF-GUIDE rounds, tasks of a
 benchmark) call it together, each call that arrives while another runs waits; when the backend is
 free, every waiting call of the same kind (generate or score) goes in as one merged call, so the
-backend can pack their rows into shared batches (the hf backend batches rows with the same
-sampling settings together; vLLM batches any). Each caller still gets its own results, as they
-come: whichever of a merged call's callers still waits for results advances the backend's
-iterator and hands the others theirs, and leaves once its own are in. One call alone is passed
-through as it is, so single-threaded use is unchanged.
+backend can pack their rows into shared batches (hf and vLLM batch rows of any sampling settings
+together). Each caller still gets its own results, as they come: whichever of a merged call's
+callers still waits for results advances the backend's iterator and hands the others theirs, and
+leaves once its own are in. One call alone is passed through as it is, so single-threaded use is
+unchanged.
+
+Threads that call in step (pipelined rounds: one writes round r+1's inputs while the other labels
+round r's) reach a free backend milliseconds apart, and the first would start alone. While two or
+more threads are registered as producers (`producer()`), a call that would start the backend
+waits until every producer has a call waiting, or a short gather window has passed since the
+backend became free (or since the call came, if later); with one producer or none, nothing waits.
 
 Merging changes which requests share a batch; the backends make a request's results depend on the
 request alone (per-request seeds, see backends/base.py), so it does not change the data.
@@ -15,7 +21,9 @@ request alone (per-request seeds, see backends/base.py), so it does not change t
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +37,7 @@ class _Call:
     received: int = 0
     ended: bool = False  # the backend call ended (normally every result is in by then)
     error: BaseException | None = None
+    came: float = field(default_factory=time.monotonic)
 
     @property
     def complete(self) -> bool:
@@ -53,6 +62,22 @@ class Coalescer:
         self._cond = threading.Condition()
         self._waiting: list[_Call] = []
         self._active: _Merged | None = None
+        self._producers: list[float] = []  # each registered producer's gather window, in seconds
+        self._freed = time.monotonic()  # when the backend last became free
+
+    @contextlib.contextmanager
+    def producer(self, gather: float):
+        """While inside, the calling thread is one of the threads that call together; with two or
+        more, a call that would start the backend alone waits up to `gather` seconds for the
+        others' calls (see the module docstring)."""
+        with self._cond:
+            self._producers.append(gather)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._producers.remove(gather)
+                self._cond.notify_all()  # calls gathering for this producer go now
 
     def run(self, kind: str, items: Sequence) -> Iterator[tuple[int, object]]:
         if not items:
@@ -60,6 +85,7 @@ class Coalescer:
         call = _Call(kind, items)
         with self._cond:
             self._waiting.append(call)
+            self._cond.notify_all()  # calls gathering for this one go now
         try:
             yield from self._serve(call)
         except BaseException:
@@ -70,7 +96,7 @@ class Coalescer:
         while True:
             with self._cond:
                 while not self._can_proceed(call):
-                    self._cond.wait()
+                    self._cond.wait(self._gather_left())
                 ready, call.results = call.results, []
                 merged = None
                 if not ready and not call.complete:
@@ -104,8 +130,16 @@ class Coalescer:
         if call.results or call.complete:
             return True
         if self._active is None:
-            return self._waiting[0].kind == call.kind  # the oldest kind goes first
+            return self._waiting[0].kind == call.kind and self._gather_left() is None  # the oldest kind goes first
         return call in self._active.calls and not self._active.driven
+
+    def _gather_left(self) -> float | None:
+        """Seconds the waiting calls still gather for other producers' calls; None: they need not
+        (among them: with one producer or none, as a waiting call is then as many)."""
+        if self._active is not None or not self._waiting or len(self._waiting) >= len(self._producers):
+            return None
+        left = max(self._waiting[0].came, self._freed) + max(self._producers) - time.monotonic()
+        return left if left > 0 else None
 
     def _start(self) -> _Merged:
         """Every waiting call of the oldest waiting kind, as one backend call (the lock is held)."""
@@ -176,3 +210,4 @@ class Coalescer:
                 close()  # the backend's generator may hold more to yield: let it clean up
         if self._active is merged:
             self._active = None
+            self._freed = time.monotonic()

@@ -243,6 +243,11 @@ class CachedModel:
         counts = lambda scores: {"prompt_tokens": sum(s.tokens for s in scores)}  # noqa: E731
         return self._answer(requests, keys, self.cache.get_scores, self.cache.put_scores, lambda todo: self._compute("score", todo), counts, desc, progress)
 
+    def producer(self, gather: float) -> contextlib.AbstractContextManager:
+        """While inside, this thread calls in step with other producers: their calls to an
+        in-process model gather up to `gather` seconds to share one backend call (backends/batcher.py)."""
+        return self._coalescer.producer(gather) if self._coalescer is not None else contextlib.nullcontext()
+
     def _compute(self, kind: str, todo: list):
         if self._coalescer is not None:
             return self._coalescer.run(kind, todo)
