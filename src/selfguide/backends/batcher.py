@@ -37,7 +37,7 @@ class _Call:
     received: int = 0
     ended: bool = False  # the backend call ended (normally every result is in by then)
     error: BaseException | None = None
-    came: float = field(default_factory=time.monotonic)
+    came: float = field(default_factory=time.monotonic)  # when the call came: a gather window starts then at the earliest
 
     @property
     def complete(self) -> bool:

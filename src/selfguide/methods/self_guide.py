@@ -29,12 +29,12 @@ cancelled.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import queue
 import threading
 from collections import Counter
 from collections.abc import Callable
-import concurrent.futures
 from concurrent.futures import Future
 from typing import Literal
 
