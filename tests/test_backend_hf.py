@@ -368,3 +368,39 @@ def test_sampler_hashes_only_contenders_and_picks_as_over_the_whole_vocabulary()
             logits = logits.masked_fill(drop, float("-inf"))
         expected = torch.argmax(logits + gumbel_noise(torch, keys, 3, vocab, torch.float64), -1)
         assert torch.equal(picked, expected), (spread, temperature, top_k, top_p)
+
+
+def test_requests_with_different_settings_share_batches_and_get_their_separate_results(tiny_model_dir, backend):
+    """Rows carry their own temperature, top-k, top-p, token limit and stop strings: one batch
+    holds them all (as merged callers send them), and each request gets exactly what a call of
+    its setting alone gives."""
+    [probe] = run(backend, [req(PROMPTS[1], temperature=0.0, max_new_tokens=16)])[0]
+    stop = next(m.group(0) for m in [re.search(r"[A-Za-z]{2,}", probe.text[1:])] if m)
+    settings = [
+        {"temperature": 0.0, "max_new_tokens": 16},
+        {"temperature": 0.0, "max_new_tokens": 6, "stop": (stop,)},
+        {"temperature": 1.0, "max_new_tokens": 20},
+        {"temperature": 0.7, "top_k": 5, "max_new_tokens": 9},
+        {"temperature": 1.3, "top_p": 0.8, "max_new_tokens": 14, "stop": (stop, "e")},
+    ]
+    requests = [req(p, seed=10 * s + i, n=3, **kw) for s, kw in enumerate(settings) for i, p in enumerate(PROMPTS)]
+    b = HFBackend(str(tiny_model_dir), device="cpu")
+    mixed_batches = []
+    original = b._run_batch
+
+    def spy(batch, settings):
+        mixed_batches.append(len({settings[row.request] for row in batch}) > 1)
+        return original(batch, settings)
+
+    b._run_batch = spy
+    try:
+        together = run(b, requests)
+    finally:
+        b.close()
+    assert mixed_batches == [True]
+    apart = {}
+    for s in range(len(settings)):
+        group = list(range(s * len(PROMPTS), (s + 1) * len(PROMPTS)))
+        apart.update({group[k]: cs for k, cs in run(backend, [requests[i] for i in group]).items()})
+    assert {c.finish_reason for cs in together.values() for c in cs} == {"stop", "length"}
+    assert {i: [c.as_dict() for c in cs] for i, cs in together.items()} == {i: [c.as_dict() for c in cs] for i, cs in apart.items()}

@@ -23,12 +23,16 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from selfguide.backends.base import Backend, BackendInfo, CandidateScore, Completion, Request, ScoreRequest
+from selfguide.backends.batcher import Coalescer
 from selfguide.errors import BudgetExceeded, SelfGuideError
 
 logger = logging.getLogger(__name__)
 
 
 SCORING_BACKENDS = frozenset({"hf"})
+# Backends that run one call at a time in this process: concurrent calls are merged (backends/batcher.py).
+# A server takes concurrent calls as they are.
+IN_PROCESS_BACKENDS = frozenset({"hf", "llamacpp", "vllm"})
 
 
 def request_key(info: BackendInfo, request: Request) -> str:
@@ -164,6 +168,16 @@ class CallStats:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.seconds = 0.0
+        self.reserved = 0  # calls that threads are making now, held against the budget
+
+    def reserve(self, wanted: int, limit: int | None) -> int:
+        """How many of `wanted` new calls fit the budget `limit` beside the calls made and those
+        other threads are making; those are held until `add(calls=1, reserved=-1)` per call made,
+        the rest given back with `add(reserved=-k)`."""
+        with self.lock:
+            allowed = wanted if limit is None else max(0, min(wanted, limit - self.calls - self.reserved))
+            self.reserved += allowed
+            return allowed
 
     def add(self, **counts: float) -> None:
         with self.lock:
@@ -202,6 +216,11 @@ class CachedModel:
         self.max_calls = max_calls
         self.progress = progress
         self.stats = stats or CallStats()  # share one to hold several models to one --max-calls budget
+        self._coalescer = (
+            Coalescer({"generate": lambda todo: self.backend().generate(todo), "score": lambda todo: self.backend().score(todo)})
+            if info.backend in IN_PROCESS_BACKENDS
+            else None
+        )
 
     def generate(self, requests: Sequence[Request], desc: str = "generating", progress: bool | None = None) -> list[list[Completion]]:
         """Every request's n completions."""
@@ -210,7 +229,7 @@ class CachedModel:
             return {"prompt_tokens": completions[0].prompt_tokens if completions else 0, "completion_tokens": sum(c.completion_tokens for c in completions)}
 
         keys = [request_key(self.info, r) for r in requests]
-        return self._answer(requests, keys, self.cache.get_many, self.cache.put, lambda todo: self.backend().generate(todo), counts, desc, progress)
+        return self._answer(requests, keys, self.cache.get_many, self.cache.put, lambda todo: self._compute("generate", todo), counts, desc, progress)
 
     @property
     def supports_scoring(self) -> bool:
@@ -222,7 +241,18 @@ class CachedModel:
         answer tokens count as prompt tokens."""
         keys = [score_key(self.info, r) for r in requests]
         counts = lambda scores: {"prompt_tokens": sum(s.tokens for s in scores)}  # noqa: E731
-        return self._answer(requests, keys, self.cache.get_scores, self.cache.put_scores, lambda todo: self.backend().score(todo), counts, desc, progress)
+        return self._answer(requests, keys, self.cache.get_scores, self.cache.put_scores, lambda todo: self._compute("score", todo), counts, desc, progress)
+
+    def producer(self, gather: float) -> contextlib.AbstractContextManager:
+        """While inside, this thread calls in step with other producers: their calls to an
+        in-process model gather up to `gather` seconds to share one backend call (backends/batcher.py)."""
+        return self._coalescer.producer(gather) if self._coalescer is not None else contextlib.nullcontext()
+
+    def _compute(self, kind: str, todo: list):
+        if self._coalescer is not None:
+            return self._coalescer.run(kind, todo)
+        backend = self.backend()
+        return backend.generate(todo) if kind == "generate" else backend.score(todo)
 
     def _answer(self, requests, keys: list[str], get, put, compute, counts, desc: str, progress: bool | None) -> list:
         """Results from the cache where it can, from `compute` (the backend) where it must; each
@@ -236,24 +266,26 @@ class CachedModel:
                 missing.setdefault(key, []).append(i)
         if missing:
             todo_keys = list(missing)
-            over_budget = self.max_calls is not None and self.stats.calls + len(todo_keys) > self.max_calls
-            if over_budget:
-                # Spend what is left of the budget, keep it all in the cache, then stop cleanly.
-                todo_keys = todo_keys[: max(0, self.max_calls - self.stats.calls)]
+            # Spend what is left of the budget, keep it all in the cache, then stop cleanly.
+            allowed = self.stats.reserve(len(todo_keys), self.max_calls)
+            over_budget = allowed < len(todo_keys)
+            todo_keys = todo_keys[:allowed]
             todo = [requests[missing[key][0]] for key in todo_keys]
             started = time.perf_counter()
+            made = 0
             bar = tqdm(total=len(requests), initial=len(requests) - sum(len(v) for v in missing.values()), desc=desc, disable=not (self.progress if progress is None else progress), unit="call")
             try:
                 for j, result in (compute(todo) if todo else ()):
                     key = todo_keys[j]
                     put(key, self.info.model, todo[j], result)
-                    self.stats.add(calls=1, **counts(result))
+                    made += 1
+                    self.stats.add(calls=1, reserved=-1, **counts(result))
                     for i in missing[key]:
                         results[i] = result
                     bar.update(len(missing[key]))
             finally:
                 bar.close()
-                self.stats.add(seconds=time.perf_counter() - started)
+                self.stats.add(seconds=time.perf_counter() - started, reserved=made - allowed)
             if over_budget:
                 raise BudgetExceeded(
                     f"stopped at the --max-calls budget of {self.max_calls} model calls during {desc}; "

@@ -23,10 +23,13 @@ Design, in short:
   prompt out as [pad, shared prefix, pad, rest of the prompt] with the prefixes right-aligned in
   the first columns and the rests in the last ones; position ids follow the attention mask, so
   the padding in the middle changes nothing but float rounding. Only the rests are prefilled.
-* Requests are grouped by sampling settings (seed aside), sorted by shared prefix then longest
-  prompt first, and packed into batches bounded by `batch_size` rows and `max_batch_tokens` ~
-  rows * (prompt + new tokens). Each request is yielded as soon as the batch holding its last row
-  is done.
+* Rows carry their own sampling settings (temperature, top-k, top-p, token limit, stop strings),
+  so requests with different settings share batches: concurrent callers merged into one call
+  (backends/batcher.py) run side by side. Rows are sorted by shared prefix then longest prompt
+  first, and packed into batches bounded by `batch_size` rows and `max_batch_tokens` ~
+  rows * (prompt + most new tokens). Each request is yielded as soon as the batch holding its last
+  row is done. (transformers' `generate`, used with `drop_finished` off, takes one setting per
+  batch: there requests are grouped by settings first.)
 * `score` gives the log-probability of fixed candidate answers: one prefill per distinct prompt
   (with the same prefix reuse), then one forward over every candidate as a row of its own.
 """
@@ -38,7 +41,7 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -83,7 +86,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _GroupKey:
+class _Settings:
     temperature: float
     top_k: int
     top_p: float
@@ -91,7 +94,7 @@ class _GroupKey:
     stop: tuple[str, ...]
 
     @classmethod
-    def of(cls, params: SamplingParams) -> _GroupKey:
+    def of(cls, params: SamplingParams) -> _Settings:
         stop = tuple(s for s in params.stop if s)
         if params.temperature <= 0:  # greedy: top-k / top-p do not matter
             return cls(0.0, 0, 1.0, int(params.max_new_tokens), stop)
@@ -206,11 +209,18 @@ NOISE_SPAN = math.log(-math.log(0.5 / 2**32)) - math.log(-math.log((MASK32 + 0.5
 
 
 def _make_sampler(torch, row_keys, start_len: int, temperature: float, top_k: int, top_p: float, noise_dtype):
-    """A logits processor that samples one token per row with Gumbel-max over that row's own
-    noise, and returns logits that let greedy decoding pick exactly that token."""
+    """`_make_row_sampler` with one setting for every row."""
+    return _make_row_sampler(torch, row_keys, start_len, [(temperature, top_k, top_p)] * len(row_keys), noise_dtype)
+
+
+def _make_row_sampler(torch, row_keys, start_len: int, settings: list[tuple[float, int, float]], noise_dtype):
+    """A logits processor that picks one token per row: greedy for a row whose temperature is 0,
+    else by Gumbel-max over that row's own noise after its temperature, top-k and top-p
+    (`settings`: one such triple per row). Returns logits that let greedy decoding pick exactly
+    that token."""
     from transformers import LogitsProcessor
 
-    def filtered(scores):
+    def filtered(scores, temperature, top_k, top_p):
         logits = scores.float() / temperature
         vocab = logits.shape[-1]
         if 0 < top_k < vocab:
@@ -224,34 +234,54 @@ def _make_sampler(torch, row_keys, start_len: int, temperature: float, top_k: in
             logits = logits.masked_fill(drop, float("-inf"))
         return logits
 
+    def draw(scores, keys, step, setting):
+        rows, vocab = scores.shape
+        chunk = max(1, SAMPLER_ROW_CHUNK // max(vocab, 1))
+        chosen = []
+        for first in range(0, rows, chunk):
+            logits = filtered(scores[first : first + chunk], *setting).to(noise_dtype)
+            chunk_keys = keys[first : first + chunk]
+            # Noise only for the tokens that can win (the top-k, or those within NOISE_SPAN of the
+            # best): the same argmax as over the whole vocabulary, at a fraction of the hashing.
+            best = logits.max(dim=-1, keepdim=True).values
+            contenders = int((logits >= best - NOISE_SPAN).sum(dim=-1).max())
+            if contenders * 4 < vocab:
+                values, ids = torch.topk(logits, contenders, dim=-1)
+                ids, order = ids.sort(dim=-1)  # vocabulary order, so ties break as over all tokens
+                values = values.gather(-1, order)
+                noise = gumbel_noise(torch, chunk_keys, step, ids, noise_dtype)
+                chosen.append(ids.gather(-1, torch.argmax(values + noise, dim=-1, keepdim=True)).flatten())
+            else:
+                noise = gumbel_noise(torch, chunk_keys, step, vocab, noise_dtype)
+                chosen.append(torch.argmax(logits + noise, dim=-1))
+        return torch.cat(chosen)
+
     class SeededRowSampler(LogitsProcessor):
-        keys = row_keys  # one per row of `scores`: a decoder that drops finished rows drops theirs
+        # One of each per row of `scores`: a decoder that drops finished rows drops theirs (`select`).
+        keys = row_keys
+        row_settings = list(settings)
+
+        def select(self, keep: list[int]) -> None:
+            self.keys = self.keys[torch.tensor(keep, device=self.keys.device)]
+            self.row_settings = [self.row_settings[k] for k in keep]
 
         def __call__(self, input_ids, scores):
             step = max(input_ids.shape[1] - start_len, 0)
-            rows, vocab = scores.shape
             keys = self.keys.to(scores.device)
-            chunk = max(1, SAMPLER_ROW_CHUNK // max(vocab, 1))
-            chosen = []
-            for first in range(0, rows, chunk):
-                logits = filtered(scores[first : first + chunk]).to(noise_dtype)
-                row_keys = keys[first : first + chunk]
-                # Noise only for the tokens that can win (the top-k, or those within NOISE_SPAN of the
-                # best): the same argmax as over the whole vocabulary, at a fraction of the hashing.
-                best = logits.max(dim=-1, keepdim=True).values
-                contenders = int((logits >= best - NOISE_SPAN).sum(dim=-1).max())
-                if contenders * 4 < vocab:
-                    values, ids = torch.topk(logits, contenders, dim=-1)
-                    ids, order = ids.sort(dim=-1)  # vocabulary order, so ties break as over all tokens
-                    values = values.gather(-1, order)
-                    noise = gumbel_noise(torch, row_keys, step, ids, noise_dtype)
-                    chosen.append(ids.gather(-1, torch.argmax(values + noise, dim=-1, keepdim=True)))
+            members: dict[tuple[float, int, float], list[int]] = {}
+            for k, setting in enumerate(self.row_settings):
+                members.setdefault(setting, []).append(k)
+            tokens = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+            # Each setting's rows on their own: a row's draw is the same whatever shares its batch.
+            for setting, rows in members.items():
+                if len(rows) == scores.shape[0]:
+                    part, part_keys, index = scores, keys, slice(None)
                 else:
-                    noise = gumbel_noise(torch, row_keys, step, vocab, noise_dtype)
-                    chosen.append(torch.argmax(logits + noise, dim=-1, keepdim=True))
-            tokens = torch.cat(chosen)
+                    index = torch.tensor(rows, device=scores.device)
+                    part, part_keys = scores[index], keys[index]
+                tokens[index] = part.argmax(-1) if setting[0] <= 0 else draw(part, part_keys, step, setting)
             out = torch.full_like(scores, float("-inf"))
-            return out.scatter_(1, tokens, 0.0)
+            return out.scatter_(1, tokens[:, None], 0.0)
 
     return SeededRowSampler()
 
@@ -407,7 +437,7 @@ class HFBackend:
         for index, request in enumerate(requests):
             _validate(request.params, index)
         prompts: dict[int, tuple[int, ...]] = {}
-        groups: dict[_GroupKey, list[int]] = {}
+        settings: dict[int, _Settings] = {}
         for index, request in enumerate(requests):
             params = request.params
             if params.n == 0:
@@ -417,28 +447,31 @@ class HFBackend:
             if params.max_new_tokens == 0:
                 yield index, [Completion("", 0, len(prompts[index]), "length") for _ in range(params.n)]
                 continue
-            groups.setdefault(_GroupKey.of(params), []).append(index)
+            settings[index] = _Settings.of(params)
+        # Our decoder takes each row's own settings; transformers' generate one setting per batch.
+        groups: dict[_Settings | None, list[int]] = {}
+        for index, setting in settings.items():
+            groups.setdefault(None if self.drop_finished else setting, []).append(index)
 
         prefix = self._prefix_lengths(prompts.values())
-        for key, members in groups.items():
+        # Greedy samples are all the same: compute one row and copy it.
+        count = {i: 1 if s.temperature == 0 else requests[i].params.n for i, s in settings.items()}
+        for members in groups.values():
             members.sort(key=lambda i: self._row_order(prompts[i], prefix, i))
             rows: list[_Row] = []
             for i in members:
-                params = requests[i].params
-                # Greedy samples are all the same: compute one row and copy it.
-                count = 1 if key.temperature == 0 else params.n
                 p = prompts[i]
-                rows += [_Row(i, j, row_seed(params.seed, j), p, prefix.get(p, 0)) for j in range(count)]
-            pending = {i: [None] * (1 if key.temperature == 0 else requests[i].params.n) for i in members}
-            left = {i: len(slots) for i, slots in pending.items()}
-            for batch in self._pack(rows, key.max_new_tokens):
-                for row, completion in self._run_batch(batch, key):
+                rows += [_Row(i, j, row_seed(requests[i].params.seed, j), p, prefix.get(p, 0)) for j in range(count[i])]
+            pending = {i: [None] * count[i] for i in members}
+            left = dict(count)
+            for batch in self._pack(rows, lambda row: settings[row.request].max_new_tokens):
+                for row, completion in self._run_batch(batch, settings):
                     pending[row.request][row.sample] = completion
                     left[row.request] -= 1
                     if left[row.request] == 0:
                         done = pending.pop(row.request)
                         n = requests[row.request].params.n
-                        if key.temperature == 0:
+                        if settings[row.request].temperature == 0:
                             done = [Completion(**done[0].as_dict()) for _ in range(n)]
                         yield row.request, done
 
@@ -450,44 +483,49 @@ class HFBackend:
         """Prompts sharing a prefix next to each other, longest first among them."""
         return (prompt[: prefix.get(prompt, 0)], -len(prompt), index)
 
-    def _pack(self, rows: list[_Row], new_tokens: int) -> Iterator[list[_Row]]:
+    def _pack(self, rows: list[_Row], new_tokens: Callable[[_Row], int]) -> Iterator[list[_Row]]:
         """Consecutive rows in batches within the row and token limits; a batch is as wide as its
-        widest shared prefix plus its widest rest of a prompt (see `_layout`) plus `new_tokens`."""
+        widest shared prefix plus its widest rest of a prompt (see `_layout`) plus its rows' most
+        `new_tokens`."""
         batch: list[_Row] = []
-        head = tail = 0
+        head = tail = new = 0
         for row in rows:
-            wider_head, wider_tail = max(head, row.prefix), max(tail, len(row.prompt) - row.prefix)
+            wider_head, wider_tail, more = max(head, row.prefix), max(tail, len(row.prompt) - row.prefix), max(new, new_tokens(row))
             if batch:
                 too_many = self.batch_size is not None and len(batch) + 1 > self.batch_size
                 other_request = self.isolate_requests and row.request != batch[0].request
-                too_wide = (len(batch) + 1) * (wider_head + wider_tail + new_tokens) > self.max_batch_tokens
+                too_wide = (len(batch) + 1) * (wider_head + wider_tail + more) > self.max_batch_tokens
                 if too_many or other_request or too_wide:
                     yield batch
                     batch = []
-                    wider_head, wider_tail = row.prefix, len(row.prompt) - row.prefix
+                    wider_head, wider_tail, more = row.prefix, len(row.prompt) - row.prefix, new_tokens(row)
             batch.append(row)
-            head, tail = wider_head, wider_tail
+            head, tail, new = wider_head, wider_tail, more
         if batch:
             yield batch
 
-    def _run_batch(self, batch: list[_Row], key: _GroupKey) -> list[tuple[_Row, Completion]]:
+    def _run_batch(self, batch: list[_Row], settings: dict[int, _Settings]) -> list[tuple[_Row, Completion]]:
+        """Each row's completion; `settings` maps a request to its sampling settings."""
         torch = self._torch
         try:
-            generated = self._generate_rows(batch, key)
+            generated = self._generate_rows(batch, settings)
         except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
             if len(batch) == 1:
                 raise
             log.warning("out of memory on a batch of %d rows: splitting it in two", len(batch))
             self._empty_device_cache()
             half = len(batch) // 2
-            return self._run_batch(batch[:half], key) + self._run_batch(batch[half:], key)
-        stops = key.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in key.stop)
+            return self._run_batch(batch[:half], settings) + self._run_batch(batch[half:], settings)
         return [
-            (row, self._completion(ids, len(row.prompt), stops, key.max_new_tokens))
+            (row, self._completion(ids, len(row.prompt), self._stops(settings[row.request]), settings[row.request].max_new_tokens))
             for row, ids in zip(batch, generated)
         ]
 
-    def _generate_rows(self, batch: list[_Row], key: _GroupKey) -> list[list[int]]:
+    def _stops(self, setting: _Settings) -> tuple[str, ...]:
+        """The request's stop strings, then the chat template's end-of-turn strings."""
+        return setting.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in setting.stop)
+
+    def _generate_rows(self, batch: list[_Row], settings: dict[int, _Settings]) -> list[list[int]]:
         """Each row's generated token ids."""
         torch = self._torch
 
@@ -495,41 +533,52 @@ class HFBackend:
         width = prompt_ids.shape[1]
         input_ids, attention_mask = prompt_ids[select], prompt_mask[select]
 
+        row_settings = [settings[row.request] for row in batch]
         sampler = None
-        if key.temperature > 0:
+        if any(s.temperature > 0 for s in row_settings):
             noise_dtype = torch.float32 if self.device.type == "mps" else torch.float64
-            sampler = _make_sampler(
-                torch, self._row_keys(batch), width, key.temperature, key.top_k, key.top_p, noise_dtype
-            )
-        stops = key.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in key.stop)
+            sampling = [(s.temperature, s.top_k, s.top_p) for s in row_settings]
+            sampler = _make_row_sampler(torch, self._row_keys(batch), width, sampling, noise_dtype)
+        stops = [self._stops(s) for s in row_settings]
 
         with torch.inference_mode():
             cache = None
             if self.share_prefill and width >= 2:
                 cache = self._prefill(prompts, prompt_ids, prompt_mask, select)
-            if not self.drop_finished:
-                return self._generate_with_hf(input_ids, attention_mask, key.max_new_tokens, sampler, stops)
-            return self._decode_rows(input_ids, attention_mask, cache, key.max_new_tokens, sampler, stops)
+            if not self.drop_finished:  # one setting per batch here (see `generate`)
+                return self._generate_with_hf(input_ids, attention_mask, row_settings[0].max_new_tokens, sampler, stops[0])
+            limits = [s.max_new_tokens for s in row_settings]
+            return self._decode_rows(input_ids, attention_mask, cache, limits, sampler, stops)
 
-    def _decode_rows(self, ids, mask, cache, max_new_tokens: int, sampler, stops: tuple[str, ...]) -> list[list[int]]:
+    def _decode_rows(self, ids, mask, cache, limits: list[int], sampler, stops: list[tuple[str, ...]]) -> list[list[int]]:
         """Greedy (or seeded, through `sampler`) decoding, the steps of `generate(do_sample=False)`
         with its EOS and stop-string rules, that also drops finished rows from the batch: generate
         runs every row until the longest ends, and sampled inputs and answers are mostly far
         shorter than their longest. Rows leave in groups (a quarter of the batch at least), as each
-        drop copies the KV cache. Returns each row's generated ids, EOS or stop token included."""
+        drop copies the KV cache. Each row has its own token limit (`limits`) and stop strings.
+        Returns each row's generated ids, EOS or stop token included."""
         torch = self._torch
         from transformers.generation.stopping_criteria import StopStringCriteria
 
-        stop_check = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stops)) if stops else None
+        checks = {s: StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(s)) for s in dict.fromkeys(stops) if s}
         eos = torch.tensor(self._eos_ids or [-1], device=ids.device)
         extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
         generated: list[list[int]] = [[] for _ in range(ids.shape[0])]
         rows = list(range(ids.shape[0]))  # which row of `generated` each batch row is
+
+        def by_row():
+            """Each batch row's token limit, and the batch rows each stop check covers (None: all)."""
+            limit = torch.tensor([limits[r] for r in rows], device=ids.device)
+            covered = {s: [k for k, r in enumerate(rows) if stops[r] == s] for s in checks}
+            members = {s: None if len(ks) == len(rows) else torch.tensor(ks, device=ids.device) for s, ks in covered.items() if ks}
+            return limit, members
+
+        limit, members = by_row()
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         start = cache.get_seq_length() if cache is not None else 0
         step_ids = ids[:, start:]
         positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)[:, start:]
-        for _ in range(max_new_tokens):
+        for step in range(max(limits)):
             out = self.model(
                 input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **extra
             )
@@ -544,9 +593,12 @@ class HFBackend:
             values = tokens.tolist()
             for k in (~done).nonzero().flatten().tolist():
                 generated[rows[k]].append(values[k])
-            finished = torch.isin(tokens, eos)
-            if stop_check is not None:
-                finished |= stop_check(ids, scores)
+            finished = torch.isin(tokens, eos) | (limit <= step + 1)
+            for s, index in members.items():
+                if index is None:
+                    finished |= checks[s](ids, scores)
+                else:
+                    finished[index] |= checks[s](ids[index], scores[index])
             done |= finished
             if bool(done.all()):
                 break
@@ -555,9 +607,11 @@ class HFBackend:
                 keep = (~done).nonzero().flatten()
                 cache.batch_select_indices(keep)
                 ids, mask, tokens, done = ids[keep], mask[keep], tokens[keep], done[keep]
-                rows = [rows[k] for k in keep.tolist()]
+                kept = keep.tolist()
+                rows = [rows[k] for k in kept]
+                limit, members = by_row()
                 if sampler is not None:
-                    sampler.keys = sampler.keys[keep.to(sampler.keys.device)]
+                    sampler.select(kept)
             step_ids = tokens[:, None]
             positions = mask.sum(-1, keepdim=True) - 1
         return generated
@@ -717,7 +771,7 @@ class HFBackend:
         pending = {i: [None] * len(a) for i, a in answers.items()}
         left = {i: len(a) for i, a in answers.items()}
         longest = max(len(a) for candidates in answers.values() for a in candidates)
-        for batch in self._pack(rows, longest):
+        for batch in self._pack(rows, lambda row: longest):
             for row, result in zip(batch, self._score_rows(batch, [answers[row.request][row.sample] for row in batch])):
                 pending[row.request][row.sample] = result
                 left[row.request] -= 1

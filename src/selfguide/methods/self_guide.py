@@ -15,16 +15,33 @@ Files in `<run>/synth/`:
   dataset.jsonl      the final pairs with provenance
   drops.jsonl        every drop of an input, a sample or a pair, with its stage and reason
   summary.json/.md   the funnel per stage and reason, and the label counts
+
+With `pipeline` on, each round's kept inputs are labelled (in a second thread) while the next
+rounds are written: writing needs only the pool after the input filters, never the labels. The
+annotations are put together in round order, so the files are those of serial rounds (given
+batch-independent sampling: float32, or model.batch_invariant). Label scores are not pipelined:
+see SelfGuideConfig.pipeline. The two threads register as producers of the model (CachedModel.producer),
+so a round's labelling call and the next round's writing call meet and share one backend call.
+The labelling thread is a daemon that the main thread never waits for on an error or Ctrl-C: the
+labelling in progress is given up (its finished model calls are cached) and queued rounds are
+cancelled.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import queue
+import threading
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Literal
 
 from pydantic import Field
 
 from selfguide import layout
+from selfguide.errors import BudgetExceeded
 from selfguide.io import append_jsonl, read_jsonl, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register, require_task
 from selfguide.plan import Calls
@@ -49,6 +66,21 @@ class SelfGuideConfig(MethodConfig):
     )
     outputs: OutputGenConfig = Field(default_factory=OutputGenConfig)
     self_label: SelfLabelConfig = Field(default_factory=SelfLabelConfig)
+    pipeline: bool = Field(
+        True,
+        description="Label each round's kept inputs while the next rounds are written, and run the self-label diagnostic "
+        "meanwhile, so an in-process model's calls merge into shared batches and a server gets both at once. The same "
+        "data as serial rounds; off: label everything after the last round. Labelling by label scores always waits for "
+        "the last round: a score's last float bits depend on which prompts share its batch, and with `calibrate` every "
+        "input's probabilities depend on all the others.",
+    )
+    pipeline_gather_ms: float = Field(
+        20.0,
+        ge=0,
+        description="With `pipeline`: how long a call to an in-process model waits for the other thread's call, so that "
+        "a round's labelling and the next round's writing share one backend call (and its batches). Waits only while "
+        "both threads have work.",
+    )
 
 
 def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
@@ -59,15 +91,50 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
     # Demo inputs start the novelty pool: a near-copy of a demo teaches nothing new.
     eval_texts = [item.input for item in task.eval] + list(ctx.eval_texts)
     near_dup = NearDupFilter(config.near_dup, eval_texts, accepted=[e.input for e in task.examples])
-    candidates = generate_inputs(
-        task, writer, config.inputs, config.input_filters, ctx.seed, on_round=lambda rows: append_jsonl(inputs_path, rows), checks=[near_dup]
-    )
-    kept_inputs = [r for r in candidates if r["status"] == "kept"]
+    outputs = config.outputs
+    scored = task.is_classification and bool(task.labels) and uses_label_scores(outputs, writer)
+    pipelined = config.pipeline and not scored  # each round labelled on its own
+    labelled: list[Future] = []  # each round's annotations, in round order
+    annotator = Worker("annotate") if config.pipeline else None
+    gather = config.pipeline_gather_ms / 1000
 
-    annotations = annotate(task, kept_inputs, writer, config.outputs, ctx.seed)
+    def in_step(fn: Callable, *args, **kwargs):
+        """`fn` in the labelling thread, its model calls in step with the writing thread's."""
+        with writer.producer(gather):
+            return fn(*args, **kwargs)
+
+    def on_round(rows: list[dict]) -> None:
+        append_jsonl(inputs_path, rows)
+        if not pipelined:
+            return
+        for future in labelled:  # a failed round fails the run now, not after the last round
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+        kept = [r for r in rows if r["status"] == "kept"]
+        if kept:
+            # No bar per round: the rounds' bar shows the progress.
+            labelled.append(annotator.submit(in_step, annotate, task, kept, writer, outputs, ctx.seed, progress=False))
+
+    try:
+        self_labelled = annotator.submit(in_step, self_label_accuracy, task, writer, outputs, config.self_label, ctx.seed) if annotator else None
+        with writer.producer(gather) if annotator else contextlib.nullcontext():
+            candidates = generate_inputs(task, writer, config.inputs, config.input_filters, ctx.seed, on_round=on_round, checks=[near_dup])
+        # Before the labels are scored: two scoring calls at once would share batches.
+        self_label = self_labelled.result() if self_labelled else None
+        if pipelined:
+            annotations = [a for future in labelled for a in future.result()]
+        else:
+            annotations = annotate(task, [r for r in candidates if r["status"] == "kept"], writer, outputs, ctx.seed)
+    except BudgetExceeded:
+        if annotator is not None:
+            annotator.close(wait=True)  # a clean stop: the labelling in progress is within the budget; keep it
+        raise
+    finally:
+        if annotator is not None:
+            annotator.close()  # Ctrl-C or a fatal error: the labelling in progress is given up
     write_jsonl(ctx.out_dir / layout.ANNOTATIONS, annotations)
     voted = [a for a in annotations if a["status"] == "kept"]
-    if task.is_classification and config.outputs.balance_classes:
+    if task.is_classification and outputs.balance_classes:
         pairs, unbalanced = balance_classes(voted, ctx.seed)
     else:
         pairs, unbalanced = voted, []
@@ -77,7 +144,7 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
     write_jsonl(ctx.out_dir / layout.DATASET, dataset)
     write_jsonl(ctx.out_dir / layout.DROPS, drop_rows(candidates, annotations, unbalanced))
     summary = summarize(task, candidates, annotations, unbalanced, dataset)
-    summary["self_label_accuracy"] = self_label_accuracy(task, writer, config.outputs, config.self_label, ctx.seed)
+    summary["self_label_accuracy"] = self_label if self_labelled else self_label_accuracy(task, writer, outputs, config.self_label, ctx.seed)
     return summary
 
 
@@ -101,6 +168,42 @@ register(SelfGuideConfig, run=run, plan=plan)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+
+class Worker:
+    """Runs submitted functions one after another in a daemon thread. Unlike a thread pool's
+    worker it is never joined, neither by `close` nor at interpreter exit, so an error or Ctrl-C
+    in the caller does not wait for the function in progress."""
+
+    def __init__(self, name: str):
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._futures: list[Future] = []
+        threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable, *args, **kwargs) -> Future:
+        future: Future = Future()
+        self._futures.append(future)
+        self._tasks.put((future, fn, args, kwargs))
+        return future
+
+    def close(self, wait: bool = False) -> None:
+        """Cancel what has not started; the thread ends after what has (or with the process).
+        `wait`: wait for that too."""
+        for future in self._futures:
+            future.cancel()
+        self._tasks.put(None)
+        if wait:
+            concurrent.futures.wait(self._futures)
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            future, fn, args, kwargs = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as err:  # handed to whoever waits for the result
+                future.set_exception(err)
 
 
 def kept_inputs_on_disk(ctx: MethodContext, attempts: int) -> int | None:

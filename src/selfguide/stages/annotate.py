@@ -66,13 +66,13 @@ def annotation_requests(task: TaskSpec, inputs: list[str], config: OutputGenConf
     ]
 
 
-def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: OutputGenConfig, seed: int) -> list[dict]:
+def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: OutputGenConfig, seed: int, progress: bool | None = None) -> list[dict]:
     """One record per kept input: its samples (each kept or dropped, and why) and the vote, or with
     labeler 'score' its label probabilities and the top label."""
     if task.is_classification and task.labels and uses_label_scores(config, model):
         return annotate_by_scores(task, inputs, model, config)
     requests = annotation_requests(task, [record["text"] for record in inputs], config, seed)
-    all_completions = model.generate(requests, desc="labelling inputs")
+    all_completions = model.generate(requests, desc="labelling inputs", progress=progress)
     window = length_window([len(e.output) for e in task.examples], config.degenerate_width)
     terms = noise_terms_for(config.noise, task.is_classification)
     records = []

@@ -3,12 +3,19 @@
 Rounds run one after another because each round's prompts show inputs accepted in earlier
 rounds. Every choice (demo order, which earlier inputs, the pseudo-label) comes from a random
 generator seeded by (run seed, round), so a rerun builds the same prompts and hits the cache.
+
+With `pool_lag` L > 0, round r's prompts show the pool as it was after round r-1-L, so up to L+1
+rounds are written at once (their calls merge into shared batches, backends/batcher.py). Rounds
+are still filtered one by one in order, so the data depends on L, never on timing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +40,12 @@ class InputGenConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; 1 = off.")
     max_new_tokens: int = Field(500, ge=1, description="Upper bound per input; generation normally ends earlier at the example delimiter.")
     max_earlier_examples: int = Field(10, ge=0, description="At most this many earlier accepted inputs per prompt (k ~ U[1, min(pool, this)]).")
+    pool_lag: int = Field(
+        0,
+        ge=0,
+        description="Round r's prompts show the inputs accepted up to round r-1-pool_lag, so pool_lag+1 rounds are written "
+        "at once and share batches. 0 = the paper's protocol; any other value changes the data (not the paper's protocol).",
+    )
     prompt: Literal["prefill", "published"] = Field(
         "prefill",
         description="'prefill': the examples are a numbered list in the assistant's own turn, which ends at the next "
@@ -74,8 +87,9 @@ def generate_inputs(
     stages = [InputFilter(filters, demo_inputs, [item.input for item in task.eval], task.is_classification), *checks]
     pool: list[str] = []
     records: list[dict] = []
-    rounds = tqdm(range(gen.rounds_for(task)), desc="writing inputs", unit="round", disable=not model.progress)
-    for round_index in rounds:
+    rounds = tqdm(total=gen.rounds_for(task), desc="writing inputs", unit="round", disable=not model.progress)
+
+    def round_requests(round_index: int) -> tuple[list[Request], list[str | None]]:
         rng = random.Random(derive_seed(seed, "inputs", round_index))
         requests, labels = [], []
         for slot in range(gen.prompts_per_round):
@@ -94,7 +108,11 @@ def generate_inputs(
             )
             requests.append(Request(input_generation_messages(task.instruction, demos, earlier, label, gen.prompt, demo_answers), params))
             labels.append(label)
-        completions = model.generate(requests, desc="inputs", progress=False)
+        return requests, labels
+
+    def filter_round(round_index: int, labels: list[str | None], completions) -> None:
+        if isinstance(completions, Future):
+            completions = completions.result()
         round_records = []
         for slot, (label, [completion]) in enumerate(zip(labels, completions)):
             text = clean_generated_input(completion.text)
@@ -117,9 +135,26 @@ def generate_inputs(
                 }
             )
         records.extend(round_records)
+        rounds.update()
         rounds.set_postfix(kept=len(pool), dropped=len(records) - len(pool))
         if on_round:
             on_round(round_records)
+
+    # Rounds written but not yet filtered, oldest first: at most pool_lag of them between rounds.
+    in_flight: deque = deque()
+    writers = ThreadPoolExecutor(gen.pool_lag + 1, thread_name_prefix="write-inputs") if gen.pool_lag else None
+    with rounds, writers or contextlib.nullcontext():
+        for round_index in range(gen.rounds_for(task)):
+            requests, labels = round_requests(round_index)
+            if writers is None:
+                completions = model.generate(requests, desc="inputs", progress=False)
+            else:
+                completions = writers.submit(model.generate, requests, desc="inputs", progress=False)
+            in_flight.append((round_index, labels, completions))
+            if len(in_flight) > gen.pool_lag:
+                filter_round(*in_flight.popleft())
+        while in_flight:
+            filter_round(*in_flight.popleft())
     return records
 
 

@@ -1,0 +1,228 @@
+"""The coalescer (backends/batcher.py): concurrent calls to one in-process model are merged into one
+backend call, and each caller gets exactly what it would have got alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from selfguide.backends.base import BackendInfo, CandidateScore, Completion, Request, SamplingParams, ScoreRequest
+from selfguide.backends.cache import CachedModel, CallCache
+
+
+class Spy:
+    """Wraps a backend: records every call, lets no two run at once unnoticed, and can hold the
+    first call until the test has queued the others behind it."""
+
+    def __init__(self, inner, hold_first: bool = False):
+        self.inner, self.info = inner, inner.info
+        self.calls: list[tuple[str, int]] = []
+        self.release = threading.Event()
+        if not hold_first:
+            self.release.set()
+        self.running = 0
+        self.overlapped = False
+
+    def _wrap(self, kind, requests):
+        first = not self.calls
+        self.calls.append((kind, len(requests)))
+        if first:
+            assert self.release.wait(30)
+        self.running += 1
+        self.overlapped |= self.running > 1
+        try:
+            yield from getattr(self.inner, kind)(requests)
+        finally:
+            self.running -= 1
+
+    def generate(self, requests):
+        return self._wrap("generate", requests)
+
+    def score(self, requests):
+        return self._wrap("score", requests)
+
+    def close(self):
+        pass
+
+
+class Echo:
+    """A backend whose answers are a function of each request alone, yielded in reverse order."""
+
+    info = BackendInfo("hf", "echo", "echo")
+
+    def generate(self, requests):
+        for i in reversed(range(len(requests))):
+            time.sleep(0.001)
+            r = requests[i]
+            yield i, [Completion(f"{r.messages[0]['content']}|{r.params.seed}|{j}", 1, 1) for j in range(r.params.n)]
+
+    def score(self, requests):
+        for i, r in enumerate(requests):
+            yield i, [CandidateScore(-float(len(c) + len(r.messages[0]["content"])), 1) for c in r.candidates]
+
+
+def requests_for(thread: int, count: int, n: int = 2) -> list[Request]:
+    return [Request(({"role": "user", "content": f"t{thread}-{k}"},), SamplingParams(n=n, seed=thread * 100 + k)) for k in range(count)]
+
+
+def wait_for_queue(model: CachedModel, calls: int) -> None:
+    deadline = time.time() + 30
+    while len(model._coalescer._waiting) < calls and time.time() < deadline:
+        time.sleep(0.005)
+    assert len(model._coalescer._waiting) == calls
+
+
+def run_held(model: CachedModel, spy: Spy, jobs: list) -> list:
+    """The first job starts alone and is held; the rest queue behind it; then all go."""
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(jobs[0])]
+        deadline = time.time() + 30
+        while not spy.calls and time.time() < deadline:
+            time.sleep(0.005)
+        futures += [pool.submit(job) for job in jobs[1:]]
+        wait_for_queue(model, len(jobs) - 1)
+        spy.release.set()
+        return [f.result() for f in futures]
+
+
+def test_concurrent_calls_merge_into_one_backend_call(tmp_path):
+    sizes = [3, 5, 1, 4]
+    alone = CachedModel(Echo.info, Echo, CallCache(tmp_path / "alone.sqlite"), progress=False)
+    expected = [alone.generate(requests_for(t, size)) for t, size in enumerate(sizes)]
+
+    spy = Spy(Echo(), hold_first=True)
+    model = CachedModel(Echo.info, lambda: spy, CallCache(tmp_path / "merged.sqlite"), progress=False)
+    got = run_held(model, spy, [lambda t=t, size=size: model.generate(requests_for(t, size)) for t, size in enumerate(sizes)])
+    assert got == expected
+    # The first call alone (held), then the three that queued behind it as one call.
+    assert spy.calls == [("generate", 3), ("generate", 10)]
+    assert not spy.overlapped
+    assert model.stats.calls == sum(sizes) and len(model.cache) == sum(sizes)
+
+
+def test_generate_and_score_never_run_at_once(tmp_path):
+    spy = Spy(Echo(), hold_first=True)
+    model = CachedModel(Echo.info, lambda: spy, CallCache(tmp_path / "c.sqlite"), progress=False)
+    score_requests = [ScoreRequest(({"role": "user", "content": f"s{k}"},), ("a", "bb")) for k in range(3)]
+    jobs = [
+        lambda: model.generate(requests_for(0, 2)),
+        lambda: model.score(score_requests),
+        lambda: model.generate(requests_for(1, 2)),
+        lambda: model.score(score_requests[:1] + [ScoreRequest(({"role": "user", "content": "x"},), ("c",))]),
+    ]
+    got = run_held(model, spy, jobs)
+    alone = CachedModel(Echo.info, Echo, CallCache(tmp_path / "alone.sqlite"), progress=False)
+    assert got == [alone.generate(requests_for(0, 2)), alone.score(score_requests), alone.generate(requests_for(1, 2)), got[3]]
+    assert got[3][0] == got[1][0]
+    # Held first call, then the oldest waiting kind (score: both calls, 3 + 2 requests, as neither
+    # was cached when they asked), then the remaining generate call.
+    assert spy.calls == [("generate", 2), ("score", 5), ("generate", 2)]
+    assert not spy.overlapped
+
+
+def test_a_failed_merged_call_fails_every_caller(tmp_path):
+    class Broken(Echo):
+        def generate(self, requests):
+            yield 0, [Completion("x", 1, 1)] * requests[0].params.n
+            raise RuntimeError("device lost")
+
+    spy = Spy(Broken(), hold_first=True)
+    model = CachedModel(Echo.info, lambda: spy, CallCache(tmp_path / "c.sqlite"), progress=False)
+    with pytest.raises(RuntimeError, match="device lost"):
+        run_held(model, spy, [lambda t=t: model.generate(requests_for(t, 2)) for t in range(3)])
+    # The coalescer is free again: a later call runs.
+    with pytest.raises(RuntimeError, match="device lost"):
+        model.generate(requests_for(9, 1))
+    assert model._coalescer._active is None and not model._coalescer._waiting
+
+
+def test_hf_results_do_not_depend_on_merging(tiny_model_dir, tmp_path):
+    """Threads sampling from the tiny hf model get exactly the samples of sequential calls, though
+    their requests (two sampling settings, several prompts) shared one backend call."""
+    from selfguide.backends.hf import HFBackend
+
+    backend = HFBackend(str(tiny_model_dir), device="cpu", dtype="float32")
+
+    def batch(t: int, temperature: float) -> list[Request]:
+        return [
+            Request(
+                ({"role": "system", "content": "Answer."}, {"role": "user", "content": f"Question {t}.{k}: " + "word " * (k * 3 + t)}),
+                SamplingParams(temperature=temperature, top_k=20, max_new_tokens=12, n=3, seed=1000 * t + k),
+            )
+            for k in range(3)
+        ]
+
+    work = [(0, 1.0), (1, 1.0), (2, 0.7), (3, 1.0)]
+    alone = CachedModel(backend.info, lambda: backend, CallCache(tmp_path / "alone.sqlite"), progress=False)
+    expected = [alone.generate(batch(t, temp)) for t, temp in work]
+
+    spy = Spy(backend, hold_first=True)
+    model = CachedModel(backend.info, lambda: spy, CallCache(tmp_path / "merged.sqlite"), progress=False)
+    got = run_held(model, spy, [lambda t=t, temp=temp: model.generate(batch(t, temp)) for t, temp in work])
+    assert [[[c.text for c in cs] for cs in call] for call in got] == [[[c.text for c in cs] for cs in call] for call in expected]
+    assert got == expected
+    assert spy.calls == [("generate", 3), ("generate", 9)]
+
+
+def test_a_caller_that_stops_reading_does_not_block_the_others(tmp_path):
+    """A caller whose consumer stops (closes its generator) in the middle of a merged call: the
+    others still get every result, and the next call runs."""
+    spy = Spy(Echo(), hold_first=True)
+    model = CachedModel(Echo.info, lambda: spy, CallCache(tmp_path / "c.sqlite"), progress=False)
+    coalescer = model._coalescer
+
+    def take_one_and_stop():
+        results = coalescer.run("generate", requests_for(1, 3))
+        first = next(results)
+        results.close()
+        return [first]
+
+    jobs = [lambda: model.generate(requests_for(0, 1)), take_one_and_stop, lambda: list(coalescer.run("generate", requests_for(2, 4)))]
+    first, stopped, other = run_held(model, spy, jobs)
+    assert len(first) == 1 and len(stopped) == 1
+    assert sorted(i for i, _ in other) == [0, 1, 2, 3]
+    assert spy.calls == [("generate", 1), ("generate", 7)]
+    assert coalescer._active is None and not coalescer._waiting
+    assert len(model.generate(requests_for(3, 2))) == 2
+
+
+def test_producers_hand_their_calls_in_together(tmp_path):
+    """Two registered producers: a call waits for the other's (here 50 ms later) and they go as one
+    backend call; it goes alone once the other producer leaves or the gather window passes."""
+
+    def run_pair(gather: float, second):
+        spy = Spy(Echo())
+        model = CachedModel(Echo.info, lambda: spy, CallCache(tmp_path / f"c{time.monotonic_ns()}.sqlite"), progress=False)
+        both = threading.Barrier(2)
+
+        def first():
+            with model.producer(gather):
+                both.wait()
+                return model.generate(requests_for(0, 2))
+
+        def other():
+            with model.producer(gather):
+                both.wait()
+                time.sleep(0.05)
+                return second(model)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(first), pool.submit(other)]
+            [f.result() for f in futures]
+        return spy.calls, time.perf_counter() - started
+
+    calls, seconds = run_pair(10.0, lambda model: model.generate(requests_for(1, 3)))
+    assert calls == [("generate", 5)] and seconds < 5
+    calls, seconds = run_pair(10.0, lambda model: None)  # leaves without a call
+    assert calls == [("generate", 2)] and seconds < 5
+
+    def late(model):
+        time.sleep(0.5)
+        return model.generate(requests_for(1, 3))
+
+    calls, _ = run_pair(0.05, late)
+    assert calls == [("generate", 2), ("generate", 3)]
