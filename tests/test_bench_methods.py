@@ -72,12 +72,12 @@ def test_methods_side_by_side(with_general_echo, tiny_model_dir, tmp_path):
     out = tmp_path / "bench"
     filters = tmp_path / "filters.yaml"  # a recipe file: its synth section makes the row
     filters.write_text("synth:\n  method: prompting-with-filters\n  outputs: {n: 2, max_new_tokens: 6}\n")
-    rows = ["--methods", "self-guide,few-shot-finetune", "--methods", f"{filters},general-echo"]
+    rows = ["--methods", "gold-finetune,self-guide,few-shot-finetune", "--methods", f"{filters},general-echo"]
     dry = bench(tiny_model_dir, out, *rows, "--dry-run")
     assert dry.exit_code == 0, dry.output
     low, high = plan_of(dry.output)
-    # self-guide and few-shot on each of 2 tasks (self-guide's count is an upper bound before its data exists), general-echo once
-    assert "training runs: 5" in dry.output
+    # gold, self-guide and few-shot on each of 2 tasks (self-guide's count is an upper bound before its data exists), general-echo once
+    assert "training runs: 7" in dry.output
 
     result = bench(tiny_model_dir, out, *rows)
     assert result.exit_code == 0, result.output
@@ -87,7 +87,9 @@ def test_methods_side_by_side(with_general_echo, tiny_model_dir, tmp_path):
     exact = bench(tiny_model_dir, out, *rows, "--dry-run")
     assert plan_of(exact.output) == (made, made), exact.output
 
-    assert list(summary["rows"]) == ["self-guide", "few-shot-finetune", "filters", "general-echo"]
+    assert list(summary["rows"]) == ["gold-finetune", "self-guide", "few-shot-finetune", "filters", "general-echo"]
+    # the ceiling trains on as many gold pairs as SELF-GUIDE made on each task, though listed first
+    assert summary["rows"]["gold-finetune"]["pairs"] == summary["rows"]["self-guide"]["pairs"]
     general = summary["rows"]["general-echo"]
     # One dataset, one finetuning, that one model evaluated on both tasks and the user-oriented set.
     assert general["general"] and general["pairs"] == {"task190": 4, "task1562": 4}

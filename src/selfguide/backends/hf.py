@@ -37,6 +37,7 @@ Design, in short:
 from __future__ import annotations
 
 import gc
+import inspect
 import hashlib
 import logging
 import math
@@ -348,6 +349,8 @@ class HFBackend:
         self._configure_generation()
         base = self._base_model()
         self._logits_to_keep = base._supports_logits_to_keep() if hasattr(base, "_supports_logits_to_keep") else False
+        # transformers 5.x renamed forward's `past_key_values` (and the output's) to `cache`; the old name warns
+        self._cache_name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         self._encoder_decoder = bool(getattr(base.config, "is_encoder_decoder", False))
         if self._encoder_decoder:
             self.share_prefill = False
@@ -580,9 +583,9 @@ class HFBackend:
         positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)[:, start:]
         for step in range(max(limits)):
             out = self.model(
-                input_ids=step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **extra
+                input_ids=step_ids, attention_mask=mask, position_ids=positions, **{self._cache_name: cache}, use_cache=True, **extra
             )
-            cache = out.past_key_values
+            cache = getattr(out, self._cache_name)
             scores = out.logits[:, -1, :].to(dtype=torch.float32)
             del out
             if sampler is not None:
@@ -685,11 +688,11 @@ class HFBackend:
                     input_ids=ids[:, start:],
                     attention_mask=mask,
                     position_ids=positions[:, start:],
-                    past_key_values=cache,
+                    **{self._cache_name: cache},
                     use_cache=True,
                     **extra,
                 )
-                cache = outputs.past_key_values
+                cache = getattr(outputs, self._cache_name)
                 del outputs
             if cache is None or not hasattr(cache, "batch_select_indices"):
                 raise TypeError(f"no expandable KV cache ({type(cache).__name__})")
@@ -717,7 +720,7 @@ class HFBackend:
         for prefix in needed - self._prefix_kv.keys():
             extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
             ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
-            cache = self.model(input_ids=ids, use_cache=True, **extra).past_key_values
+            cache = getattr(self.model(input_ids=ids, use_cache=True, **extra), self._cache_name)
             layers = getattr(cache, "layers", None)
             if not layers or not all(type(layer) is DynamicLayer for layer in layers):
                 raise TypeError(f"prefix reuse needs a plain DynamicCache, got {type(cache).__name__}")
@@ -803,7 +806,7 @@ class HFBackend:
                 input_ids=ids[:, start:-1],
                 attention_mask=mask[:, :-1],
                 position_ids=positions[:, start:-1],
-                past_key_values=cache,
+                **{self._cache_name: cache},
                 use_cache=cache is not None,
                 **extra,
             )

@@ -14,6 +14,8 @@ was made. Prompting, the model as it is, is the reference row; every gain is ove
   Self-Instruct's user-oriented instructions.
 
 A method that keeps no data leaves the model as it was: its score is prompting's, marked so.
+gold-finetune, the ceiling, trains on as many gold pairs (from outside the eval set) as SELF-GUIDE made
+on the task when self-guide is a row too, as in `bench superni`; else on every gold pair, or `pairs` in its YAML.
 
 Layout under --out: cache.sqlite (every model call), config.yaml, <task>/prompting/,
 <task>/<recipe>/{synth,train,eval}/, general/<recipe>/{synth,train,eval/<task>,user-oriented}/,
@@ -42,7 +44,7 @@ from selfguide.eval.user_oriented import evaluate_user_oriented, user_oriented_t
 from selfguide.tasks.self_instruct import load_user_oriented
 from selfguide.io import read_json, read_jsonl, write_json, write_text
 from selfguide.methods import MethodConfig, MethodContext, get_method, method_config, synthesize
-from selfguide.methods.baselines import PromptingConfig
+from selfguide.methods.baselines import GoldFinetuneConfig, PromptingConfig
 from selfguide.plan import Calls
 from selfguide.tasks.spec import TaskSpec
 
@@ -123,15 +125,19 @@ def recipe_config(base: RunConfig, recipe: Recipe) -> RunConfig:
 # ---- one row ---------------------------------------------------------------------------------
 
 
-def task_row(bench: MethodsBench, recipe: Recipe, tasks: dict[str, TaskSpec], prompting: dict) -> dict:
+def task_row(bench: MethodsBench, recipe: Recipe, tasks: dict[str, TaskSpec], prompting: dict, self_guide_pairs: dict[str, int | None]) -> dict:
     """A task-specific method on each task: its data, then finetuning and evaluation."""
     config = recipe_config(bench.base, recipe)
     finetunes = get_method(recipe.synth.method).evaluate is None
     row = {"method": recipe.synth.method, "general": False, "pairs": {}, "untrained": {}, "metrics": {}, "funnel": {}, "not_applicable": {}}
     for name, task in tasks.items():
         folder = bench.options.out / name / recipe.name
+        task_config = config
+        if isinstance(recipe.synth, GoldFinetuneConfig) and recipe.synth.pairs is None and self_guide_pairs.get(name) is not None:
+            # The ceiling trains on as many gold pairs as SELF-GUIDE made, as in `bench superni`.
+            task_config = with_method(config, recipe.synth.model_copy(update={"pairs": self_guide_pairs[name]}))
         try:
-            metrics, rows = bench.system(task, config, folder, recipe.name)
+            metrics, rows = bench.system(task, task_config, folder, recipe.name)
         except BadInputError as err:  # a method for other task types (backtranslation-task on a classification task)
             row["pairs"][name], row["untrained"][name], row["metrics"][name], row["funnel"][name] = None, False, None, None
             row["not_applicable"][name] = str(err)
@@ -232,11 +238,15 @@ def bench_methods(base: RunConfig, options: BenchOptions, recipes: list[Recipe],
             else:
                 reference_user = evaluate_user_oriented(bench.model, base.eval.user_oriented, options.out / USER_ORIENTED / REFERENCE, name=REFERENCE)
         rows = {}
-        for recipe in recipes:
+        self_guide_pairs: dict[str, int | None] = {}
+        for recipe in sorted(recipes, key=lambda r: r.synth.method != "self-guide"):  # SELF-GUIDE first: gold-finetune matches its pairs
             if recipe.general:
                 rows[recipe.name] = general_row(bench, recipe, tasks, prompting, reference_user, user_oriented)
             else:
-                rows[recipe.name] = task_row(bench, recipe, tasks, prompting)
+                rows[recipe.name] = task_row(bench, recipe, tasks, prompting, self_guide_pairs)
+                if recipe.synth.method == "self-guide" and not self_guide_pairs:
+                    self_guide_pairs = rows[recipe.name]["pairs"]
+        rows = {recipe.name: rows[recipe.name] for recipe in recipes}
         summary = {
             "missing_tasks": missing,
             "eval_split": options.eval_split,
