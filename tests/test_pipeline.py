@@ -91,7 +91,7 @@ def test_pipelined_run_keeps_to_the_budget_and_resumes_to_the_same_files(tiny_mo
     monkeypatch.setenv("SELFGUIDE_SUPERNI", str(SUPERNI))
     extra = ["synth.outputs.labeler=sample"]
     synthesize("task036", tmp_path / "serial", tiny_model_dir, extra + ["synth.pipeline=false"])
-    config = load_config(None, SMALL + extra, {"task": "task036", "model.name": str(tiny_model_dir), "out": str(tmp_path / "piped")})
+    config = load_config(None, SMALL + extra + ["synth.pipeline=true"], {"task": "task036", "model.name": str(tiny_model_dir), "out": str(tmp_path / "piped")})
     for budget in (7, 9):
         with pytest.raises(BudgetExceeded):
             api.synthesize(config, progress=False, max_calls=budget)
@@ -121,7 +121,7 @@ def test_a_rounds_labelling_and_the_next_rounds_writing_share_backend_calls(tiny
     synthesize("task036", tmp_path / "serial", tiny_model_dir, extra + ["synth.pipeline=false"])
     assert all(len(kinds) == 1 for kinds in calls)
     calls.clear()
-    synthesize("task036", tmp_path / "piped", tiny_model_dir, extra)
+    synthesize("task036", tmp_path / "piped", tiny_model_dir, extra + ["synth.pipeline=true"])
     assert sum(kinds == {16, 4} for kinds in calls) >= 2, calls
     for name in FILES:
         assert (tmp_path / "piped" / "synth" / name).read_bytes() == (tmp_path / "serial" / "synth" / name).read_bytes(), name
@@ -152,7 +152,7 @@ def test_ctrl_c_or_an_error_does_not_wait_for_the_labelling_in_progress(tiny_mod
     started = time.perf_counter()
     try:
         with pytest.raises(stop):
-            synthesize("task036", tmp_path / "out", tiny_model_dir, ["synth.outputs.labeler=sample"])
+            synthesize("task036", tmp_path / "out", tiny_model_dir, ["synth.outputs.labeler=sample", "synth.pipeline=true"])
         assert entered.is_set() and time.perf_counter() - started < 30
     finally:
         release.set()
