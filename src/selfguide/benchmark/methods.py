@@ -36,7 +36,7 @@ from selfguide.backends.cache import CachedModel
 from selfguide.backends.factory import cached_model
 from selfguide.backends.model_config import ModelConfig
 from selfguide.benchmark.grid import HELD_OUT
-from selfguide.benchmark.superni import TABLE_METRICS, Bench, BenchOptions, fmt, score_of, tasks_of, unchanged_if_empty, with_method
+from selfguide.benchmark.superni import TABLE_METRICS, Bench, BenchOptions, fmt, score_of, summed_plans, tasks_of, unchanged_if_empty, with_method
 from selfguide.config import RunConfig, config_yaml, load_config
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.eval.evaluate import evaluate, planned_calls
@@ -279,10 +279,7 @@ def bench_methods_seeds(base: RunConfig, options: BenchOptions, recipes: list[Re
         runs[seed] = bench_methods(seeded(seed), seed_options, recipes, user_oriented, dry_run)
     first = runs[seeds[0]]
     if dry_run:
-        plans = [run["plan"] for run in runs.values()]
-        plan = {key: sum(p[key] for p in plans) for key in ("model_calls_at_least", "model_calls_at_most", "generated_tokens_at_most", "training_runs")}
-        plan["by_stage"] = {stage: [sum(p["by_stage"].get(stage, [0, 0])[i] for p in plans) for i in (0, 1)] for stage in plans[0]["by_stage"]}
-        return first | {"plan": plan, "seeds": seeds}
+        return first | {"plan": summed_plans([run["plan"] for run in runs.values()]), "seeds": seeds}
     summary = {key: first[key] for key in ("missing_tasks", "eval_split", "limit", "tasks", "recipes")}
     summary |= {"seeds": seeds, "per_seed": {str(seed): run for seed, run in runs.items()}}
     write_json(options.out / "results.json", summary)

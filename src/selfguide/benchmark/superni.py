@@ -323,6 +323,13 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
         bench.close()
 
 
+def summed_plans(plans: list[dict]) -> dict:
+    """The dry-run plans of several seeds' runs, added up."""
+    plan = {key: sum(p[key] for p in plans) for key in ("model_calls_at_least", "model_calls_at_most", "generated_tokens_at_most", "training_runs")}
+    plan["by_stage"] = {stage: [sum(p["by_stage"].get(stage, [0, 0])[i] for p in plans) for i in (0, 1)] for stage in plans[0]["by_stage"]}
+    return plan
+
+
 def bench_superni_seeds(base: RunConfig, options: BenchOptions, seeds: list[int], dry_run: bool = False) -> dict:
     """The protocol once per seed (synthesis and training seeds alike), each in <out>/seed-<s>/ with
     one shared call cache, then every score as mean and spread over the seeds in <out>/results.*."""
@@ -336,10 +343,7 @@ def bench_superni_seeds(base: RunConfig, options: BenchOptions, seeds: list[int]
         runs[seed] = bench_superni(seeded, seed_options, dry_run)
     first = runs[seeds[0]]
     if dry_run:
-        plans = [run["plan"] for run in runs.values()]
-        plan = {key: sum(p[key] for p in plans) for key in ("model_calls_at_least", "model_calls_at_most", "generated_tokens_at_most", "training_runs")}
-        plan["by_stage"] = {stage: [sum(p["by_stage"].get(stage, [0, 0])[i] for p in plans) for i in (0, 1)] for stage in plans[0]["by_stage"]}
-        return first | {"plan": plan, "seeds": seeds}
+        return first | {"plan": summed_plans([run["plan"] for run in runs.values()]), "seeds": seeds}
     summary = {key: first[key] for key in ("missing_tasks", "eval_split", "limit", "chosen_setting", "chosen_by")}
     summary |= {"seeds": seeds, "per_seed": {str(seed): run for seed, run in runs.items()}}
     write_json(options.out / "results.json", summary)
