@@ -25,7 +25,6 @@ mean and spread over seeds in <out>/results.{md,json}.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from selfguide.backends.cache import CachedModel
 from selfguide.backends.factory import cached_model
 from selfguide.backends.model_config import ModelConfig
 from selfguide.benchmark.grid import HELD_OUT
-from selfguide.benchmark.superni import TABLE_METRICS, Bench, BenchOptions, fmt, score_of, summed_plans, tasks_of, unchanged_if_empty, with_method
+from selfguide.benchmark.superni import TABLE_METRICS, Bench, BenchOptions, fmt, bench_per_seed, score_of, tasks_of, unchanged_if_empty, with_method
 from selfguide.config import RunConfig, config_yaml, load_config
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.eval.evaluate import evaluate, planned_calls
@@ -265,26 +264,11 @@ def bench_methods(base: RunConfig, options: BenchOptions, recipes: list[Recipe],
 
 
 def bench_methods_seeds(base: RunConfig, options: BenchOptions, recipes: list[Recipe], seeds: list[int], user_oriented: bool | None = None, dry_run: bool = False) -> dict:
-    """The bench once per seed (synthesis and training), each in <out>/seed-<s>/ with one shared
-    call cache; then every cell as mean and spread over the seeds."""
-
-    def seeded(seed: int) -> RunConfig:
-        return base.model_copy(update={"seed": seed, "train": base.train.model_copy(update={"seed": seed})})
-
-    if len(seeds) == 1:
-        return bench_methods(seeded(seeds[0]), options, recipes, user_oriented, dry_run)
-    runs = {}
-    for seed in seeds:
-        seed_options = dataclasses.replace(options, out=options.out / f"seed-{seed}", cache=options.cache or options.out / layout.CACHE)
-        runs[seed] = bench_methods(seeded(seed), seed_options, recipes, user_oriented, dry_run)
-    first = runs[seeds[0]]
-    if dry_run:
-        return first | {"plan": summed_plans([run["plan"] for run in runs.values()]), "seeds": seeds}
-    summary = {key: first[key] for key in ("missing_tasks", "eval_split", "limit", "tasks", "recipes")}
-    summary |= {"seeds": seeds, "per_seed": {str(seed): run for seed, run in runs.items()}}
-    write_json(options.out / "results.json", summary)
-    write_text(options.out / "results.md", seeds_markdown(summary))
-    return summary
+    """The bench once per seed, then every cell as mean and spread over the seeds."""
+    return bench_per_seed(
+        base, options, seeds, lambda config, opts: bench_methods(config, opts, recipes, user_oriented, dry_run), dry_run,
+        ("missing_tasks", "eval_split", "limit", "tasks", "recipes"), seeds_markdown,
+    )
 
 
 # ---- results ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import dataclasses
 import io
 import statistics
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,25 +331,38 @@ def summed_plans(plans: list[dict]) -> dict:
     return plan
 
 
-def bench_superni_seeds(base: RunConfig, options: BenchOptions, seeds: list[int], dry_run: bool = False) -> dict:
-    """The protocol once per seed (synthesis and training seeds alike), each in <out>/seed-<s>/ with
-    one shared call cache, then every score as mean and spread over the seeds in <out>/results.*."""
+def bench_per_seed(
+    base: RunConfig, options: BenchOptions, seeds: list[int], run: Callable[[RunConfig, BenchOptions], dict], dry_run: bool, shared_keys: tuple[str, ...], markdown: Callable[[dict], str]
+) -> dict:
+    """`run` once per seed (synthesis and training seeds alike), each in <out>/seed-<s>/ with one
+    shared call cache; then the seeds' runs in <out>/results.* (`markdown` makes results.md), with
+    `shared_keys` taken from the first run. One seed runs in <out> itself."""
+
+    def seeded(seed: int) -> RunConfig:
+        return base.model_copy(update={"seed": seed, "train": base.train.model_copy(update={"seed": seed})})
+
     if len(seeds) == 1:
-        seeded = base.model_copy(update={"seed": seeds[0], "train": base.train.model_copy(update={"seed": seeds[0]})})
-        return bench_superni(seeded, options, dry_run)
+        return run(seeded(seeds[0]), options)
     runs = {}
     for seed in seeds:
-        seeded = base.model_copy(update={"seed": seed, "train": base.train.model_copy(update={"seed": seed})})
-        seed_options = dataclasses.replace(options, out=options.out / f"seed-{seed}", cache=options.cache or options.out / "cache.sqlite")
-        runs[seed] = bench_superni(seeded, seed_options, dry_run)
+        seed_options = dataclasses.replace(options, out=options.out / f"seed-{seed}", cache=options.cache or options.out / layout.CACHE)
+        runs[seed] = run(seeded(seed), seed_options)
     first = runs[seeds[0]]
     if dry_run:
-        return first | {"plan": summed_plans([run["plan"] for run in runs.values()]), "seeds": seeds}
-    summary = {key: first[key] for key in ("missing_tasks", "eval_split", "limit", "chosen_setting", "chosen_by")}
-    summary |= {"seeds": seeds, "per_seed": {str(seed): run for seed, run in runs.items()}}
+        return first | {"plan": summed_plans([r["plan"] for r in runs.values()]), "seeds": seeds}
+    summary = {key: first[key] for key in shared_keys}
+    summary |= {"seeds": seeds, "per_seed": {str(seed): r for seed, r in runs.items()}}
     write_json(options.out / "results.json", summary)
-    write_text(options.out / "results.md", seeds_markdown(summary))
+    write_text(options.out / "results.md", markdown(summary))
     return summary
+
+
+def bench_superni_seeds(base: RunConfig, options: BenchOptions, seeds: list[int], dry_run: bool = False) -> dict:
+    """The protocol once per seed, then every score as mean and spread over the seeds in <out>/results.*."""
+    return bench_per_seed(
+        base, options, seeds, lambda config, opts: bench_superni(config, opts, dry_run), dry_run,
+        ("missing_tasks", "eval_split", "limit", "chosen_setting", "chosen_by"), seeds_markdown,
+    )
 
 
 def seeds_table(summary: dict, family: str) -> list[dict]:
