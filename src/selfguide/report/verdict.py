@@ -52,12 +52,13 @@ def compared_system(run_dir: Path) -> str:
     return layout.FINETUNED
 
 
-def comparison(run_dir: Path) -> tuple[str, PairedComparison] | None:
-    """The reported metric and the paired comparison of its per-item scores (0-100), or None
-    when either system's predictions are missing or they were scored on different items."""
+def comparison(run_dir: Path, system: str) -> tuple[str, PairedComparison] | None:
+    """The reported metric and the paired comparison of its per-item scores (0-100) between
+    prompting and `system`, or None when either one's predictions are missing or they were scored
+    on different items."""
     metrics = read_json(layout.eval_dir(run_dir, layout.PROMPTING) / layout.METRICS)
     base = read_rows(layout.eval_dir(run_dir, layout.PROMPTING) / layout.PREDICTIONS)
-    tuned = read_rows(layout.eval_dir(run_dir, compared_system(run_dir)) / layout.PREDICTIONS)
+    tuned = read_rows(layout.eval_dir(run_dir, system) / layout.PREDICTIONS)
     if not metrics or not base or not tuned or len(base) != len(tuned):
         return None
     metric = metrics["reported_metric"]
@@ -67,14 +68,14 @@ def comparison(run_dir: Path) -> tuple[str, PairedComparison] | None:
 
 
 def verdict_line(run_dir: Path) -> str:
-    found = comparison(run_dir)
+    system = compared_system(run_dir)
+    found = comparison(run_dir, system)
     if found is None:
         base = read_json(layout.eval_dir(run_dir, layout.PROMPTING) / layout.METRICS)
         if base is None:
             return "Verdict: no evaluation results yet (eval/prompting/metrics.json is missing)."
         return f"Verdict: not compared: prompting {base['reported_metric']} {base['reported']:.2f}, no finetuned model was evaluated."
     metric, c = found
-    system = compared_system(run_dir)
     outcome = "helped" if c.low > 0 else "hurt" if c.high < 0 else "no clear difference"
     return (
         f"Verdict ({outcome}): {metric} {c.baseline:.2f} -> {c.system:.2f} ({c.diff:+.2f}, 95% CI {c.low:+.2f} to {c.high:+.2f}); "
