@@ -45,6 +45,11 @@ TeacherOpt = Annotated[Optional[str], typer.Option("--teacher", help="A model th
 TeacherBackendOpt = Annotated[Optional[Literal["hf", "openai", "vllm", "llamacpp"]], typer.Option("--teacher-backend", help="The teacher's backend (default hf), as --backend.")]
 TeacherBaseUrlOpt = Annotated[Optional[str], typer.Option("--teacher-base-url", help="The teacher's server URL for --teacher-backend openai.")]
 MethodOpt = Annotated[Optional[str], typer.Option("--method", help="How the training data is made (default self-guide); `selfguide methods` lists them.")]
+# The two benchmarks' shared options.
+BenchLimitOpt = Annotated[Optional[int], typer.Option(help="Evaluate on the first N items of each eval set.")]
+BenchSplitOpt = Annotated[Literal["selfguide", "official"], typer.Option(help="selfguide: the authors' test (and, for tuning, validation) splits where present, official first 100 otherwise; official: always the first 100.")]
+MaxCallsOpt = Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")]
+SeedsOpt = Annotated[Optional[str], typer.Option(help="Run once per seed (synthesis and training), e.g. --seeds 0,1,2, and report mean and spread (default: --seed alone).")]
 
 
 # The setting each command-line flag sets, and the flag's name for error messages.
@@ -364,16 +369,16 @@ app.add_typer(bench_app, name="bench")
 def bench_superni(
     model: ModelOpt = None,
     tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="Only these tasks (repeatable or comma-separated), e.g. --tasks task190,task036.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N items of each eval set.")] = None,
+    limit: BenchLimitOpt = None,
     grid: Annotated[Optional[list[str]], typer.Option("--grid", help="Narrow an axis of the grid: --grid temperature=0.7,1.0 --grid epochs=1 (axes: temperature, input_length_filter, output_length_filter, epochs).")] = None,
     setting: Annotated[Optional[str], typer.Option(help="Skip tuning and use this setting, e.g. temperature=0.8,input_length_filter=true,output_length_filter=false,epochs=3.")] = None,
-    eval_split: Annotated[Literal["selfguide", "official"], typer.Option(help="selfguide: the authors' test/validation splits where present, official first 100 otherwise; official: always the first 100.")] = "selfguide",
+    eval_split: BenchSplitOpt = "selfguide",
     out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/bench-superni"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs the grid implies; run nothing.")] = False,
-    max_calls: Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")] = None,
+    max_calls: MaxCallsOpt = None,
     parallel: Annotated[int, typer.Option(help="Tasks at once (openai backend only; in-process models run one task at a time).")] = 4,
     baselines: Annotated[Optional[str], typer.Option(help="Held-out columns to run besides prompting and self_guide, e.g. few_shot_finetune,gold_finetune (default: all of few_shot_finetune, synthetic_in_context, prompting_with_filters, gold_finetune).")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Run the protocol once per seed, e.g. --seeds 0,1,2, and report mean and spread (default: --seed alone).")] = None,
+    seeds: SeedsOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
     config: ConfigOpt = None,
@@ -425,14 +430,14 @@ def bench_methods(
     methods_: Annotated[list[str], typer.Option("--methods", help="The rows (repeatable or comma-separated): method names, e.g. self-guide,alpaca,few-shot-finetune, or YAML configs whose synth section (and teacher) makes the row, e.g. configs/rebase-cpu.yaml.")],
     model: ModelOpt = None,
     tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="SuperNI tasks to evaluate on (repeatable or comma-separated; default: the 14 held-out tasks).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N items of each eval set.")] = None,
+    limit: BenchLimitOpt = None,
     user_oriented: Annotated[Optional[bool], typer.Option("--user-oriented/--no-user-oriented", help="Also score on Self-Instruct's 252 user-oriented instructions (default: when a general-purpose method is a row).")] = None,
     user_oriented_limit: Annotated[Optional[int], typer.Option(help="Score on the first N user-oriented instructions only.")] = None,
-    eval_split: Annotated[Literal["selfguide", "official"], typer.Option(help="selfguide: the authors' test splits where present, official first 100 otherwise; official: always the first 100.")] = "selfguide",
+    eval_split: BenchSplitOpt = "selfguide",
     out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/bench-methods"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs; run nothing.")] = False,
-    max_calls: Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Run once per seed, e.g. --seeds 0,1,2, and report mean and spread (default: --seed alone).")] = None,
+    max_calls: MaxCallsOpt = None,
+    seeds: SeedsOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
     config: ConfigOpt = None,
