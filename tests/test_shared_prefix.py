@@ -38,13 +38,6 @@ def task() -> TaskSpec:
     )
 
 
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
 def padded_collator(tokenizer):
     """The collator TRL's SFTTrainer builds for pre-tokenised rows: right padding, a 2D mask."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling

@@ -38,13 +38,6 @@ def task() -> TaskSpec:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
 def lora_run(task, tiny_model_dir, tmp_path_factory):
     """One LoRA training run shared by the tests that look at its outputs."""
     out = tmp_path_factory.mktemp("lora-run")
