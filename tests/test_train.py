@@ -226,6 +226,14 @@ def test_training_is_deterministic_given_the_seed(task, tiny_model_dir, tmp_path
     assert [e["loss"] for e in read_log(other.log_path) if "loss" in e] != losses[0]
 
 
+def test_training_follows_the_run_seed_unless_its_own_is_set():
+    from selfguide.config import load_config
+
+    assert load_config(values={"seed": 3}).training().seed == 3  # `selfguide run --seed 3` trains with seed 3 too
+    assert load_config(overrides=["train.seed=5"], values={"seed": 3}).training().seed == 5
+    assert TrainConfig().resolved(cuda_bf16=False, cuda=False).seed == 0  # a TrainConfig used without a run
+
+
 def test_resume_continues_from_the_last_finished_epoch(task, tiny_model_dir, tmp_path):
     import shutil
 

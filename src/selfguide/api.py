@@ -283,7 +283,7 @@ def train_on_pairs(config: RunConfig, task: TaskSpec | None, pairs: list[Pair], 
         result = TrainOutput(out, Path(done["model_dir"]), done["is_adapter"], done["n_train"], done["n_dropped_too_long"], out / layout.TRAIN_LOG, reused=True)
     else:
         try:
-            trained = run_training(task, pairs, base_model, out, config.train, progress=progress)
+            trained = run_training(task, pairs, base_model, out, config.training(), progress=progress)
         except OSError as err:
             if Path(base_model).is_dir():
                 raise
@@ -322,7 +322,7 @@ def training_fingerprint(config: RunConfig, task: TaskSpec | None, pairs: list[P
         "demos": [(e.input, e.output) for e in task.examples] if task is not None else [],
         "model": training_model(config),
         "weights": model_fingerprint(training_model(config)),
-        "train": config.train.model_dump(mode="json", exclude={"model", "report_to"}),  # neither changes the trained weights
+        "train": config.training().model_dump(mode="json", exclude={"model", "report_to"}),  # neither changes the trained weights
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

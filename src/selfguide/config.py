@@ -36,6 +36,10 @@ class RunConfig(BaseModel):
     out: str = Field("", description="Run folder; unset: runs/<task name>.")
     cache: str | None = Field(None, description="SQLite file of cached model calls; unset: <out>/cache.sqlite. Share one between runs to reuse calls.")
 
+    def training(self) -> TrainConfig:
+        """`train` with its seed filled in: the run's `seed` unless `train.seed` is set."""
+        return self.train if self.train.seed is not None else self.train.model_copy(update={"seed": self.seed})
+
     @field_validator("synth", mode="before")
     @classmethod
     def _method_config(cls, value: object) -> MethodConfig:

@@ -180,7 +180,7 @@ def run_stages(ctx: MethodContext, config: BacktranslationBase, spec: Spec, make
 
     # Self-augmentation: M_yx learns output -> instruction, then writes one for every segment.
     backward_task = TaskSpec(name="backward", instruction=spec.backward_prompt, examples=[], type="generation")
-    backward_dir = finetune(backward_task, [(output, written) for written, output in spec.backward_seeds], base, models / "backward", config.train, ctx.progress)
+    backward_dir = finetune(backward_task, [(output, written) for written, output in spec.backward_seeds], base, models / "backward", config.training(), ctx.progress)
     candidates = with_model(base, backward_dir, ctx.model, lambda m: augment(docs, m, backward_task, config, ctx.seed, spec.eval_texts))
 
     # Self-curation: M0 (seeds), then M1 (seeds + curated), ... rate every candidate again.
@@ -192,7 +192,7 @@ def run_stages(ctx: MethodContext, config: BacktranslationBase, spec: Spec, make
         if config.curator == "writer":
             scored = curate(kept, ctx.writer, forward_task, spec, config, ctx.seed, r)
         else:
-            curator_dir = finetune(forward_task, pairs, base, models / f"m{r - 1}", config.train, ctx.progress)
+            curator_dir = finetune(forward_task, pairs, base, models / f"m{r - 1}", config.training(), ctx.progress)
             scored = with_model(base, curator_dir, ctx.model, lambda m: curate(kept, m, forward_task, spec, config, ctx.seed, r))
         for candidate, rating in zip(kept, scored):
             candidate["scores"][str(r)] = rating["score"]

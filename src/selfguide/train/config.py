@@ -84,7 +84,7 @@ class TrainConfig(BaseModel, extra="forbid"):
         "when training on a CUDA GPU (TRL's default), off on CPU, where memory is plentiful and the recomputed "
         "forward would cost about a third of every step.",
     )
-    seed: int = Field(42, description="Seed for adapter initialisation, data order and dropout.")
+    seed: int | None = Field(None, description="Seed for adapter initialisation, data order and dropout; unset: the run's `seed`.")
     save_every_epoch: bool = Field(
         True,
         description="Write a checkpoint after every epoch under out_dir/checkpoints, so a crash keeps the "
@@ -107,7 +107,8 @@ class TrainConfig(BaseModel, extra="forbid"):
         return value
 
     def resolved(self, cuda_bf16: bool | None = None, cuda: bool | None = None) -> TrainConfig:
-        """This config with `learning_rate`, `bf16` and `gradient_checkpointing` filled in for this machine."""
+        """This config with `learning_rate`, `bf16` and `gradient_checkpointing` filled in for this machine
+        (and `seed`, when no run filled it: RunConfig.training, 0 like a run's default seed)."""
         if cuda_bf16 is None:
             cuda_bf16 = cuda_bf16_available()
         if cuda is None:
@@ -117,7 +118,8 @@ class TrainConfig(BaseModel, extra="forbid"):
             lr = LORA_DEFAULT_LR if self.method == "lora" else FULL_DEFAULT_LR
         bf16 = cuda_bf16 if self.bf16 is None else self.bf16
         checkpointing = cuda if self.gradient_checkpointing is None else self.gradient_checkpointing
-        return self.model_copy(update={"learning_rate": lr, "bf16": bf16, "gradient_checkpointing": checkpointing})
+        seed = 0 if self.seed is None else self.seed
+        return self.model_copy(update={"learning_rate": lr, "bf16": bf16, "gradient_checkpointing": checkpointing, "seed": seed})
 
 
 def trackers(report_to: str | list[str]) -> list[str]:
