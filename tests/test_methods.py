@@ -203,13 +203,19 @@ def small_task() -> TaskSpec:
 
 def test_data_only_baselines_make_their_data_without_a_model_call(tmp_path):
     model, backend = scripted_model(lambda messages, params, j: "x", tmp_path / "cache.sqlite")
-    cases = {"few-shot-finetune": ({"q1", "q2"}, {"epochs": 3}), "gold-finetune": ({"d0", "d1", "d2", "d3", "d4"}, None), "prompting": (set(), None)}
-    for name, (inputs, train) in cases.items():
+    cases = {
+        "few-shot-finetune": ({"q1", "q2"}, {"epochs": 3}, "Data written by the task's gold demos"),
+        "gold-finetune": ({"d0", "d1", "d2", "d3", "d4"}, None, "Data written by the task's gold instances"),
+        "prompting": (set(), None, None),
+    }
+    for name, (inputs, train, written_by) in cases.items():
         method = get_method(name)
         ctx = MethodContext(small_task(), model, tmp_path / name, seed=0)
         assert total(method.plan(ctx, method.config())) == Calls(0, 0)
         summary = synthesize(method, ctx, method.config())
         assert {r["input"] for r in read_jsonl(tmp_path / name / layout.DATASET)} == inputs and summary.get("train") == train
+        funnel = (tmp_path / name / layout.SUMMARY_MD).read_text()
+        assert (written_by in funnel) if written_by else ("Data written by" not in funnel)  # not by the model: no call wrote it
     gold = get_method("gold-finetune")
     synthesize(gold, MethodContext(small_task(), model, tmp_path / "gold2", seed=0), gold.config(pairs=2))
     assert len(read_jsonl(tmp_path / "gold2" / layout.DATASET)) == 2

@@ -34,7 +34,12 @@ from selfguide.tasks.spec import TaskSpec
 def no_data(ctx: MethodContext, config: MethodConfig) -> dict:
     """A method without training data still leaves an (empty) dataset, so every run folder reads alike."""
     write_jsonl(ctx.out_dir / layout.DATASET, [])
-    return {"stages": [], "pairs": 0}
+    return {"stages": [], "pairs": 0, "models": {}}  # no model wrote or labelled anything
+
+
+def gold_data(ctx: MethodContext, source: str) -> dict:
+    """The funnel's "written by" for gold data: the task file wrote and labelled it, not a model."""
+    return {"wrote": source, "labelled": source, "trained": ctx.model.info.model}
 
 
 def no_calls(ctx: MethodContext, config: MethodConfig) -> dict[str, Calls]:
@@ -75,7 +80,7 @@ def few_shot_run(ctx: MethodContext, config: FewShotFinetuneConfig) -> dict:
     task = require_task(ctx)
     rows = [{"id": f"demo{i}", "input": e.input, "output": e.output, "provenance": {"source": "demo"}} for i, e in enumerate(task.examples)]
     write_jsonl(ctx.out_dir / layout.DATASET, rows)
-    return {"task": task.name, "type": task.type, "stages": [], "pairs": len(rows), "train": {"epochs": config.epochs}}
+    return {"task": task.name, "type": task.type, "stages": [], "pairs": len(rows), "train": {"epochs": config.epochs}, "models": gold_data(ctx, "the task's gold demos")}
 
 
 register(FewShotFinetuneConfig, run=few_shot_run, plan=no_calls)
@@ -96,7 +101,7 @@ def gold_run(ctx: MethodContext, config: GoldFinetuneConfig) -> dict:
     chosen = gold_items(task, len(task.dev) if config.pairs is None else config.pairs, ctx.seed)
     rows = [{"id": str(item.id), "input": item.input, "output": item.references[0], "provenance": {"source": "gold"}} for item in chosen]
     write_jsonl(ctx.out_dir / layout.DATASET, rows)
-    return {"task": task.name, "type": task.type, "stages": [], "pairs": len(rows), "gold_available": len(task.dev)}
+    return {"task": task.name, "type": task.type, "stages": [], "pairs": len(rows), "gold_available": len(task.dev), "models": gold_data(ctx, "the task's gold instances")}
 
 
 def gold_items(task: TaskSpec, count: int, seed: int) -> list:
