@@ -150,6 +150,7 @@ def test_bench_setting_skips_tuning(tiny_model_dir, tmp_path):
     result = bench(tiny_model_dir, tmp_path / "b", "--setting", "temperature=1.0,input_length_filter=false,output_length_filter=false,epochs=1", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "training runs: 3" in result.output  # self-guide + few-shot + gold ceiling on task1562, no tuning
+    assert "setting: T1-in0-out0-e1 (--setting; no tuning)" in result.output and "grid:" not in result.output
 
 
 def test_seeds_repeat_the_protocol_and_report_mean_and_spread(tiny_model_dir, tmp_path):

@@ -418,7 +418,10 @@ def bench_superni(
     if summary["missing_tasks"]:
         typer.echo(f"missing here (skipped): {', '.join(summary['missing_tasks'])}")
     if dry_run:
-        typer.echo(f"grid: {summary['grid_size']} settings")
+        if summary["grid_size"]:
+            typer.echo(f"grid: {summary['grid_size']} settings")
+        else:
+            typer.echo(f"setting: {summary['chosen_setting']['key']} (--setting; no tuning)")
         print_bench_plan(summary["plan"])
         return
     typer.echo(seeds_markdown(summary) if "per_seed" in summary else results_markdown(summary))

@@ -315,7 +315,7 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
         }
         if dry_run:
             summary["plan"] = bench.plan.as_dict()
-            summary["grid_size"] = len(options.grid)
+            summary["grid_size"] = 0 if options.setting is not None else len(options.grid)
             return summary
         summary |= {"tuning": tuned, "heldout": heldout, "model_calls": bench.stats.as_dict()}
         write_results(options.out, summary)
