@@ -173,7 +173,8 @@ def test_a_dead_or_silent_server_is_found_at_start():
 
 
 HANGING_CLIENT = """
-import sys, time
+import faulthandler, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for every thread's stack if exit hangs
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.openai_backend import OpenAIBackend
 requests = [Request([{"role": "user", "content": str(i)}], SamplingParams(seed=i)) for i in range(4)]
@@ -198,7 +199,13 @@ def test_stopping_does_not_wait_for_requests_in_flight(stop):
         started = time.monotonic()
         if stop == "ctrl-c":
             process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            process.kill()
+            pytest.fail(f"still running 30s after the {stop}; its threads:\n{process.communicate()[1][-6000:]}")
         took = time.monotonic() - started
     assert took < 5, f"exit took {took:.1f}s after the {stop}"
     assert process.returncode != 0
