@@ -7,6 +7,7 @@ import html
 import json
 from pathlib import Path
 
+from selfguide import layout
 from selfguide.config import RunConfig
 from selfguide.report.report import write_report
 from selfguide.tasks.spec import EvalItem, Example, TaskSpec
@@ -202,3 +203,21 @@ def test_verdict_of_an_inference_time_method(tmp_path):
     write_rows(tmp_path / "eval/prompting-with-filters/predictions.jsonl", predictions(task, "positive"))
     verdict = headline(tmp_path)[0]
     assert verdict.startswith("Verdict (") and "exact_match 0.00 -> 66.67" in verdict and "prompting-with-filters wins 4" in verdict
+
+
+def test_the_why_line_says_when_self_labels_were_at_chance_and_a_label_is_missing(tmp_path):
+    from selfguide.io import write_json
+    from selfguide.report.verdict import why_line
+
+    accuracy = {"metric": "exact_match", "accuracy": 65.0, "n": 20, "labeler": "score", "source": "gold items outside the eval set"}
+    chance = {"majority_label": "C", "majority_accuracy": 65.0, "top_self_label": "C", "top_self_label_share": 100.0}
+    summary = {"pairs": 45, "stages": [], "self_label_accuracy": accuracy | chance, "labels": {"missing_from_final": ["N"]}}
+    write_json(layout.synth_dir(tmp_path) / layout.SUMMARY, summary)
+    write_json(layout.train_dir(tmp_path) / layout.TRAIN_DONE, {"n_train": 45})
+    assert why_line(tmp_path) == (
+        "Why: trained on 45 pairs; before training, the model's own labels scored 65.0 exact_match on 20 gold items outside the eval set "
+        "(score labels), no better than always answering 'C' (65.0); 100% of its labels were 'C'; "
+        "the synthetic data had no pair labelled 'N', so finetuning taught fewer answers than the task has."
+    )
+    write_json(layout.synth_dir(tmp_path) / layout.SUMMARY, summary | {"self_label_accuracy": accuracy | chance | {"accuracy": 80.0}, "labels": {}})
+    assert why_line(tmp_path).endswith("(score labels).")  # above the constant answer: nothing to warn about

@@ -6,6 +6,7 @@ import pytest
 
 from scripted import scripted_model
 from selfguide.stages.annotate import OutputGenConfig
+from selfguide.stages.funnel import chance_note
 from selfguide.stages.self_label import SelfLabelConfig, self_label_accuracy
 from selfguide.tasks.spec import EvalItem, Example, TaskSpec
 
@@ -27,7 +28,10 @@ def task(dev: bool = True) -> TaskSpec:
 def test_accuracy_on_gold_items_outside_the_eval_set(tmp_path):
     model, backend = scripted_model(lambda messages, params, j: GOLD[messages[-1]["content"]] if j < 8 else "maybe", tmp_path / "c.sqlite")
     result = self_label_accuracy(task(), model, OutputGenConfig(n=10), SelfLabelConfig(items=12), seed=0)
-    assert result == {"metric": "exact_match", "accuracy": 100.0, "n": 12, "passed_vote": 12, "labeler": "sample", "source": "gold items outside the eval set"}
+    expected = {"metric": "exact_match", "accuracy": 100.0, "n": 12, "passed_vote": 12, "labeler": "sample", "source": "gold items outside the eval set"}
+    assert result.items() >= expected.items()
+    assert result["majority_accuracy"] < 100 and result["top_self_label_share"] < 100
+    assert chance_note(result) == ""  # better than any constant answer
     assert backend.calls == 12
 
 
@@ -35,6 +39,8 @@ def test_a_model_that_always_says_yes_scores_the_share_of_yes(tmp_path):
     model, _ = scripted_model(lambda messages, params, j: "yes", tmp_path / "c.sqlite")
     result = self_label_accuracy(task(), model, OutputGenConfig(n=3), SelfLabelConfig(items=30), seed=0)
     assert result["accuracy"] == pytest.approx(50.0)
+    assert (result["majority_accuracy"], result["top_self_label"], result["top_self_label_share"]) == (50.0, "yes", 100.0)
+    assert chance_note(result) == f", no better than always answering {result['majority_label']!r} (50.0); 100% of its labels were 'yes'"
 
 
 def test_inputs_the_vote_drops_count_as_wrong(tmp_path):

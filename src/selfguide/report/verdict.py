@@ -15,6 +15,7 @@ import yaml
 
 from selfguide import layout
 from selfguide.eval.stats import PairedComparison, paired_bootstrap
+from selfguide.stages.funnel import chance_note
 
 
 def read_json(path: Path) -> dict | None:
@@ -97,8 +98,11 @@ def why_line(run_dir: Path) -> str:
     if isinstance(accuracy, dict) and accuracy.get("accuracy") is not None:
         parts.append(
             f"before training, the model's own labels scored {accuracy['accuracy']:.1f} {accuracy.get('metric', '')} "
-            f"on {accuracy.get('n', '?')} {accuracy.get('source', 'gold items')} ({accuracy.get('labeler', '?')} labels)"
+            f"on {accuracy.get('n', '?')} {accuracy.get('source', 'gold items')} ({accuracy.get('labeler', '?')} labels){chance_note(accuracy)}"
         )
+    missing = (summary.get("labels") or {}).get("missing_from_final")
+    if missing and done:
+        parts.append(f"the synthetic data had no pair labelled {', '.join(map(repr, missing))}, so finetuning taught fewer answers than the task has")
     return "Why: " + "; ".join(parts) + "."
 
 

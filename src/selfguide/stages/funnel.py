@@ -41,7 +41,7 @@ def summary_markdown(summary: dict) -> str:
         lines += [
             "",
             f"Self-label accuracy: {accuracy['accuracy']:.1f} {accuracy['metric']} on {accuracy['n']} {accuracy['source']} "
-            f"({accuracy['passed_vote']} passed the vote).",
+            f"({accuracy['passed_vote']} passed the vote){chance_note(accuracy)}.",
         ]
     if models := summary.get("models"):
         lines += ["", f"Data written by {models['wrote']}, labelled by {models['labelled']}; trained: {models['trained']}."]
@@ -52,3 +52,13 @@ def summary_markdown(summary: dict) -> str:
         if total and len(summary.get("model_calls_by_invocation", [])) > 1:
             lines += [f"Over all {len(summary['model_calls_by_invocation'])} invocations: {total['calls']} calls made, {total['completion_tokens']} tokens generated."]
     return "\n".join(lines) + "\n"
+
+
+def chance_note(accuracy: dict) -> str:
+    """', no better than always answering "C" (65.0)' where that is so, else ''."""
+    if "majority_accuracy" not in accuracy or accuracy["accuracy"] > accuracy["majority_accuracy"]:
+        return ""
+    note = f", no better than always answering {accuracy['majority_label']!r} ({accuracy['majority_accuracy']:.1f})"
+    if accuracy.get("top_self_label_share", 0) >= 90:
+        note += f"; {accuracy['top_self_label_share']:.0f}% of its labels were {accuracy['top_self_label']!r}"
+    return note

@@ -10,6 +10,7 @@ self-labels can teach: a model that labels a task at chance will learn chance.
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -70,7 +71,7 @@ def self_label_accuracy(task: TaskSpec, model: CachedModel, outputs: OutputGenCo
         answer = answers[i]
         kept += answer is not None
         scores.append(0.0 if answer is None else (exact_match(answer, references) if metric == "exact_match" else rouge_l(answer, references)))
-    return {
+    result = {
         "metric": metric,
         "accuracy": 100 * sum(scores) / len(scores),
         "n": len(scores),
@@ -78,3 +79,19 @@ def self_label_accuracy(task: TaskSpec, model: CachedModel, outputs: OutputGenCo
         "labeler": ("score" if uses_label_scores(outputs, model) else "sample") if task.is_classification else "sample",
         "source": source,
     }
+    if task.is_classification:
+        result |= chance_levels([references[0] for _, _, references in cases], [a for a in answers.values() if a is not None])
+    return result
+
+
+def chance_levels(gold: list[str], answers: list[str]) -> dict:
+    """What the accuracy means for classification: the score of always giving the commonest gold
+    answer, and how much of the self-labelling one label took (a labeler that says one label for
+    everything gives single-class training data, and the model learns a constant)."""
+    majority, majority_count = Counter(gold).most_common(1)[0]
+    levels = {"majority_label": majority, "majority_accuracy": 100 * majority_count / len(gold)}
+    if answers:
+        top, top_count = Counter(answers).most_common(1)[0]
+        levels |= {"top_self_label": top, "top_self_label_share": 100 * top_count / len(answers)}
+    return levels
+
