@@ -177,10 +177,11 @@ def run_stages(ctx: MethodContext, config: BacktranslationBase, spec: Spec, make
     corpus = corpus_stage(config, spec)
     write_jsonl(ctx.out_dir / CORPUS, corpus)
     docs = [d for d in corpus if d["status"] == "kept"]
+    train = config.train if config.train.seed is not None else config.train.model_copy(update={"seed": ctx.seed})  # unset: the run's seed
 
     # Self-augmentation: M_yx learns output -> instruction, then writes one for every segment.
     backward_task = TaskSpec(name="backward", instruction=spec.backward_prompt, examples=[], type="generation")
-    backward_dir = finetune(backward_task, [(output, written) for written, output in spec.backward_seeds], base, models / "backward", config.training(), ctx.progress)
+    backward_dir = finetune(backward_task, [(output, written) for written, output in spec.backward_seeds], base, models / "backward", train, ctx.progress)
     candidates = with_model(base, backward_dir, ctx.model, lambda m: augment(docs, m, backward_task, config, ctx.seed, spec.eval_texts))
 
     # Self-curation: M0 (seeds), then M1 (seeds + curated), ... rate every candidate again.
@@ -192,7 +193,7 @@ def run_stages(ctx: MethodContext, config: BacktranslationBase, spec: Spec, make
         if config.curator == "writer":
             scored = curate(kept, ctx.writer, forward_task, spec, config, ctx.seed, r)
         else:
-            curator_dir = finetune(forward_task, pairs, base, models / f"m{r - 1}", config.training(), ctx.progress)
+            curator_dir = finetune(forward_task, pairs, base, models / f"m{r - 1}", train, ctx.progress)
             scored = with_model(base, curator_dir, ctx.model, lambda m: curate(kept, m, forward_task, spec, config, ctx.seed, r))
         for candidate, rating in zip(kept, scored):
             candidate["scores"][str(r)] = rating["score"]
