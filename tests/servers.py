@@ -192,6 +192,8 @@ class FaultProxy:
 
 def _make_handler(proxy: FaultProxy):
     class Handler(BaseHTTPRequestHandler):
+        _counted = False  # this request is in `in_flight`
+
         protocol_version = "HTTP/1.0"  # one request per connection: simple and predictable
 
         def log_message(self, format, *args):  # quiet
@@ -201,11 +203,23 @@ def _make_handler(proxy: FaultProxy):
             with proxy._lock:
                 proxy.in_flight += 1
                 proxy.max_in_flight = max(proxy.max_in_flight, proxy.in_flight)
+            self._counted = True
             try:
                 self._handle_counted()
             finally:
+                self._uncount()
+
+        def _uncount(self) -> None:
+            # A request stops counting when its reply starts: the client can send its next request
+            # before this thread gets back from writing the reply.
+            if self._counted:
+                self._counted = False
                 with proxy._lock:
                     proxy.in_flight -= 1
+
+        def send_response(self, *args, **kwargs) -> None:
+            self._uncount()
+            super().send_response(*args, **kwargs)
 
         def _handle_counted(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

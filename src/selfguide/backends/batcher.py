@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from selfguide import interruptible
+
 
 @dataclass(eq=False)
 class _Call:
@@ -96,7 +98,7 @@ class Coalescer:
         while True:
             with self._cond:
                 while not self._can_proceed(call):
-                    self._cond.wait(self._gather_left())
+                    self._cond.wait(interruptible.tick(self._gather_left()))
                 ready, call.results = call.results, []
                 merged = None
                 if not ready and not call.complete:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 
+from selfguide import interruptible
 from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams, ScoreRequest, label_scoring_unsupported
 from selfguide.errors import SelfGuideError
 from selfguide.redact import redact_url, split_credentials
@@ -203,7 +204,7 @@ class OpenAIBackend:
                     for j in range(n):
                         submit(i, 1, sample_seed(request.params.seed, j), j)
             while pending:
-                future = done.get()
+                future = interruptible.get(done)
                 pending.discard(future)
                 i, asked, first_slot = future.meta  # type: ignore[attr-defined]
                 want = max(requests[i].params.n, 1)

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfguide import layout
+from selfguide import interruptible, layout
 from selfguide.api import pairs_of, train_on_pairs, trained_model_config
 from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.backends.factory import cached_model
@@ -209,7 +209,7 @@ def run_parallel(bench: Bench, names: list[str], work) -> dict:
         return {name: work(name) for name in names}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {name: pool.submit(work, name) for name in names}
-        return {name: future.result() for name, future in futures.items()}
+        return {name: interruptible.result(future) for name, future in futures.items()}
 
 
 def tuning_phase(bench: Bench, tasks: dict[str, TaskSpec]) -> dict:

@@ -29,7 +29,6 @@ cancelled.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import queue
 import threading
@@ -40,7 +39,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from selfguide import layout
+from selfguide import interruptible, layout
 from selfguide.errors import BudgetExceeded
 from selfguide.io import append_jsonl, read_jsonl, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register, require_task
@@ -121,9 +120,9 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
         with writer.producer(gather) if annotator else contextlib.nullcontext():
             candidates = generate_inputs(task, writer, config.inputs, config.input_filters, ctx.seed, on_round=on_round, checks=[near_dup])
         # Before the labels are scored: two scoring calls at once would share batches.
-        self_label = self_labelled.result() if self_labelled else None
+        self_label = interruptible.result(self_labelled) if self_labelled else None
         if pipelined:
-            annotations = [a for future in labelled for a in future.result()]
+            annotations = [a for future in labelled for a in interruptible.result(future)]
         else:
             annotations = annotate(task, [r for r in candidates if r["status"] == "kept"], writer, outputs, ctx.seed)
     except BudgetExceeded:
@@ -194,7 +193,7 @@ class Worker:
             future.cancel()
         self._tasks.put(None)
         if wait:
-            concurrent.futures.wait(self._futures)
+            interruptible.wait_all(self._futures)
 
     def _work(self) -> None:
         while (task := self._tasks.get()) is not None:

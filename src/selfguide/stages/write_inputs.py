@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from selfguide import interruptible
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
 from selfguide.prompts.self_guide import clean_generated_input, input_generation_messages, input_stops
@@ -112,7 +113,7 @@ def generate_inputs(
 
     def filter_round(round_index: int, labels: list[str | None], completions) -> None:
         if isinstance(completions, Future):
-            completions = completions.result()
+            completions = interruptible.result(completions)
         round_records = []
         for slot, (label, [completion]) in enumerate(zip(labels, completions)):
             text = clean_generated_input(completion.text)
