@@ -175,6 +175,9 @@ def test_a_dead_or_silent_server_is_found_at_start():
 HANGING_CLIENT = """
 import faulthandler, signal, sys, time
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for every thread's stack if exit hangs
+# Ctrl-C as in a terminal: a test run started in the background by a shell without job control
+# inherits an ignored SIGINT, and Python then installs no KeyboardInterrupt handler.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.openai_backend import OpenAIBackend
 requests = [Request([{"role": "user", "content": str(i)}], SamplingParams(seed=i)) for i in range(4)]

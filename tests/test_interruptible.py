@@ -13,6 +13,15 @@ import pytest
 from selfguide import interruptible
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """Ctrl-C as in a terminal: a test run started in the background by a shell without job
+    control inherits an ignored SIGINT, and Python then installs no KeyboardInterrupt handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def ctrl_c_on_another_thread(after: float) -> threading.Timer:
     """SIGINT delivered to a helper thread: Python's handler only flags it, and an untimed wait in
     the main thread is never woken (the lost-Ctrl-C race of a blocked main thread)."""
