@@ -30,26 +30,25 @@ def ctrl_c_on_another_thread(after: float) -> threading.Timer:
     return timer
 
 
-def test_a_future_wait_stops_on_ctrl_c():
+def future_wait() -> tuple:
     future: Future = Future()
-    rescue = threading.Timer(10, future.set_result, ("never interrupted",))  # a failing test ends instead of hanging
-    rescue.start()
-    ctrl_c_on_another_thread(0.3)
-    started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        interruptible.result(future)
-    assert time.monotonic() - started < 3  # an untimed wait would sit until the rescue at 10 s
-    rescue.cancel()
+    return (lambda: interruptible.result(future)), (lambda: future.set_result("never interrupted"))
 
 
-def test_a_queue_wait_stops_on_ctrl_c():
+def queue_wait() -> tuple:
     items: queue.Queue = queue.Queue()
-    rescue = threading.Timer(10, items.put, ("never interrupted",))
+    return (lambda: interruptible.get(items)), (lambda: items.put("never interrupted"))
+
+
+@pytest.mark.parametrize("make_wait", [future_wait, queue_wait])
+def test_a_wait_stops_on_ctrl_c(make_wait):
+    wait, wake = make_wait()
+    rescue = threading.Timer(10, wake)  # a failing test ends instead of hanging
     rescue.start()
     ctrl_c_on_another_thread(0.3)
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        interruptible.get(items)
+        wait()
     assert time.monotonic() - started < 3  # an untimed wait would sit until the rescue at 10 s
     rescue.cancel()
 

@@ -38,7 +38,7 @@ class RunConfig(BaseModel):
 
     def training(self) -> TrainConfig:
         """`train` with its seed filled in: the run's `seed` unless `train.seed` is set."""
-        return self.train if self.train.seed is not None else self.train.model_copy(update={"seed": self.seed})
+        return self.train.seeded(self.seed)
 
     @field_validator("synth", mode="before")
     @classmethod

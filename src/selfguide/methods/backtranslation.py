@@ -177,7 +177,7 @@ def run_stages(ctx: MethodContext, config: BacktranslationBase, spec: Spec, make
     corpus = corpus_stage(config, spec)
     write_jsonl(ctx.out_dir / CORPUS, corpus)
     docs = [d for d in corpus if d["status"] == "kept"]
-    train = config.train if config.train.seed is not None else config.train.model_copy(update={"seed": ctx.seed})  # unset: the run's seed
+    train = config.train.seeded(ctx.seed)
 
     # Self-augmentation: M_yx learns output -> instruction, then writes one for every segment.
     backward_task = TaskSpec(name="backward", instruction=spec.backward_prompt, examples=[], type="generation")

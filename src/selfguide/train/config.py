@@ -106,6 +106,10 @@ class TrainConfig(BaseModel, extra="forbid"):
             raise ValueError(f"unknown tracker {unknown[0]!r}: expected 'none' or some of {', '.join(TRACKER_PACKAGES)}")
         return value
 
+    def seeded(self, run_seed: int) -> TrainConfig:
+        """This config with `seed` filled in from the run's seed when unset."""
+        return self if self.seed is not None else self.model_copy(update={"seed": run_seed})
+
     def resolved(self, cuda_bf16: bool | None = None, cuda: bool | None = None) -> TrainConfig:
         """This config with `learning_rate`, `bf16` and `gradient_checkpointing` filled in for this machine
         (and `seed`, when no run filled it: RunConfig.training, 0 like a run's default seed)."""
