@@ -1,15 +1,22 @@
-"""Dropping finished rows while decoding, side by side with transformers' `generate`, in one process.
+"""Our decoder side by side with a baseline, in one process.
 
     python bench/decode.py --model /work/smollm2 --calls runs/task1622/cache.sqlite
     python bench/decode.py --model M --calls C --per-kind 20 --device cuda
+    python bench/decode.py --model M --calls C --compare refill
+    python bench/decode.py --model M --calls C --compare kv_room
 
 A finished run's call cache holds the real requests of its stages: input writing (one sampled
 input per prompt), annotation (n sampled answers per input) and evaluation (greedy answers).
 Each kind of request (grouped by its sampling settings) is replayed twice through one HFBackend:
 
-* ours: `_decode_rows`, which drops rows from the batch as they finish (EOS or stop string);
-* base: `drop_finished=False`, i.e. `model.generate`, which runs every row of a batch until the
-  batch's longest row ends.
+* ours: `_decode_stream`, which drops rows from the batch as they finish (EOS or stop string),
+  lets waiting rows join as soon as a quarter of the batch is free, and writes each step's keys
+  and values in place (backends/decode_cache.py);
+* base, `--compare generate` (the default): `drop_finished=False`, i.e. `model.generate`, which
+  runs every row of a batch until the batch's longest row ends;
+* base, `--compare refill`: `refill=False`: the next batch starts when this one's last row ends;
+* base, `--compare kv_room`: `kv_room=False`: the cache grows by concatenation (a copy of the
+  whole cache per step), as transformers' DynamicCache does.
 
 Prefix reuse is on in both. Prints generated tokens/s and the ratio per kind, and checks that
 both ways gave the same texts (a mismatch count otherwise; 0 expected in float32). Model loading
@@ -62,21 +69,24 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=20, help="requests replayed per sampling setting")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--compare", choices=("generate", "refill", "kv_room"), default="generate", help="the baseline (see above)")
     args = parser.parse_args()
+    flag = {"generate": "drop_finished", "refill": "refill", "kv_room": "kv_room"}[args.compare]
+    base_name = {"generate": "generate", "refill": "no refill", "kv_room": "concatenate"}[args.compare]
 
     kinds = recorded_requests(args.calls, args.per_kind)
     backend = HFBackend(args.model, device=args.device, dtype=args.dtype)
     warm = next(iter(kinds.values()))[:1]
     replay(backend, warm)
-    print(f"{'requests':<28}{'drop finished':>16}{'generate':>16}{'ratio':>8}  same texts")
+    print(f"{'requests':<28}{'ours':>16}{base_name:>16}{'ratio':>8}  same texts")
     total = {"ours": 0.0, "base": 0.0}
     for kind, requests in kinds.items():
         seconds = {True: 0.0, False: 0.0}
         texts = {}
-        for drop in (True, False, False, True):
-            backend.drop_finished = drop
-            elapsed, texts[drop], tokens = replay(backend, requests)
-            seconds[drop] += elapsed
+        for on in (True, False, False, True):
+            setattr(backend, flag, on)
+            elapsed, texts[on], tokens = replay(backend, requests)
+            seconds[on] += elapsed
         ours, base = seconds[True] / 2, seconds[False] / 2
         ours_texts, base_texts = texts[True], texts[False]
         total["ours"] += ours

@@ -178,22 +178,22 @@ def test_prefill_runs_once_per_distinct_prompt(tiny_model_dir):
     assert all(shape[1] == 1 for shape in calls[1:])
 
 
-def test_results_are_yielded_batch_by_batch(tiny_model_dir):
+def test_results_are_yielded_as_soon_as_their_rows_end(tiny_model_dir):
     b = HFBackend(str(tiny_model_dir), device="cpu", batch_size=2)
-    batches = []
-    original = b._run_batch
+    waves = []
+    original = b._start_wave
 
-    def counting(batch, key):
-        batches.append(len(batch))
-        return original(batch, key)
+    def counting(wave, settings):
+        waves.append(len(wave))
+        return original(wave, settings)
 
-    b._run_batch = counting
+    b._start_wave = counting
     try:
         stream = b.generate([req(p, seed=i, n=2) for i, p in enumerate(PROMPTS)])
         first_index, first = next(stream)
-        assert len(first) == 2 and len(batches) == 1  # yielded before the other batches ran
+        assert len(first) == 2 and waves == [2]  # yielded before the other rows started
         rest = dict(stream)
-        assert len(batches) == 4 and len(rest) == 3 and first_index not in rest
+        assert waves == [2, 2, 2, 2] and len(rest) == 3 and first_index not in rest
     finally:
         b.close()
 
@@ -201,13 +201,13 @@ def test_results_are_yielded_batch_by_batch(tiny_model_dir):
 def test_isolated_requests_never_share_a_batch(tiny_model_dir, backend):
     b = HFBackend(str(tiny_model_dir), device="cpu", isolate_requests=True, batch_size=4)
     seen = []
-    original = b._run_batch
+    original = b._start_wave
 
-    def spy(batch, key):
-        seen.append({row.request for row in batch})
-        return original(batch, key)
+    def spy(wave, settings):
+        seen.append({row.request for row in wave})
+        return original(wave, settings)
 
-    b._run_batch = spy
+    b._start_wave = spy
     try:
         requests = [req(p, seed=i, n=3) for i, p in enumerate(PROMPTS)] + [req(PROMPTS[0], seed=9, n=6)]
         isolated = run(b, requests)
@@ -386,13 +386,13 @@ def test_requests_with_different_settings_share_batches_and_get_their_separate_r
     requests = [req(p, seed=10 * s + i, n=3, **kw) for s, kw in enumerate(settings) for i, p in enumerate(PROMPTS)]
     b = HFBackend(str(tiny_model_dir), device="cpu")
     mixed_batches = []
-    original = b._run_batch
+    original = b._start_wave
 
-    def spy(batch, settings):
-        mixed_batches.append(len({settings[row.request] for row in batch}) > 1)
-        return original(batch, settings)
+    def spy(wave, settings):
+        mixed_batches.append(len({settings[row.request] for row in wave}) > 1)
+        return original(wave, settings)
 
-    b._run_batch = spy
+    b._start_wave = spy
     try:
         together = run(b, requests)
     finally:

@@ -26,10 +26,13 @@ Design, in short:
 * Rows carry their own sampling settings (temperature, top-k, top-p, token limit, stop strings),
   so requests with different settings share batches: concurrent callers merged into one call
   (backends/batcher.py) run side by side. Rows are sorted by shared prefix then longest prompt
-  first, and packed into batches bounded by `batch_size` rows and `max_batch_tokens` ~
-  rows * (prompt + most new tokens). Each request is yielded as soon as the batch holding its last
-  row is done. (transformers' `generate`, used with `drop_finished` off, takes one setting per
-  batch: there requests are grouped by settings first.)
+  first and decoded with continuous batching: a row leaves the batch when it ends, and waiting
+  rows are prefilled and join it as soon as a quarter of it is free, within `batch_size` rows
+  and `max_batch_tokens` ~ rows * (width + most new tokens). Sampled answers are mostly far
+  shorter than their longest, and a step of a few rows costs nearly what a full one does. The KV
+  cache has room for the steps to come, so a step writes in place (backends/decode_cache.py).
+  Each request is yielded as soon as its last row ends. (transformers' `generate`, used with
+  `drop_finished` off, takes one setting per batch: there requests are grouped by settings first.)
 * `score` gives the log-probability of fixed candidate answers: one prefill per distinct prompt
   (with the same prefix reuse), then one forward over every candidate as a row of its own.
 """
@@ -42,6 +45,7 @@ import hashlib
 import logging
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +113,80 @@ class _Row:
     seed: int
     prompt: tuple[int, ...]
     prefix: int = 0  # leading prompt tokens taken from a shared prefix cache
+
+
+@dataclass
+class _Decoding:
+    """A batch being decoded, one entry (or tensor row) per batch row. `ids` and `mask` are the
+    rows' prompt layouts and generated tokens, left-padded to one width; `cache` holds the KV of
+    every column but the last, which the next step feeds. Rows that ended stay (`done`) until
+    the batch drops them."""
+
+    rows: list[_Row]
+    ids: object  # int64 [rows, width]
+    mask: object  # int64 [rows, width]
+    cache: object | None
+    steps: object  # int64 [rows]: tokens generated so far
+    limits: object  # int64 [rows]: max_new_tokens
+    keys: object  # int64 [rows, 2]: the noise keys (`HFBackend._row_keys`)
+    sampling: list[tuple[float, int, float]]
+    stops: list[tuple[str, ...]]
+    done: object  # bool [rows]
+    generated: list[list[int]]
+    _members: dict | None = None
+
+    def live(self) -> list[int]:
+        return (~self.done).nonzero().flatten().tolist()
+
+    def remaining(self) -> int:
+        """The most steps a live row may still take."""
+        return int((self.limits - self.steps).masked_fill(self.done, 0).max())
+
+    def stop_members(self) -> dict[tuple[str, ...], object]:
+        """Each distinct non-empty stop tuple, with the batch rows it covers (None: all)."""
+        if self._members is None:
+            covered: dict[tuple[str, ...], list[int]] = {}
+            for k, stops in enumerate(self.stops):
+                if stops:
+                    covered.setdefault(stops, []).append(k)
+            every = len(self.rows)
+            self._members = {
+                s: None if len(ks) == every else self.ids.new_tensor(ks) for s, ks in covered.items()
+            }
+        return self._members
+
+    def select(self, keep: list[int], index) -> None:
+        """Only rows `keep` (`index`, the same as a tensor) go on; the cache is the caller's."""
+        self.rows = [self.rows[k] for k in keep]
+        self.sampling = [self.sampling[k] for k in keep]
+        self.stops = [self.stops[k] for k in keep]
+        self.generated = [self.generated[k] for k in keep]
+        for name in ("ids", "mask", "steps", "limits", "keys", "done"):
+            setattr(self, name, getattr(self, name)[index])
+        self._members = None
+
+    @staticmethod
+    def stack(torch, first: _Decoding, second: _Decoding, pad_id: int) -> _Decoding:
+        """`first`'s rows then `second`'s, the ids and mask right-aligned to the wider (the caches
+        are stacked by the caller)."""
+        width = max(first.ids.shape[1], second.ids.shape[1])
+
+        def left_padded(tensor, value):
+            return torch.nn.functional.pad(tensor, (width - tensor.shape[1], 0), value=value)
+
+        return _Decoding(
+            rows=first.rows + second.rows,
+            ids=torch.cat([left_padded(first.ids, pad_id), left_padded(second.ids, pad_id)]),
+            mask=torch.cat([left_padded(first.mask, 0), left_padded(second.mask, 0)]),
+            cache=None,
+            steps=torch.cat([first.steps, second.steps]),
+            limits=torch.cat([first.limits, second.limits]),
+            keys=torch.cat([first.keys, second.keys]),
+            sampling=first.sampling + second.sampling,
+            stops=first.stops + second.stops,
+            done=torch.cat([first.done, second.done]),
+            generated=first.generated + second.generated,
+        )
 
 
 def shared_prefixes(prompts: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], int]:
@@ -188,12 +266,13 @@ def _mix32(x):
     return x ^ (x >> 16)
 
 
-def gumbel_noise(torch, row_keys, step: int, tokens, dtype):
+def gumbel_noise(torch, row_keys, step, tokens, dtype):
     """Gumbel(0, 1) noise for every (row, token) at one generation step, a pure function of
     (row key, step, token id): no generator state, the same on every device and batch layout.
 
-    `row_keys` is an int64 tensor [rows, 2] of two 32-bit halves of each row's seed; `tokens` the
-    vocabulary size (noise for every token id) or an int64 tensor [rows, k] of token ids."""
+    `row_keys` is an int64 tensor [rows, 2] of two 32-bit halves of each row's seed; `step` an int
+    for every row or an int64 tensor [rows, 1]; `tokens` the vocabulary size (noise for every
+    token id) or an int64 tensor [rows, k] of token ids."""
     if isinstance(tokens, int):
         tokens = torch.arange(tokens, device=row_keys.device, dtype=torch.int64)[None, :]
     step_key = _mix32((step * 0x9E3779B1 + 0x7F4A7C15) & MASK32)
@@ -214,15 +293,15 @@ def _make_sampler(torch, row_keys, start_len: int, temperature: float, top_k: in
     return _make_row_sampler(torch, row_keys, start_len, [(temperature, top_k, top_p)] * len(row_keys), noise_dtype)
 
 
-def _make_row_sampler(torch, row_keys, start_len: int, settings: list[tuple[float, int, float]], noise_dtype):
-    """A logits processor that picks one token per row: greedy for a row whose temperature is 0,
-    else by Gumbel-max over that row's own noise after its temperature, top-k and top-p
-    (`settings`: one such triple per row). Returns logits that let greedy decoding pick exactly
-    that token."""
-    from transformers import LogitsProcessor
+def pick_tokens(torch, scores, keys, steps, settings: list[tuple[float, int, float]], noise_dtype):
+    """One token per row of `scores`: greedy for a row whose temperature is 0, else by Gumbel-max
+    over that row's own noise after its temperature, top-k and top-p (`settings`: one such triple
+    per row). `steps`: how many tokens each row has generated so far, an int for all rows or an
+    int64 tensor [rows]; with the row's key it picks the noise. A row's draw depends on its own
+    scores, key, step and setting only, never on the rows beside it."""
 
-    def filtered(scores, temperature, top_k, top_p):
-        logits = scores.float() / temperature
+    def filtered(part, temperature, top_k, top_p):
+        logits = part.float() / temperature
         vocab = logits.shape[-1]
         if 0 < top_k < vocab:
             kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -235,13 +314,14 @@ def _make_row_sampler(torch, row_keys, start_len: int, settings: list[tuple[floa
             logits = logits.masked_fill(drop, float("-inf"))
         return logits
 
-    def draw(scores, keys, step, setting):
-        rows, vocab = scores.shape
+    def draw(part, part_keys, part_steps, setting):
+        rows, vocab = part.shape
         chunk = max(1, SAMPLER_ROW_CHUNK // max(vocab, 1))
         chosen = []
         for first in range(0, rows, chunk):
-            logits = filtered(scores[first : first + chunk], *setting).to(noise_dtype)
-            chunk_keys = keys[first : first + chunk]
+            logits = filtered(part[first : first + chunk], *setting).to(noise_dtype)
+            chunk_keys = part_keys[first : first + chunk]
+            step = part_steps if isinstance(part_steps, int) else part_steps[first : first + chunk, None]
             # Noise only for the tokens that can win (the top-k, or those within NOISE_SPAN of the
             # best): the same argmax as over the whole vocabulary, at a fraction of the hashing.
             best = logits.max(dim=-1, keepdim=True).values
@@ -257,30 +337,34 @@ def _make_row_sampler(torch, row_keys, start_len: int, settings: list[tuple[floa
                 chosen.append(torch.argmax(logits + noise, dim=-1))
         return torch.cat(chosen)
 
+    keys = keys.to(scores.device)
+    if not isinstance(steps, int):
+        steps = steps.to(scores.device)
+    members: dict[tuple[float, int, float], list[int]] = {}
+    for k, setting in enumerate(settings):
+        members.setdefault(setting, []).append(k)
+    tokens = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
+    # Each setting's rows on their own: a row's draw is the same whatever shares its batch.
+    for setting, rows in members.items():
+        if len(rows) == scores.shape[0]:
+            part, part_keys, part_steps, index = scores, keys, steps, slice(None)
+        else:
+            index = torch.tensor(rows, device=scores.device)
+            part, part_keys = scores[index], keys[index]
+            part_steps = steps if isinstance(steps, int) else steps[index]
+        tokens[index] = part.argmax(-1) if setting[0] <= 0 else draw(part, part_keys, part_steps, setting)
+    return tokens
+
+
+def _make_row_sampler(torch, row_keys, start_len: int, settings: list[tuple[float, int, float]], noise_dtype):
+    """`pick_tokens` as a logits processor for transformers' `generate` (every row at the same
+    step: the ids past `start_len`). Returns logits that let greedy decoding pick exactly that token."""
+    from transformers import LogitsProcessor
+
     class SeededRowSampler(LogitsProcessor):
-        # One of each per row of `scores`: a decoder that drops finished rows drops theirs (`select`).
-        keys = row_keys
-        row_settings = list(settings)
-
-        def select(self, keep: list[int]) -> None:
-            self.keys = self.keys[torch.tensor(keep, device=self.keys.device)]
-            self.row_settings = [self.row_settings[k] for k in keep]
-
         def __call__(self, input_ids, scores):
             step = max(input_ids.shape[1] - start_len, 0)
-            keys = self.keys.to(scores.device)
-            members: dict[tuple[float, int, float], list[int]] = {}
-            for k, setting in enumerate(self.row_settings):
-                members.setdefault(setting, []).append(k)
-            tokens = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
-            # Each setting's rows on their own: a row's draw is the same whatever shares its batch.
-            for setting, rows in members.items():
-                if len(rows) == scores.shape[0]:
-                    part, part_keys, index = scores, keys, slice(None)
-                else:
-                    index = torch.tensor(rows, device=scores.device)
-                    part, part_keys = scores[index], keys[index]
-                tokens[index] = part.argmax(-1) if setting[0] <= 0 else draw(part, part_keys, step, setting)
+            tokens = pick_tokens(torch, scores, row_keys, step, settings, noise_dtype)
             out = torch.full_like(scores, float("-inf"))
             return out.scatter_(1, tokens[:, None], 0.0)
 
@@ -302,8 +386,14 @@ class HFBackend:
       a function of the request alone, bit for bit, even in bfloat16/float16 where batched kernels
       otherwise shift logits enough to change a few percent of samples with the batch layout.
       Costs throughput (batches are at most one request's n rows).
-    * `drop_finished` (default on): decode with `_decode_rows`, which drops finished rows from the
+    * `drop_finished` (default on): decode with `_decode_stream`, which drops finished rows from the
       batch. Off: transformers' `generate`, which runs every row to the batch's longest; same tokens.
+    * `refill` (default on, with `drop_finished`): rows waiting join the batch while it decodes,
+      as soon as a quarter of it is free (continuous batching). Off: the next batch starts when
+      the last row of this one ends; same tokens up to float rounding, slower.
+    * `kv_room` (default on, with `drop_finished`): decode into KV buffers with room for the
+      batch's steps (backends/decode_cache.py). Off: the cache grows by concatenation, a copy of
+      the whole cache per step; same tokens, slower.
     """
 
     def __init__(
@@ -320,6 +410,8 @@ class HFBackend:
         reuse_prefix: bool = True,
         isolate_requests: bool = False,
         drop_finished: bool = True,
+        refill: bool = True,
+        kv_room: bool = True,
     ):
         import torch
 
@@ -355,6 +447,10 @@ class HFBackend:
         if self._encoder_decoder:
             self.share_prefill = False
         self.drop_finished = bool(drop_finished) and not self._encoder_decoder
+        self.refill = bool(refill)
+        self.kv_room = bool(kv_room)
+        self._joinable = True  # False once a model's cache proves not plain (backends/decode_cache.py)
+        self._stop_checks: dict[tuple[str, ...], object] = {}  # stop strings -> StopStringCriteria
 
         fp, details = fingerprint(model, adapter)
         self.info = BackendInfo(
@@ -467,16 +563,20 @@ class HFBackend:
                 rows += [_Row(i, j, row_seed(requests[i].params.seed, j), p, prefix.get(p, 0)) for j in range(count[i])]
             pending = {i: [None] * count[i] for i in members}
             left = dict(count)
-            for batch in self._pack(rows, lambda row: settings[row.request].max_new_tokens):
-                for row, completion in self._run_batch(batch, settings):
-                    pending[row.request][row.sample] = completion
-                    left[row.request] -= 1
-                    if left[row.request] == 0:
-                        done = pending.pop(row.request)
-                        n = requests[row.request].params.n
-                        if settings[row.request].temperature == 0:
-                            done = [Completion(**done[0].as_dict()) for _ in range(n)]
-                        yield row.request, done
+            if self.drop_finished:
+                finished = self._stream(rows, settings)
+            else:
+                batches = self._pack(rows, lambda row: settings[row.request].max_new_tokens)
+                finished = (pair for batch in batches for pair in self._run_batch(batch, settings))
+            for row, completion in finished:
+                pending[row.request][row.sample] = completion
+                left[row.request] -= 1
+                if left[row.request] == 0:
+                    done = pending.pop(row.request)
+                    n = requests[row.request].params.n
+                    if settings[row.request].temperature == 0:
+                        done = [Completion(**done[0].as_dict()) for _ in range(n)]
+                    yield row.request, done
 
     def _prefix_lengths(self, prompts: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], int]:
         return shared_prefixes(prompts) if self.reuse_prefix and self.share_prefill else {}
@@ -508,116 +608,219 @@ class HFBackend:
             yield batch
 
     def _run_batch(self, batch: list[_Row], settings: dict[int, _Settings]) -> list[tuple[_Row, Completion]]:
-        """Each row's completion; `settings` maps a request to its sampling settings."""
+        """transformers' `generate` on one batch (`drop_finished` off): each row's completion;
+        `settings` maps a request to its sampling settings (one setting in the batch)."""
         torch = self._torch
         try:
             generated = self._generate_rows(batch, settings)
-        except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError):
+        except _out_of_memory(torch):
             if len(batch) == 1:
                 raise
             log.warning("out of memory on a batch of %d rows: splitting it in two", len(batch))
             self._empty_device_cache()
             half = len(batch) // 2
             return self._run_batch(batch[:half], settings) + self._run_batch(batch[half:], settings)
-        return [
-            (row, self._completion(ids, len(row.prompt), self._stops(settings[row.request]), settings[row.request].max_new_tokens))
-            for row, ids in zip(batch, generated)
-        ]
+        return [(row, self._row_completion(row, ids, settings)) for row, ids in zip(batch, generated)]
+
+    def _row_completion(self, row: _Row, ids: list[int], settings: dict[int, _Settings]) -> Completion:
+        setting = settings[row.request]
+        return self._completion(ids, len(row.prompt), self._stops(setting), setting.max_new_tokens)
 
     def _stops(self, setting: _Settings) -> tuple[str, ...]:
         """The request's stop strings, then the chat template's end-of-turn strings."""
         return setting.stop + tuple(s for s in stop_strings_for(self.tokenizer) if s not in setting.stop)
 
     def _generate_rows(self, batch: list[_Row], settings: dict[int, _Settings]) -> list[list[int]]:
-        """Each row's generated token ids."""
+        """Each row's generated token ids, by transformers' `generate`."""
         torch = self._torch
-
         prompts, prompt_ids, prompt_mask, select = self._distinct_prompts(batch)
-        width = prompt_ids.shape[1]
-        input_ids, attention_mask = prompt_ids[select], prompt_mask[select]
-
-        row_settings = [settings[row.request] for row in batch]
+        setting = settings[batch[0].request]
         sampler = None
-        if any(s.temperature > 0 for s in row_settings):
-            noise_dtype = torch.float32 if self.device.type == "mps" else torch.float64
-            sampling = [(s.temperature, s.top_k, s.top_p) for s in row_settings]
-            sampler = _make_row_sampler(torch, self._row_keys(batch), width, sampling, noise_dtype)
-        stops = [self._stops(s) for s in row_settings]
-
+        if setting.temperature > 0:
+            sampling = [(setting.temperature, setting.top_k, setting.top_p)] * len(batch)
+            sampler = _make_row_sampler(torch, self._row_keys(batch), prompt_ids.shape[1], sampling, self._noise_dtype())
         with torch.inference_mode():
-            cache = None
-            if self.share_prefill and width >= 2:
-                cache = self._prefill(prompts, prompt_ids, prompt_mask, select)
-            if not self.drop_finished:  # one setting per batch here (see `generate`)
-                return self._generate_with_hf(input_ids, attention_mask, row_settings[0].max_new_tokens, sampler, stops[0])
-            limits = [s.max_new_tokens for s in row_settings]
-            return self._decode_rows(input_ids, attention_mask, cache, limits, sampler, stops)
+            return self._generate_with_hf(prompt_ids[select], prompt_mask[select], setting.max_new_tokens, sampler, self._stops(setting))
 
-    def _decode_rows(self, ids, mask, cache, limits: list[int], sampler, stops: list[tuple[str, ...]]) -> list[list[int]]:
-        """Greedy (or seeded, through `sampler`) decoding, the steps of `generate(do_sample=False)`
-        with its EOS and stop-string rules, that also drops finished rows from the batch: generate
-        runs every row until the longest ends, and sampled inputs and answers are mostly far
-        shorter than their longest. Rows leave in groups (a quarter of the batch at least), as each
-        drop copies the KV cache. Each row has its own token limit (`limits`) and stop strings.
-        Returns each row's generated ids, EOS or stop token included."""
+    def _noise_dtype(self):
+        return self._torch.float32 if self.device.type == "mps" else self._torch.float64
+
+    # -- continuous batching ---------------------------------------------------------------------
+
+    def _stream(self, rows: list[_Row], settings: dict[int, _Settings]) -> Iterator[tuple[_Row, Completion]]:
+        """Decode `rows` (sorted, rows sharing a prefix together) and yield each row's completion
+        as soon as it ends. Out of memory: the rows in flight start again, half as many at a time."""
+        queue = deque(rows)
+        most_rows = self.batch_size or len(rows)
+        while queue:
+            flight: list[_Row] = []
+            try:
+                for row, ids in self._decode_stream(queue, flight, settings, most_rows):
+                    yield row, self._row_completion(row, ids, settings)
+            except _out_of_memory(self._torch):
+                if len(flight) <= 1:
+                    raise
+                log.warning("out of memory with %d rows in flight: starting them again, %d at a time", len(flight), len(flight) // 2)
+                queue.extendleft(reversed(flight))
+                most_rows = len(flight) // 2
+                self._empty_device_cache()
+
+    def _decode_stream(self, queue: deque[_Row], flight: list[_Row], settings: dict[int, _Settings], most_rows: int):
+        """Greedy (or seeded) decoding with `generate(do_sample=False)`'s EOS and stop-string rules,
+        continuously batched: a row leaves the batch when it ends, and rows waiting in `queue` join
+        as soon as a quarter of the batch (within `most_rows` and `max_batch_tokens`) is free
+        (`refill`), rather than the batch running on with its last few rows. Sampled inputs and
+        answers are mostly far shorter than their longest, and a step of a few rows costs nearly
+        what a full one does. Rows joining are prefilled on their own, then their KV cache is
+        stacked with the running rows' (backends/decode_cache.py). `flight` holds the rows
+        admitted and not yet yielded. Yields (row, generated ids, EOS or stop token included)."""
+        batch: _Decoding | None = None
+        while queue or flight:
+            wave = self._next_wave(queue, batch, settings, most_rows)
+            if wave:
+                flight += wave
+                batch = self._admit(batch, wave, settings)
+            for k in self._step(batch):
+                row = batch.rows[k]
+                flight.remove(row)
+                yield row, batch.generated[k]
+            live = batch.live()
+            if not live:
+                batch = None
+            elif len(live) * 4 <= len(batch.rows) * 3 and hasattr(batch.cache, "batch_select_indices"):
+                # Rows leave in groups, as each drop copies the cache. (Caches that cannot drop rows keep them.)
+                self._keep(batch, live)
+
+    def _next_wave(self, queue: deque[_Row], batch: _Decoding | None, settings, most_rows: int) -> list[_Row]:
+        """The rows of `queue` to admit now (taken from it): as many as fit beside the running rows,
+        if that is a quarter of the batch or all that is left; none while a batch that cannot take
+        rows (no `refill`, isolated requests, a cache that cannot be stacked) still runs."""
+        live = len(batch.live()) if batch is not None else 0
+        if not queue or (live and not (self.refill and self._joinable and not self.isolate_requests)):
+            return []
+        width = batch.ids.shape[1] if live else 0
+        remaining = batch.remaining() if live else 0
+        head = tail = new = take = 0
+        for row in queue:
+            if self.isolate_requests and take and row.request != queue[0].request:
+                break
+            wider_head, wider_tail = max(head, row.prefix), max(tail, len(row.prompt) - row.prefix)
+            more = max(new, settings[row.request].max_new_tokens)
+            rows = live + take + 1
+            tokens = rows * (max(width, wider_head + wider_tail) + max(remaining, more))
+            if rows > 1 and (rows > most_rows or tokens > self.max_batch_tokens):
+                break  # the first row of an empty batch always goes
+            head, tail, new, take = wider_head, wider_tail, more, take + 1
+        if not take or (live and take * 4 < live + take and take < len(queue)):
+            return []
+        return [queue.popleft() for _ in range(take)]
+
+    def _admit(self, batch: _Decoding | None, wave: list[_Row], settings: dict[int, _Settings]) -> _Decoding:
+        """The running batch's live rows and `wave`, prefilled, in one batch."""
+        from selfguide.backends import decode_cache
+
+        arrived = self._start_wave(wave, settings)
+        if batch is None:
+            joined, parts = arrived, [(arrived.cache, len(wave))]
+        else:
+            self._keep(batch, batch.live())
+            joined = _Decoding.stack(self._torch, batch, arrived, self.tokenizer.pad_token_id)
+            parts = [(batch.cache, len(batch.rows)), (arrived.cache, len(wave))]
+        try:
+            joined.cache = decode_cache.join(parts, joined.remaining() if self.kv_room else None)
+        except TypeError as err:  # a batch whose cache cannot be stacked admits no rows: only here when alone
+            log.info("decoding without refill or KV room: %s", err)
+            self._joinable = False
+        return joined
+
+    def _start_wave(self, wave: list[_Row], settings: dict[int, _Settings]) -> _Decoding:
+        """`wave`'s rows with their prompts prefilled (all but each prompt's last token)."""
+        torch = self._torch
+        prompts, prompt_ids, prompt_mask, select = self._distinct_prompts(wave)
+        ids, mask = prompt_ids[select], prompt_mask[select]
+        cache = None
+        with torch.inference_mode():
+            if prompt_ids.shape[1] >= 2 and self.share_prefill:
+                cache = self._prefill(prompts, prompt_ids, prompt_mask, select)
+            if prompt_ids.shape[1] >= 2 and cache is None:  # every row its own prefill
+                extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
+                positions = (mask[:, :-1].cumsum(-1) - 1).clamp_(min=0)
+                out = self.model(
+                    input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions, use_cache=True, **extra
+                )
+                cache = getattr(out, self._cache_name)
+        row_settings = [settings[row.request] for row in wave]
+        return _Decoding(
+            rows=list(wave),
+            ids=ids,
+            mask=mask,
+            cache=cache,
+            steps=torch.zeros(len(wave), dtype=torch.long, device=self.device),
+            limits=torch.tensor([s.max_new_tokens for s in row_settings], device=self.device),
+            keys=self._row_keys(wave),
+            sampling=[(s.temperature, s.top_k, s.top_p) for s in row_settings],
+            stops=[self._stops(s) for s in row_settings],
+            done=torch.zeros(len(wave), dtype=torch.bool, device=self.device),
+            generated=[[] for _ in wave],
+        )
+
+    def _step(self, batch: _Decoding) -> list[int]:
+        """One decoding step for every row of `batch`; the rows that ended with it."""
         torch = self._torch
         from transformers.generation.stopping_criteria import StopStringCriteria
 
-        checks = {s: StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(s)) for s in dict.fromkeys(stops) if s}
-        eos = torch.tensor(self._eos_ids or [-1], device=ids.device)
         extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
-        generated: list[list[int]] = [[] for _ in range(ids.shape[0])]
-        rows = list(range(ids.shape[0]))  # which row of `generated` each batch row is
-
-        def by_row():
-            """Each batch row's token limit, and the batch rows each stop check covers (None: all)."""
-            limit = torch.tensor([limits[r] for r in rows], device=ids.device)
-            covered = {s: [k for k, r in enumerate(rows) if stops[r] == s] for s in checks}
-            members = {s: None if len(ks) == len(rows) else torch.tensor(ks, device=ids.device) for s, ks in covered.items() if ks}
-            return limit, members
-
-        limit, members = by_row()
-        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        start = cache.get_seq_length() if cache is not None else 0
-        step_ids = ids[:, start:]
-        positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)[:, start:]
-        for step in range(max(limits)):
+        with torch.inference_mode():
             out = self.model(
-                input_ids=step_ids, attention_mask=mask, position_ids=positions, **{self._cache_name: cache}, use_cache=True, **extra
+                input_ids=batch.ids[:, -1:],
+                attention_mask=batch.mask,
+                position_ids=batch.mask.sum(-1, keepdim=True) - 1,
+                **{self._cache_name: batch.cache},
+                use_cache=True,
+                **extra,
             )
-            cache = getattr(out, self._cache_name)
+            batch.cache = getattr(out, self._cache_name)
             scores = out.logits[:, -1, :].to(dtype=torch.float32)
             del out
-            if sampler is not None:
-                scores = sampler(ids, scores)
-            tokens = scores.argmax(-1)
-            ids = torch.cat([ids, tokens[:, None]], dim=-1)
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-            values = tokens.tolist()
-            for k in (~done).nonzero().flatten().tolist():
-                generated[rows[k]].append(values[k])
-            finished = torch.isin(tokens, eos) | (limit <= step + 1)
-            for s, index in members.items():
+            if any(setting[0] > 0 for setting in batch.sampling):
+                tokens = pick_tokens(torch, scores, batch.keys, batch.steps, batch.sampling, self._noise_dtype())
+            else:
+                tokens = scores.argmax(-1)
+            batch.ids = torch.cat([batch.ids, tokens[:, None]], dim=-1)
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], dim=-1)
+            batch.steps += 1
+            eos = torch.tensor(self._eos_ids or [-1], device=tokens.device)
+            finished = torch.isin(tokens, eos) | (batch.steps >= batch.limits)
+            for stops, index in batch.stop_members().items():
+                check = self._stop_checks.get(stops)
+                if check is None:
+                    check = self._stop_checks[stops] = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stops))
                 if index is None:
-                    finished |= checks[s](ids, scores)
+                    finished |= check(batch.ids, scores)
                 else:
-                    finished[index] |= checks[s](ids[index], scores[index])
-            done |= finished
-            if bool(done.all()):
-                break
-            # Caches that cannot drop rows (no batch_select_indices) keep them, as generate does.
-            if int(done.sum()) * 4 >= done.shape[0] and hasattr(cache, "batch_select_indices"):
-                keep = (~done).nonzero().flatten()
-                cache.batch_select_indices(keep)
-                ids, mask, tokens, done = ids[keep], mask[keep], tokens[keep], done[keep]
-                kept = keep.tolist()
-                rows = [rows[k] for k in kept]
-                limit, members = by_row()
-                if sampler is not None:
-                    sampler.select(kept)
-            step_ids = tokens[:, None]
-            positions = mask.sum(-1, keepdim=True) - 1
-        return generated
+                    finished[index] |= check(batch.ids[index], scores[index])
+        values = tokens.tolist()
+        ended = (finished & ~batch.done).nonzero().flatten().tolist()
+        for k in (~batch.done).nonzero().flatten().tolist():
+            batch.generated[k].append(values[k])
+        batch.done |= finished
+        return ended
+
+    def _keep(self, batch: _Decoding, keep: list[int]) -> None:
+        """Only rows `keep` of `batch` go on; columns that are padding for all of them go."""
+        torch = self._torch
+        from selfguide.backends import decode_cache
+
+        if len(keep) < len(batch.rows):
+            index = torch.tensor(keep, device=self.device)
+            if batch.cache is not None:
+                batch.cache.batch_select_indices(index)
+            batch.select(keep, index)
+        first = int(batch.mask.argmax(-1).min())  # each row's first real column
+        if first and self._joinable:
+            batch.ids, batch.mask = batch.ids[:, first:], batch.mask[:, first:]
+            decode_cache.trim(batch.cache, first)
+
 
     def _generate_with_hf(self, ids, mask, max_new_tokens: int, sampler, stops: tuple[str, ...]) -> list[list[int]]:
         """transformers' own `generate`: for encoder-decoder models, and as the baseline of
@@ -872,6 +1075,7 @@ class HFBackend:
         self.tokenizer = None
         self._original_generation_config = None
         self._prefix_kv.clear()
+        self._stop_checks.clear()
         self._empty_device_cache()
 
     def __enter__(self) -> Self:
@@ -882,6 +1086,10 @@ class HFBackend:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+def _out_of_memory(torch) -> type[BaseException]:
+    return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 def _check_source(name: str, what: str) -> None:
