@@ -264,7 +264,8 @@ def test_adapter_loads_and_changes_fingerprint(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    lora = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    config = peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)  # not a no-op
+    lora = peft.get_peft_model(base, config).eval()
     lora.save_pretrained(tmp_path / "adapter")
     b = HFBackend(str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu")
     try:
@@ -272,6 +273,14 @@ def test_adapter_loads_and_changes_fingerprint(tiny_model_dir, tmp_path):
         assert b.info.extra["adapter"] == str(tmp_path / "adapter")
         out = run(b, [req(PROMPTS[0], seed=4, n=2)])
         assert len(out[0]) == 2
+        # Folded into the weights for decoding: the adapter's outputs, without its layers.
+        assert not any("lora" in name for name, _ in b.model.named_parameters())
+        assert all(p.requires_grad for p in b.model.parameters())  # frozen weights take a slow CPU path
+        ids = torch.tensor([encode_prompt(b.tokenizer, msgs(PROMPTS[0]))])
+        with torch.no_grad():
+            merged, adapted = b.model(ids).logits, lora(input_ids=ids).logits
+            plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(ids).logits
+        assert torch.allclose(merged, adapted, atol=1e-5) and not torch.allclose(merged, plain, atol=1e-3)
     finally:
         b.close()
     with pytest.raises(SelfGuideError, match="missing-adapter"):

@@ -38,6 +38,8 @@ def test_run_writes_every_report_file(tiny_model_dir, tmp_path):
     assert html.index('<p class="verdict">Verdict') < html.index("<h2>")  # the answer comes first
     assert "[More Information Needed]" not in (out / "train/adapter/README.md").read_text()  # our card, not PEFT's template
     assert set(json.loads((out / "timings.json").read_text())) == {"synthesize", "eval_prompting", "train", "eval_finetuned"}
+    assert json.loads((out / "environment.json").read_text())["run_dtype"] == "float32"  # auto on a CPU
+    assert ", dtype float32." in (out / "report.md").read_text()
 
     # A second run reuses every call and the finished training.
     stamp = (out / "train" / "done.json").stat().st_mtime_ns

@@ -31,6 +31,7 @@ from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.backends.factory import cached_model
 from selfguide.backends.fingerprint import model_fingerprint
 from selfguide.backends.model_config import ModelConfig
+from selfguide.backends.precision import resolved_dtype
 from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.io import read_jsonl_objects, write_json, write_text
@@ -438,7 +439,8 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
     local = local_model_config(config)  # fails fast when the served name is not loadable weights
     with open_run(config, task, wait=wait) as out:
         result = run_stages(config, task, local, out, progress)
-        write_json(out / layout.ENVIRONMENT, environment())
+        # The precision the in-process model ran in (model.dtype "auto" and "native" differ by machine).
+        write_json(out / layout.ENVIRONMENT, {**environment(), "run_dtype": resolved_dtype(local.dtype, local.device)})
         write_model_card(out, task, config)
         result.report_paths = write_report(out, task, config)  # after the ledger has this invocation
         result.headline = headline(out)

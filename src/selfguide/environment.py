@@ -48,7 +48,7 @@ def cache_locations() -> dict[str, str]:
 
 
 def environment() -> dict:
-    from selfguide.backends.factory import resolved_dtype
+    from selfguide.backends.precision import resolved_dtype
 
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -57,5 +57,6 @@ def environment() -> dict:
         "versions": package_versions(),
         "device": device_description(),
         "default_dtype": resolved_dtype("auto"),
+        "native_dtype": resolved_dtype("native"),
         "caches": cache_locations(),
     }

@@ -10,7 +10,9 @@ from selfguide.backends.base import Backend, BackendInfo
 from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.backends.fingerprint import model_fingerprint
 from selfguide.backends.model_config import ModelConfig
+from selfguide.backends.precision import resolved_dtype
 from selfguide.redact import redact_url
+
 
 def backend_info(config: ModelConfig) -> BackendInfo:
     if config.backend == "openai":
@@ -33,17 +35,6 @@ def backend_info(config: ModelConfig) -> BackendInfo:
     precision = f"{resolved_dtype(config.dtype, config.device)}|{config.device}"
     name = str(Path(config.name).expanduser().resolve()) if Path(config.name).expanduser().is_dir() else config.name
     return BackendInfo(config.backend, name, f"{model_fingerprint(config.name, config.adapter)}|{precision}", {"adapter": config.adapter})
-
-
-def resolved_dtype(dtype: str, device: str = "auto") -> str:
-    """What "auto" means on this machine: bf16 or fp16 on a GPU, fp32 on a CPU (as the backends load it)."""
-    if dtype != "auto":
-        return dtype
-    import torch
-
-    if device.startswith("cpu") or not torch.cuda.is_available():
-        return "float32"
-    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
 
 def make_backend(config: ModelConfig) -> Backend:

@@ -17,7 +17,11 @@ class ModelConfig(BaseModel):
         "hf", description="hf: transformers in-process; openai: any OpenAI-compatible server; vllm: in-process vLLM (extra); llamacpp: GGUF models in-process through llama-cpp-python (extra)."
     )
     adapter: str | None = Field(None, description="A PEFT adapter folder applied on top of the model (llamacpp: a PEFT LoRA folder, converted to a GGUF LoRA, or a GGUF LoRA file).")
-    dtype: str = Field("auto", description="auto: bf16/fp16 on GPU, fp32 on CPU; or float32, bfloat16, float16.")
+    dtype: str = Field(
+        "auto",
+        description="auto: bf16/fp16 on GPU, fp32 on CPU; native: the same, but bf16 on a CPU that computes bf16 in "
+        "hardware (Intel AMX), ~2x the speed of fp32 there; or float32, bfloat16, float16.",
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N (hf).")
     batch_size: int | None = Field(None, ge=1, description="Rows per forward batch (hf); unset: sized by max_batch_tokens.")
     max_batch_tokens: int = Field(16384, ge=1, description="Upper bound of rows x (prompt + new tokens) per batch (hf).")

@@ -90,7 +90,8 @@ def cost_section(stage_calls: dict[str, dict | None], timings: dict | None, envi
         rows.append(["total", "", "", "", "", fmt_seconds(sum(timings.values()))])
     blocks.append(Table(["stage", "model calls", "from cache", "prompt tokens", "generated tokens", "wall time"], rows, {len(rows) - 1} if timings else set()))
     if environment:
-        blocks.append(Para(f"Device: {environment.get('device', '?')}, default dtype {environment.get('default_dtype', '?')}."))
+        dtype = environment.get("run_dtype") or environment.get("default_dtype", "?")
+        blocks.append(Para(f"Device: {environment.get('device', '?')}, dtype {dtype}."))
     return blocks
 
 
