@@ -150,3 +150,32 @@ def test_join_refuses_caches_it_cannot_stack():
     assert not decode_cache.make_room(cache, 4)
     with pytest.raises(TypeError, match="plain DynamicCache"):
         decode_cache.join([(cache, 1)], room=4)
+
+
+def test_a_model_whose_cache_cannot_be_stacked_decodes_batch_by_batch(tiny_model_dir, tmp_path):
+    """A sliding-window model (Mistral layout, a window never reached) with one-token prompts: the
+    first wave has nothing to prefill, so the model picks its own cache, which cannot be stacked.
+    No row may join the running ones then, and each must get what it gets alone."""
+    import json
+    import shutil
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "sliding")
+    config = json.loads((model / "config.json").read_text())
+    config.update({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 4096})
+    (model / "config.json").write_text(json.dumps(config))
+    words, limits = ["is", "a", "to", "b", "c", "d", "e", "f"], [2, 2, 12, 12, 8, 8, 8, 8]
+    requests = [
+        Request([{"role": "user", "content": w}], SamplingParams(temperature=0.0, max_new_tokens=limit)) for w, limit in zip(words, limits)
+    ]
+
+    def backend(**sizes) -> HFBackend:
+        b = HFBackend(str(model), device="cpu", **sizes)
+        b.tokenizer.chat_template = "{{ messages[-1]['content'] }}"  # a prompt of one token
+        return b
+
+    with backend(batch_size=4) as b:
+        assert {len(b.tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words} == {1}
+        together = results(b, requests)
+        assert not b._joinable
+    with backend() as alone:
+        assert all(results(alone, [request])[0] == together[i] for i, request in enumerate(requests))

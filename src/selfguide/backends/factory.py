@@ -70,7 +70,8 @@ def make_backend(config: ModelConfig) -> Backend:
         return LlamaCppBackend(config.name, adapter=config.adapter, n_ctx=config.n_ctx, n_threads=config.n_threads, n_batch=config.n_batch)
     from selfguide.backends.vllm_backend import VLLMBackend
 
-    return VLLMBackend(config.name, adapter=config.adapter, dtype=config.dtype, gpu_memory_utilization=config.gpu_memory_utilization)
+    dtype = "auto" if config.dtype == "native" else config.dtype  # vLLM runs on GPUs, where the two agree
+    return VLLMBackend(config.name, adapter=config.adapter, dtype=dtype, gpu_memory_utilization=config.gpu_memory_utilization)
 
 
 def cached_model(

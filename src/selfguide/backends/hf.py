@@ -499,8 +499,11 @@ class HFBackend:
             loaded = _merged(loaded).to(self.device)
             # PEFT freezes the base weights, and on a CPU PyTorch multiplies a strided input (a prefill's
             # last position, with logits_to_keep) by a frozen weight 10x (fp32) to 900x (bf16) slower
-            # than by a trainable one. Nothing here takes gradients (inference_mode), so unfreeze them.
-            loaded.requires_grad_(True)
+            # than by a trainable one. Nothing here takes gradients (inference_mode), so unfreeze them
+            # (the floating-point ones: a quantised base holds integer weights, which cannot require grad).
+            for parameter in loaded.parameters():
+                if parameter.is_floating_point():
+                    parameter.requires_grad_(True)
         loaded.eval()
         return tokenizer, loaded
 
@@ -699,7 +702,11 @@ class HFBackend:
         """The rows of `queue` to admit now (taken from it): as many as fit beside the running rows,
         if that is a quarter of the batch or all that is left; none while a batch that cannot take
         rows (no `refill`, isolated requests, a cache that cannot be stacked) still runs."""
+        from selfguide.backends import decode_cache
+
         live = len(batch.live()) if batch is not None else 0
+        if live and self._joinable:  # a first wave with nothing to prefill left the model to choose the cache
+            self._joinable = decode_cache.plain(batch.cache)
         if not queue or (live and not (self.refill and self._joinable and not self.isolate_requests)):
             return []
         width = batch.ids.shape[1] if live else 0
@@ -821,7 +828,7 @@ class HFBackend:
                 batch.cache.batch_select_indices(index)
             batch.select(keep, index)
         first = int(batch.mask.argmax(-1).min())  # each row's first real column
-        if first and self._joinable:
+        if first and self._joinable and decode_cache.plain(batch.cache):
             batch.ids, batch.mask = batch.ids[:, first:], batch.mask[:, first:]
             decode_cache.trim(batch.cache, first)
 
