@@ -110,8 +110,8 @@ def random_cache(batch: int, width: int, layers: int = 2, seed: int = 0) -> Dyna
 
 
 def test_a_roomy_layer_holds_what_concatenation_holds_even_past_its_room():
-    roomy, plain = random_cache(3, 5), random_cache(3, 5)
-    assert decode_cache.make_room(roomy, 2)
+    roomy, plain = decode_cache.join([(random_cache(3, 5), 3)], room=2), random_cache(3, 5)
+    assert all(isinstance(layer, decode_cache.RoomyLayer) for layer in roomy.layers)
     generator = torch.Generator().manual_seed(1)
     for step in range(6):  # 2 columns of room, then it must grow
         keys, values = torch.randn(3, 2, 1, 4, generator=generator), torch.randn(3, 2, 1, 4, generator=generator)
@@ -147,7 +147,7 @@ def test_join_refuses_caches_it_cannot_stack():
 
     cache = random_cache(1, 3)
     cache.layers[0] = DynamicSlidingWindowLayer(sliding_window=2)
-    assert not decode_cache.make_room(cache, 4)
+    assert not decode_cache.plain(cache)
     with pytest.raises(TypeError, match="plain DynamicCache"):
         decode_cache.join([(cache, 1)], room=4)
 
@@ -175,7 +175,14 @@ def test_a_model_whose_cache_cannot_be_stacked_decodes_batch_by_batch(tiny_model
 
     with backend(batch_size=4) as b:
         assert {len(b.tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words} == {1}
+        joined_running, original = [], b._admit
+
+        def spy(batch, wave, settings):
+            joined_running.append(batch is not None)
+            return original(batch, wave, settings)
+
+        b._admit = spy
         together = results(b, requests)
-        assert not b._joinable
+        assert len(joined_running) > 1 and not any(joined_running)  # batch by batch
     with backend() as alone:
         assert all(results(alone, [request])[0] == together[i] for i, request in enumerate(requests))

@@ -50,12 +50,6 @@ class RoomyLayer(DynamicLayer):
         self._keys, self._values = self._keys[indices], self._values[indices]
         self._show()
 
-    def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove > 0:
-            raise ValueError(f"crop takes a negative count of tokens to remove, got {tokens_to_remove}")
-        self._length = max(self._length + tokens_to_remove, 0)
-        self._show()
-
     def trim(self, columns: int) -> None:
         """Drop the first `columns` columns (a view: no copy)."""
         self._keys, self._values = self._keys[:, :, columns:], self._values[:, :, columns:]
@@ -71,21 +65,10 @@ def _with_room(states: torch.Tensor, room: int) -> torch.Tensor:
 
 
 def plain(cache) -> bool:
-    """Whether every layer is a filled DynamicLayer (or ours): what `make_room` and `join` handle.
+    """Whether every layer is a filled DynamicLayer (or ours): what `join` handles.
     Not so for sliding-window, quantised or hybrid caches."""
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(type(layer) in (DynamicLayer, RoomyLayer) and layer.is_initialized for layer in layers)
-
-
-def make_room(cache, room: int) -> bool:
-    """Give every layer of a plain cache room for `room` more columns, in place (False, and the
-    cache untouched, when it is not plain)."""
-    if not plain(cache):
-        return False
-    for index, layer in enumerate(cache.layers):
-        if type(layer) is DynamicLayer:
-            cache.layers[index] = RoomyLayer(_with_room(layer.keys, room), _with_room(layer.values, room), layer.keys.shape[-2])
-    return True
 
 
 def join(parts: list[tuple[object | None, int]], room: int | None):

@@ -438,6 +438,7 @@ class HFBackend:
 
         self.tokenizer, self.model = self._load(model, adapter, trust_remote_code)
         self._eos_ids = self._collect_eos_ids()
+        self._eos_tensor = torch.tensor(self._eos_ids or [-1], device=self.device)
         self._configure_generation()
         base = self._base_model()
         self._logits_to_keep = base._supports_logits_to_keep() if hasattr(base, "_supports_logits_to_keep") else False
@@ -449,7 +450,6 @@ class HFBackend:
         self.drop_finished = bool(drop_finished) and not self._encoder_decoder
         self.refill = bool(refill)
         self.kv_room = bool(kv_room)
-        self._joinable = True  # False once a model's cache proves not plain (backends/decode_cache.py)
         self._stop_checks: dict[tuple[str, ...], object] = {}  # stop strings -> StopStringCriteria
 
         fp, details = fingerprint(model, adapter)
@@ -705,9 +705,7 @@ class HFBackend:
         from selfguide.backends import decode_cache
 
         live = len(batch.live()) if batch is not None else 0
-        if live and self._joinable:  # a first wave with nothing to prefill left the model to choose the cache
-            self._joinable = decode_cache.plain(batch.cache)
-        if not queue or (live and not (self.refill and self._joinable and not self.isolate_requests)):
+        if not queue or (live and not (self.refill and not self.isolate_requests and decode_cache.plain(batch.cache))):
             return []
         width = batch.ids.shape[1] if live else 0
         remaining = batch.remaining() if live else 0
@@ -732,16 +730,14 @@ class HFBackend:
 
         arrived = self._start_wave(wave, settings)
         if batch is None:
+            if not decode_cache.plain(arrived.cache):  # none yet, or the model's own kind: decoded as it is
+                return arrived
             joined, parts = arrived, [(arrived.cache, len(wave))]
-        else:
+        else:  # `_next_wave` admits rows beside running ones only when their cache is plain
             self._keep(batch, batch.live())
             joined = _Decoding.stack(self._torch, batch, arrived, self.tokenizer.pad_token_id)
             parts = [(batch.cache, len(batch.rows)), (arrived.cache, len(wave))]
-        try:
-            joined.cache = decode_cache.join(parts, joined.remaining() if self.kv_room else None)
-        except TypeError as err:  # a batch whose cache cannot be stacked admits no rows: only here when alone
-            log.info("decoding without refill or KV room: %s", err)
-            self._joinable = False
+        joined.cache = decode_cache.join(parts, joined.remaining() if self.kv_room else None)
         return joined
 
     def _start_wave(self, wave: list[_Row], settings: dict[int, _Settings]) -> _Decoding:
@@ -800,8 +796,7 @@ class HFBackend:
             batch.ids = torch.cat([batch.ids, tokens[:, None]], dim=-1)
             batch.mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], dim=-1)
             batch.steps += 1
-            eos = torch.tensor(self._eos_ids or [-1], device=tokens.device)
-            finished = torch.isin(tokens, eos) | (batch.steps >= batch.limits)
+            finished = torch.isin(tokens, self._eos_tensor) | (batch.steps >= batch.limits)
             for stops, index in batch.stop_members().items():
                 check = self._stop_checks.get(stops)
                 if check is None:
@@ -828,7 +823,7 @@ class HFBackend:
                 batch.cache.batch_select_indices(index)
             batch.select(keep, index)
         first = int(batch.mask.argmax(-1).min())  # each row's first real column
-        if first and self._joinable and decode_cache.plain(batch.cache):
+        if first and decode_cache.plain(batch.cache):
             batch.ids, batch.mask = batch.ids[:, first:], batch.mask[:, first:]
             decode_cache.trim(batch.cache, first)
 
