@@ -63,6 +63,7 @@ CASES = [
     ("config-set-bad-yaml", ["config", "--set", "model.name=["], ["--set model.name", "YAML"]),
     ("config-set-no-equals", ["config", "--set", "novalue"], ["--set", "key.path=value"]),
     ("config-set-bad-value", ["config", "--set", "synth.outputs.n=-1"], ["--set synth.outputs.n", "synth.outputs.n"]),
+    ("config-set-bad-dtype", ["config", "--set", "model.dtype=fp8"], ["--set model.dtype", "expected auto, native, float32, bfloat16 or float16, got 'fp8'"]),
     ("config-file-bad-field", ["config", "--config", "{bad_config.yaml}"], ["bad_config.yaml", "model.backend"]),
     ("config-file-not-mapping", ["config", "--config", "{list_config.yaml}"], ["list_config.yaml", "mapping"]),
     ("config-file-missing", ["config", "--config", "{missing.yaml}"], ["missing.yaml", "no such file"]),

@@ -90,7 +90,12 @@ def load_config(
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         got = repr(first.get("input"))[:60] if first["type"] != "extra_forbidden" else None
-        expected = "a known setting (see `selfguide config`)" if first["type"] == "extra_forbidden" else first["msg"].lower()
+        if first["type"] == "extra_forbidden":
+            expected = "a known setting (see `selfguide config`)"
+        elif first["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, "
+            expected = str(first["ctx"]["error"])
+        else:
+            expected = first["msg"].lower()
         given_by = next((flag for dotted, flag in origin.items() if where == dotted or where.startswith(dotted + ".")), source)
         raise BadInputError(given_by, f"field {where!r}", expected, got) from None
 

@@ -58,17 +58,6 @@ from selfguide.errors import SelfGuideError
 
 log = logging.getLogger(__name__)
 
-DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
-
 
 # ----------------------------------------------------------------------------------------------
 # Helpers that need no torch
@@ -1153,7 +1142,9 @@ def _resolve_dtype(torch, dtype: str, device):
         from selfguide.backends.precision import resolved_dtype
 
         return getattr(torch, resolved_dtype(dtype, str(device)))
-    name = DTYPES.get(str(dtype).lower().removeprefix("torch."))
+    from selfguide.backends.precision import dtype_name
+
+    name = dtype_name(dtype)
     if name is None:
         raise SelfGuideError(f"unknown dtype {dtype!r}: use auto, native, float32, bfloat16 or float16")
     return getattr(torch, name)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from selfguide.backends.precision import dtype_name
 
 
 class ModelConfig(BaseModel):
@@ -49,3 +51,10 @@ class ModelConfig(BaseModel):
     n_ctx: int = Field(4096, ge=16, description="Context window in tokens, prompt plus answer; sizes llama.cpp's KV cache (llamacpp).")
     n_threads: int | None = Field(None, ge=1, description="CPU threads llama.cpp computes with; unset: as many as torch uses (llamacpp). On a CPU shared with other jobs, 1 is often faster.")
     n_batch: int = Field(512, ge=1, description="Prompt tokens llama.cpp evaluates per forward pass (llamacpp).")
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value not in ("auto", "native") and dtype_name(value) is None:
+            raise ValueError("auto, native, float32, bfloat16 or float16")
+        return value

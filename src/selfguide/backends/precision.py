@@ -1,6 +1,23 @@
-"""What the `model.dtype` names "auto" and "native" mean on this machine."""
+"""The `model.dtype` names, and what "auto" and "native" mean on this machine."""
 
 from __future__ import annotations
+
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+
+
+def dtype_name(dtype: str) -> str | None:
+    """The torch dtype a fixed name stands for ("bf16", "torch.float16", ...); None when unknown
+    (and for "auto" and "native", which `resolved_dtype` resolves)."""
+    return DTYPES.get(str(dtype).lower().removeprefix("torch."))
 
 
 def cpu_computes_bf16() -> bool:
