@@ -4,19 +4,23 @@
     python bench/decode.py --model M --calls C --per-kind 20 --device cuda
     python bench/decode.py --model M --calls C --compare refill
     python bench/decode.py --model M --calls C --compare kv_room
+    python bench/decode.py --model M --calls C --compare share_samples
 
 A finished run's call cache holds the real requests of its stages: input writing (one sampled
 input per prompt), annotation (n sampled answers per input) and evaluation (greedy answers).
 Each kind of request (grouped by its sampling settings) is replayed twice through one HFBackend:
 
 * ours: `_decode_stream`, which drops rows from the batch as they finish (EOS or stop string),
-  lets waiting rows join as soon as a quarter of the batch is free, and writes each step's keys
-  and values in place (backends/decode_cache.py);
+  lets waiting rows join as soon as a quarter of the batch is free, writes each step's keys
+  and values in place (backends/decode_cache.py), and decodes a request's samples as one row
+  until their tokens part;
 * base, `--compare generate` (the default): `drop_finished=False`, i.e. `model.generate`, which
   runs every row of a batch until the batch's longest row ends;
 * base, `--compare refill`: `refill=False`: the next batch starts when this one's last row ends;
 * base, `--compare kv_room`: `kv_room=False`: the cache grows by concatenation (a copy of the
-  whole cache per step), as transformers' DynamicCache does.
+  whole cache per step), as transformers' DynamicCache does;
+* base, `--compare share_samples`: `share_samples=False`: each of a request's n samples is a
+  batch row of its own from the start, rather than one row until their tokens part.
 
 Prefix reuse is on in both. Prints generated tokens/s and the ratio per kind, and checks that
 both ways gave the same texts (a mismatch count otherwise; 0 expected in float32). Model loading
@@ -69,10 +73,10 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=20, help="requests replayed per sampling setting")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--compare", choices=("generate", "refill", "kv_room"), default="generate", help="the baseline (see above)")
+    parser.add_argument("--compare", choices=("generate", "refill", "kv_room", "share_samples"), default="generate", help="the baseline (see above)")
     args = parser.parse_args()
-    flag = {"generate": "drop_finished", "refill": "refill", "kv_room": "kv_room"}[args.compare]
-    base_name = {"generate": "generate", "refill": "no refill", "kv_room": "concatenate"}[args.compare]
+    flag = {"generate": "drop_finished", "refill": "refill", "kv_room": "kv_room", "share_samples": "share_samples"}[args.compare]
+    base_name = {"generate": "generate", "refill": "no refill", "kv_room": "concatenate", "share_samples": "row per sample"}[args.compare]
 
     kinds = recorded_requests(args.calls, args.per_kind)
     backend = HFBackend(args.model, device=args.device, dtype=args.dtype)

@@ -165,7 +165,7 @@ def test_prefill_runs_once_per_distinct_prompt(tiny_model_dir):
         ids = kwargs.get("input_ids")
         calls.append(tuple(ids.shape))
 
-    backend = HFBackend(str(tiny_model_dir), device="cpu", reuse_prefix=False)
+    backend = HFBackend(str(tiny_model_dir), device="cpu", reuse_prefix=False, share_samples=False)
     width = len(encode_prompt(backend.tokenizer, msgs(PROMPTS[1])))
     handle = backend.model.register_forward_pre_hook(spy, with_kwargs=True)
     try:

@@ -10,6 +10,7 @@
   prompts: new rows join a batch that is still decoding (backends/hf.py, refill).
 * Leaving. `RoomyLayer.batch_select_indices` keeps some rows; `trim` drops leading columns that
   are padding for every row left.
+* Forking. `take` copies some rows out, for samples whose tokens parted from their row's.
 
 Imported lazily by backends/hf.py: it needs torch and transformers.
 """
@@ -109,6 +110,13 @@ def _dynamic(keys: torch.Tensor, values: torch.Tensor) -> DynamicLayer:
     layer.lazy_initialization(keys, values)
     layer.keys, layer.values = keys, values
     return layer
+
+
+def take(cache, index: torch.Tensor):
+    """A new plain cache holding copies of rows `index` of `cache` (a plain one)."""
+    copy = DynamicCache()
+    copy.layers = [_dynamic(layer.keys[index], layer.values[index]) for layer in cache.layers]
+    return copy
 
 
 def trim(cache, columns: int) -> None:

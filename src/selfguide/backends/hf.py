@@ -31,7 +31,10 @@ Design, in short:
   and `max_batch_tokens` ~ rows * (width + most new tokens). Sampled answers are mostly far
   shorter than their longest, and a step of a few rows costs nearly what a full one does. The KV
   cache has room for the steps to come, so a step writes in place (backends/decode_cache.py).
-  Each request is yielded as soon as its last row ends. (transformers' `generate`, used with
+  A request's n samples share one row while their tokens agree, and fork when they part: at a
+  low temperature most never do (`share_samples`). Budgets still count every sample as a row,
+  as each may fork into one. Each request is yielded as soon as its last sample ends.
+  (transformers' `generate`, used with
   `drop_finished` off, takes one setting per batch: there requests are grouped by settings first.)
 * `score` gives the log-probability of fixed candidate answers: one prefill per distinct prompt
   (with the same prefix reuse), then one forward over every candidate as a row of its own.
@@ -47,7 +50,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Self
 
@@ -102,22 +105,23 @@ class _Row:
     seed: int
     prompt: tuple[int, ...]
     prefix: int = 0  # leading prompt tokens taken from a shared prefix cache
+    alone: bool = False  # decoded in a batch row of its own, never shared with the request's other samples
 
 
 @dataclass
 class _Decoding:
-    """A batch being decoded, one entry (or tensor row) per batch row. `ids` and `mask` are the
-    rows' prompt layouts and generated tokens, left-padded to one width; `cache` holds the KV of
-    every column but the last, which the next step feeds. Rows that ended stay (`done`) until
-    the batch drops them."""
+    """A batch being decoded, one entry (or tensor row) per batch row. A batch row stands for one
+    or more samples of one request (`rows[k]`, see `share_samples`) whose tokens agree so far.
+    `ids` and `mask` are the rows' prompt layouts and generated tokens, left-padded to one width;
+    `cache` holds the KV of every column but the last, which the next step feeds. Rows that ended
+    stay (`done`) until the batch drops them."""
 
-    rows: list[_Row]
+    rows: list[list[_Row]]
     ids: object  # int64 [rows, width]
     mask: object  # int64 [rows, width]
     cache: object | None
     steps: object  # int64 [rows]: tokens generated so far
     limits: object  # int64 [rows]: max_new_tokens
-    keys: object  # int64 [rows, 2]: the noise keys (`HFBackend._row_keys`)
     sampling: list[tuple[float, int, float]]
     stops: list[tuple[str, ...]]
     done: object  # bool [rows]
@@ -150,31 +154,32 @@ class _Decoding:
         self.sampling = [self.sampling[k] for k in keep]
         self.stops = [self.stops[k] for k in keep]
         self.generated = [self.generated[k] for k in keep]
-        for name in ("ids", "mask", "steps", "limits", "keys", "done"):
+        for name in ("ids", "mask", "steps", "limits", "done"):
             setattr(self, name, getattr(self, name)[index])
         self._members = None
 
     @staticmethod
-    def stack(torch, first: _Decoding, second: _Decoding, pad_id: int) -> _Decoding:
-        """`first`'s rows then `second`'s, the ids and mask right-aligned to the wider (the caches
-        are stacked by the caller)."""
-        width = max(first.ids.shape[1], second.ids.shape[1])
+    def stack(torch, parts: list[_Decoding], pad_id: int) -> _Decoding:
+        """`parts`' rows in order, the ids and mask right-aligned to the widest (the caches are
+        stacked by the caller)."""
+        width = max(part.ids.shape[1] for part in parts)
 
-        def left_padded(tensor, value):
-            return torch.nn.functional.pad(tensor, (width - tensor.shape[1], 0), value=value)
+        def left_padded(name, value):
+            return torch.cat(
+                [torch.nn.functional.pad(getattr(p, name), (width - p.ids.shape[1], 0), value=value) for p in parts]
+            )
 
         return _Decoding(
-            rows=first.rows + second.rows,
-            ids=torch.cat([left_padded(first.ids, pad_id), left_padded(second.ids, pad_id)]),
-            mask=torch.cat([left_padded(first.mask, 0), left_padded(second.mask, 0)]),
+            rows=[row for part in parts for row in part.rows],
+            ids=left_padded("ids", pad_id),
+            mask=left_padded("mask", 0),
             cache=None,
-            steps=torch.cat([first.steps, second.steps]),
-            limits=torch.cat([first.limits, second.limits]),
-            keys=torch.cat([first.keys, second.keys]),
-            sampling=first.sampling + second.sampling,
-            stops=first.stops + second.stops,
-            done=torch.cat([first.done, second.done]),
-            generated=first.generated + second.generated,
+            steps=torch.cat([part.steps for part in parts]),
+            limits=torch.cat([part.limits for part in parts]),
+            sampling=[s for part in parts for s in part.sampling],
+            stops=[s for part in parts for s in part.stops],
+            done=torch.cat([part.done for part in parts]),
+            generated=[g for part in parts for g in part.generated],
         )
 
 
@@ -383,6 +388,12 @@ class HFBackend:
     * `kv_room` (default on, with `drop_finished`): decode into KV buffers with room for the
       batch's steps (backends/decode_cache.py). Off: the cache grows by concatenation, a copy of
       the whole cache per step; same tokens, slower.
+    * `share_samples` (default on, with `refill`, not with `isolate_requests`): a request's n
+      samples decode as one batch row while their tokens agree (each draws its own token from the
+      row's logits with its own key), and a group whose token parts forks off with a copy of the
+      row's KV cache. At a low temperature most samples agree for long (a classification label,
+      all of them): one row's compute instead of n. Off: one row per sample from the start; same
+      tokens up to float rounding, slower.
     """
 
     def __init__(
@@ -401,6 +412,7 @@ class HFBackend:
         drop_finished: bool = True,
         refill: bool = True,
         kv_room: bool = True,
+        share_samples: bool = True,
     ):
         import torch
 
@@ -439,6 +451,8 @@ class HFBackend:
         self.drop_finished = bool(drop_finished) and not self._encoder_decoder
         self.refill = bool(refill)
         self.kv_room = bool(kv_room)
+        # Forked samples join the running batch, which isolated requests and refill off never do.
+        self.share_samples = bool(share_samples) and self.refill and not self.isolate_requests
         self._stop_checks: dict[tuple[str, ...], object] = {}  # stop strings -> StopStringCriteria
 
         fp, details = fingerprint(model, adapter)
@@ -668,18 +682,38 @@ class HFBackend:
         (`refill`), rather than the batch running on with its last few rows. Sampled inputs and
         answers are mostly far shorter than their longest, and a step of a few rows costs nearly
         what a full one does. Rows joining are prefilled on their own, then their KV cache is
-        stacked with the running rows' (backends/decode_cache.py). `flight` holds the rows
-        admitted and not yet yielded. Yields (row, generated ids, EOS or stop token included)."""
+        stacked with the running rows' (backends/decode_cache.py).
+
+        With `share_samples`, a request's samples start as one batch row; when their tokens part,
+        each new group forks off with a copy of the row's KV and waits in `forks` to join the
+        batch with the next rows admitted. `flight` holds the samples admitted and not yet
+        yielded. Yields (sample, generated ids, EOS or stop token included)."""
         batch: _Decoding | None = None
+        forks: list[_Decoding] = []
         while queue or flight:
-            wave = self._next_wave(queue, batch, settings, most_rows)
-            if wave:
+            wave = self._next_wave(queue, batch, forks, len(flight), settings, most_rows)
+            if wave is not None:
                 flight += wave
-                batch = self._admit(batch, wave, settings)
-            for k in self._step(batch):
-                row = batch.rows[k]
-                flight.remove(row)
-                yield row, batch.generated[k]
+                batch = self._admit(batch, forks, wave, settings)
+                forks = []
+            ended, fork = self._step(batch)
+            finished = [(batch, k) for k in ended]
+            if fork is not None:
+                finished += [(fork, k) for k in fork.done.nonzero().flatten().tolist()]
+            for part, k in finished:
+                for row in part.rows[k]:
+                    flight.remove(row)
+                    yield row, part.generated[k]
+            if fork is not None and fork.live():
+                if fork.cache is not None:
+                    self._keep(fork, fork.live())
+                    forks.append(fork)
+                else:  # this model's cache cannot take rows: such samples start again, each on its own
+                    self.share_samples = False
+                    for k in fork.live():
+                        for row in fork.rows[k]:
+                            flight.remove(row)
+                            queue.appendleft(replace(row, alone=True))
             live = batch.live()
             if not live:
                 batch = None
@@ -687,52 +721,72 @@ class HFBackend:
                 # Rows leave in groups, as each drop copies the cache. (Caches that cannot drop rows keep them.)
                 self._keep(batch, live)
 
-    def _next_wave(self, queue: deque[_Row], batch: _Decoding | None, settings, most_rows: int) -> list[_Row]:
-        """The rows of `queue` to admit now (taken from it): as many as fit beside the running rows,
-        if that is a quarter of the batch or all that is left; none while a batch that cannot take
-        rows (no `refill`, isolated requests, a cache that cannot be stacked) still runs."""
+    def _next_wave(
+        self, queue: deque[_Row], batch: _Decoding | None, forks: list[_Decoding], flying: int, settings, most_rows: int
+    ) -> list[_Row] | None:
+        """The rows of `queue` to admit now with the `forks` waiting (taken from it), or None for
+        not yet: as many as fit beside the `flying` samples in flight (each counted as a row of its
+        own, as it may fork into one), if these and the forks are a quarter of the batch or all
+        that is left; none while a batch that cannot take rows (no `refill`, isolated requests, a
+        cache that cannot be stacked) still runs."""
         from selfguide.backends import decode_cache
 
         live = len(batch.live()) if batch is not None else 0
-        if not queue or (live and not (self.refill and not self.isolate_requests and decode_cache.plain(batch.cache))):
-            return []
+        if live and not (self.refill and not self.isolate_requests and decode_cache.plain(batch.cache)):
+            return None
         width = batch.ids.shape[1] if live else 0
         remaining = batch.remaining() if live else 0
         head = tail = new = take = 0
+        joining: set = set()  # the batch rows the taken samples start as
         for row in queue:
             if self.isolate_requests and take and row.request != queue[0].request:
                 break
             wider_head, wider_tail = max(head, row.prefix), max(tail, len(row.prompt) - row.prefix)
             more = max(new, settings[row.request].max_new_tokens)
-            rows = live + take + 1
+            rows = flying + take + 1
             tokens = rows * (max(width, wider_head + wider_tail) + max(remaining, more))
             if rows > 1 and (rows > most_rows or tokens > self.max_batch_tokens):
                 break  # the first row of an empty batch always goes
             head, tail, new, take = wider_head, wider_tail, more, take + 1
-        if not take or (live and take * 4 < live + take and take < len(queue)):
-            return []
+            joining.add(self._batch_row_of(row))
+        waiting = len(joining) + sum(len(fork.rows) for fork in forks)
+        if not waiting or (live and waiting * 4 < live + waiting and not 0 < take == len(queue)):
+            return None
         return [queue.popleft() for _ in range(take)]
 
-    def _admit(self, batch: _Decoding | None, wave: list[_Row], settings: dict[int, _Settings]) -> _Decoding:
-        """The running batch's live rows and `wave`, prefilled, in one batch."""
+    def _batch_row_of(self, row: _Row) -> object:
+        """What a sample starts as: its request's batch row (`share_samples`) or one of its own."""
+        return row.request if self.share_samples and not row.alone else row
+
+    def _admit(self, batch: _Decoding | None, forks: list[_Decoding], wave: list[_Row], settings: dict[int, _Settings]) -> _Decoding:
+        """The running batch's live rows, the `forks` and `wave`, prefilled, in one batch."""
         from selfguide.backends import decode_cache
 
-        arrived = self._start_wave(wave, settings)
-        if batch is None:
-            if not decode_cache.plain(arrived.cache):  # none yet, or the model's own kind: decoded as it is
-                return arrived
-            joined, parts = arrived, [(arrived.cache, len(wave))]
-        else:  # `_next_wave` admits rows beside running ones only when their cache is plain
+        parts = list(forks)
+        if wave:
+            arrived = self._start_wave(wave, settings)
+            if batch is None and not forks and not decode_cache.plain(arrived.cache):
+                return arrived  # nothing cached yet, or the model's own kind: decoded as it is
+            parts.append(arrived)
+        if batch is not None:  # `_next_wave` admits rows beside running ones only when their cache is plain
             self._keep(batch, batch.live())
-            joined = _Decoding.stack(self._torch, batch, arrived, self.tokenizer.pad_token_id)
-            parts = [(batch.cache, len(batch.rows)), (arrived.cache, len(wave))]
-        joined.cache = decode_cache.join(parts, joined.remaining() if self.kv_room else None)
+            parts.insert(0, batch)
+        if len(parts) == 1 and not self.kv_room:
+            return parts[0]
+        joined = _Decoding.stack(self._torch, parts, self.tokenizer.pad_token_id)
+        joined.cache = decode_cache.join([(part.cache, len(part.rows)) for part in parts], joined.remaining() if self.kv_room else None)
         return joined
 
     def _start_wave(self, wave: list[_Row], settings: dict[int, _Settings]) -> _Decoding:
-        """`wave`'s rows with their prompts prefilled (all but each prompt's last token)."""
+        """`wave`'s rows with their prompts prefilled (all but each prompt's last token), a
+        request's samples in one batch row (`share_samples`)."""
         torch = self._torch
-        prompts, prompt_ids, prompt_mask, select = self._distinct_prompts(wave)
+        grouped: dict[object, list[_Row]] = {}
+        for row in wave:
+            grouped.setdefault(self._batch_row_of(row), []).append(row)
+        rows = list(grouped.values())
+        firsts = [members[0] for members in rows]
+        prompts, prompt_ids, prompt_mask, select = self._distinct_prompts(firsts)
         ids, mask = prompt_ids[select], prompt_mask[select]
         cache = None
         with torch.inference_mode():
@@ -745,26 +799,24 @@ class HFBackend:
                     input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions, use_cache=True, **extra
                 )
                 cache = getattr(out, self._cache_name)
-        row_settings = [settings[row.request] for row in wave]
+        row_settings = [settings[row.request] for row in firsts]
         return _Decoding(
-            rows=list(wave),
+            rows=rows,
             ids=ids,
             mask=mask,
             cache=cache,
-            steps=torch.zeros(len(wave), dtype=torch.long, device=self.device),
+            steps=torch.zeros(len(rows), dtype=torch.long, device=self.device),
             limits=torch.tensor([s.max_new_tokens for s in row_settings], device=self.device),
-            keys=self._row_keys(wave),
             sampling=[(s.temperature, s.top_k, s.top_p) for s in row_settings],
             stops=[self._stops(s) for s in row_settings],
-            done=torch.zeros(len(wave), dtype=torch.bool, device=self.device),
-            generated=[[] for _ in wave],
+            done=torch.zeros(len(rows), dtype=torch.bool, device=self.device),
+            generated=[[] for _ in rows],
         )
 
-    def _step(self, batch: _Decoding) -> list[int]:
-        """One decoding step for every row of `batch`; the rows that ended with it."""
+    def _step(self, batch: _Decoding) -> tuple[list[int], _Decoding | None]:
+        """One decoding step for every row of `batch`: the rows that ended with it, and the
+        samples whose tokens parted from their row's, forked off as rows of their own (None if none)."""
         torch = self._torch
-        from transformers.generation.stopping_criteria import StopStringCriteria
-
         extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
         with torch.inference_mode():
             out = self.model(
@@ -778,28 +830,88 @@ class HFBackend:
             batch.cache = getattr(out, self._cache_name)
             scores = out.logits[:, -1, :].to(dtype=torch.float32)
             del out
-            if any(setting[0] > 0 for setting in batch.sampling):
-                tokens = pick_tokens(torch, scores, batch.keys, batch.steps, batch.sampling, self._noise_dtype())
-            else:
-                tokens = scores.argmax(-1)
+            tokens, parted = self._pick(batch, scores)
             batch.ids = torch.cat([batch.ids, tokens[:, None]], dim=-1)
             batch.mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], dim=-1)
             batch.steps += 1
-            finished = torch.isin(tokens, self._eos_tensor) | (batch.steps >= batch.limits)
-            for stops, index in batch.stop_members().items():
-                check = self._stop_checks.get(stops)
-                if check is None:
-                    check = self._stop_checks[stops] = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stops))
-                if index is None:
-                    finished |= check(batch.ids, scores)
-                else:
-                    finished[index] |= check(batch.ids[index], scores[index])
-        values = tokens.tolist()
-        ended = (finished & ~batch.done).nonzero().flatten().tolist()
-        for k in (~batch.done).nonzero().flatten().tolist():
-            batch.generated[k].append(values[k])
-        batch.done |= finished
-        return ended
+            finished = self._finished(batch, tokens)
+            values = tokens.tolist()
+            for k in (~batch.done).nonzero().flatten().tolist():
+                batch.generated[k].append(values[k])
+            fork = self._fork(batch, parted) if parted else None
+            ended = (finished & ~batch.done).nonzero().flatten().tolist()
+            batch.done |= finished
+        return ended, fork
+
+    def _pick(self, batch: _Decoding, scores) -> tuple[object, list[tuple[int, int, list[_Row]]]]:
+        """Each batch row's next token, drawn for each of its samples (with the sample's own key);
+        the samples whose draw differs from their row's first sample's, as (row, token, samples)."""
+        torch = self._torch
+        if not any(setting[0] > 0 for setting in batch.sampling):
+            return scores.argmax(-1), []
+        counts = [len(members) for members in batch.rows]
+        flat = [row for members in batch.rows for row in members]
+        keys = self._row_keys(flat)
+        if len(flat) == len(counts):
+            return pick_tokens(torch, scores, keys, batch.steps, batch.sampling, self._noise_dtype()), []
+        owner = torch.repeat_interleave(torch.arange(len(counts), device=self.device), torch.tensor(counts, device=self.device))
+        owners = owner.tolist()
+        drawn = pick_tokens(torch, scores[owner], keys, batch.steps[owner], [batch.sampling[k] for k in owners], self._noise_dtype())
+        values = drawn.tolist()
+        tokens, parted, first = [], [], 0
+        for k, members in enumerate(batch.rows):
+            mine = values[first : first + len(members)]
+            first += len(members)
+            tokens.append(mine[0])
+            if len(set(mine)) > 1 and not batch.done[k]:
+                groups: dict[int, list[_Row]] = {}
+                for row, token in zip(members, mine):
+                    groups.setdefault(token, []).append(row)
+                batch.rows[k] = groups.pop(mine[0])
+                parted += [(k, token, rows) for token, rows in groups.items()]
+        return torch.tensor(tokens, device=self.device), parted
+
+    def _finished(self, batch: _Decoding, tokens):
+        """Which rows end with `tokens` (just appended to `batch.ids`): EOS, their token limit, a stop string."""
+        torch = self._torch
+        from transformers.generation.stopping_criteria import StopStringCriteria
+
+        finished = torch.isin(tokens, self._eos_tensor) | (batch.steps >= batch.limits)
+        for stops, index in batch.stop_members().items():
+            check = self._stop_checks.get(stops)
+            if check is None:
+                check = self._stop_checks[stops] = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stops))
+            if index is None:
+                finished |= check(batch.ids, None)
+            else:
+                finished[index] |= check(batch.ids[index], None)
+        return finished
+
+    def _fork(self, batch: _Decoding, parted: list[tuple[int, int, list[_Row]]]) -> _Decoding:
+        """The `parted` samples as rows of their own, each a copy of its batch row (KV cache
+        included, when the cache can be stacked; else None) but for its last token."""
+        torch = self._torch
+        from selfguide.backends import decode_cache
+
+        parents = [k for k, _, _ in parted]
+        index = torch.tensor(parents, device=self.device)
+        tokens = torch.tensor([token for _, token, _ in parted], device=self.device)
+        ids = batch.ids[index]
+        ids[:, -1] = tokens
+        fork = _Decoding(
+            rows=[rows for _, _, rows in parted],
+            ids=ids,
+            mask=batch.mask[index],
+            cache=decode_cache.take(batch.cache, index) if decode_cache.plain(batch.cache) else None,
+            steps=batch.steps[index],
+            limits=batch.limits[index],
+            sampling=[batch.sampling[k] for k in parents],
+            stops=[batch.stops[k] for k in parents],
+            done=torch.zeros(len(parted), dtype=torch.bool, device=self.device),
+            generated=[batch.generated[k][:-1] + [token] for k, token, _ in parted],
+        )
+        fork.done = self._finished(fork, tokens)
+        return fork
 
     def _keep(self, batch: _Decoding, keep: list[int]) -> None:
         """Only rows `keep` of `batch` go on; columns that are padding for all of them go."""
