@@ -58,6 +58,15 @@ def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
     return exited.value.code, captured.out, captured.err
 
 
+def without_seconds(value):
+    """Results without their wall times, the one thing two runs of the same work may differ in."""
+    if isinstance(value, dict):
+        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [without_seconds(v) for v in value]
+    return value
+
+
 # A datastore of six SuperNI task files (7,804 rows), built once per test session: three NLI tasks
 # (ANLI r1, e-SNLI, SICK relations), a QASC fact task, disfluent-to-fluent questions, and SICK NLI
 # (task1612, whose eval items are among task1615's rows).

@@ -70,9 +70,9 @@ def requests_for(thread: int, count: int, n: int = 2) -> list[Request]:
 
 def wait_for_queue(model: CachedModel, calls: int) -> None:
     deadline = time.time() + 30
-    while len(model._coalescer._waiting) < calls and time.time() < deadline:
+    while len(model._use().coalescer._waiting) < calls and time.time() < deadline:
         time.sleep(0.005)
-    assert len(model._coalescer._waiting) == calls
+    assert len(model._use().coalescer._waiting) == calls
 
 
 def run_held(model: CachedModel, spy: Spy, jobs: list) -> list:
@@ -136,7 +136,7 @@ def test_a_failed_merged_call_fails_every_caller(tmp_path):
     # The coalescer is free again: a later call runs.
     with pytest.raises(RuntimeError, match="device lost"):
         model.generate(requests_for(9, 1))
-    assert model._coalescer._active is None and not model._coalescer._waiting
+    assert model._use().coalescer._active is None and not model._use().coalescer._waiting
 
 
 def test_hf_results_do_not_depend_on_merging(tiny_model_dir, tmp_path):
@@ -172,7 +172,7 @@ def test_a_caller_that_stops_reading_does_not_block_the_others(tmp_path):
     others still get every result, and the next call runs."""
     spy = Spy(Echo(), hold_first=True)
     model = CachedModel(Echo.info, lambda: spy, CallCache(tmp_path / "c.sqlite"), progress=False)
-    coalescer = model._coalescer
+    coalescer = model._use().coalescer
 
     def take_one_and_stop():
         results = coalescer.run("generate", requests_for(1, 3))
@@ -226,3 +226,65 @@ def test_producers_hand_their_calls_in_together(tmp_path):
 
     calls, _ = run_pair(0.05, late)
     assert calls == [("generate", 2), ("generate", 3)]
+
+
+class Closing(Echo):
+    """Echo that records whether it was closed."""
+
+    def __init__(self):
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_models_of_one_config_share_one_backend_until_the_last_closes(tiny_model_dir, tmp_path, monkeypatch):
+    """cached_model with the same config twice: one backend, loaded on the first call, closed when
+    the second model closes and not before; each model keeps its own cache and stats. Another
+    setting (batch size) is another backend."""
+    from selfguide.backends import cache as cache_module
+    from selfguide.backends import factory
+    from selfguide.backends.model_config import ModelConfig
+
+    made: list[Closing] = []
+    monkeypatch.setattr(factory, "make_backend", lambda config: made.append(Closing()) or made[-1])
+    config = ModelConfig(name=str(tiny_model_dir), device="cpu")
+    first = factory.cached_model(config, CallCache(tmp_path / "first.sqlite"), progress=False)
+    second = factory.cached_model(config, CallCache(tmp_path / "second.sqlite"), progress=False)
+    other = factory.cached_model(config.model_copy(update={"batch_size": 4}), CallCache(tmp_path / "other.sqlite"), progress=False)
+    assert not made  # nothing loads before a call needs it
+
+    first.generate(requests_for(0, 2))
+    second.generate(requests_for(1, 3))
+    other.generate(requests_for(2, 1))
+    assert len(made) == 2 and first.backend() is second.backend() is made[0] and other.backend() is made[1]
+    assert (first.stats.calls, len(first.cache), second.stats.calls, len(second.cache)) == (2, 2, 3, 3)
+
+    first.close()
+    assert not made[0].closed  # the second model still uses it
+    assert second.generate(requests_for(3, 1))[0][0].text.startswith("t3-0")
+    second.close()
+    assert made[0].closed and not made[1].closed
+    other.close()
+    assert made[1].closed and not cache_module._shared
+
+    again = factory.cached_model(config, CallCache(tmp_path / "again.sqlite"), progress=False)
+    again.generate(requests_for(4, 1))
+    assert len(made) == 3  # a model made after the last one closed loads afresh
+    again.close()
+
+
+def test_calls_through_models_that_share_a_backend_merge(tmp_path):
+    """Two CachedModels (each its own cache, like two benchmark tasks) sharing one backend: their
+    concurrent calls go in as one backend call, and each gets what it gets alone."""
+    spy = Spy(Echo(), hold_first=True)
+    first = CachedModel(Echo.info, lambda: spy, CallCache(tmp_path / "first.sqlite"), progress=False, share="echo")
+    second = CachedModel(Echo.info, lambda: spy, CallCache(tmp_path / "second.sqlite"), progress=False, share="echo")
+    jobs = [lambda: first.generate(requests_for(0, 2)), lambda: first.generate(requests_for(1, 3)), lambda: second.generate(requests_for(2, 4))]
+    got = run_held(first, spy, jobs)
+    alone = CachedModel(Echo.info, Echo, CallCache(tmp_path / "alone.sqlite"), progress=False)
+    assert got == [alone.generate(requests_for(t, size)) for t, size in enumerate([2, 3, 4])]
+    assert spy.calls == [("generate", 2), ("generate", 7)]
+    assert (first.stats.calls, second.stats.calls) == (5, 4)
+    first.close()
+    second.close()

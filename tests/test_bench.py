@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SUPERNI
+from conftest import REPO, SUPERNI, without_seconds
 from typer.testing import CliRunner
 
 from selfguide.benchmark.grid import Setting, parse_grid, parse_setting, select_setting
@@ -170,15 +170,94 @@ def test_seeds_repeat_the_protocol_and_report_mean_and_spread(tiny_model_dir, tm
         assert isinstance(bad.exception, BadInputError), bad.output
 
 
-def test_tasks_run_in_parallel_only_on_a_server_backend():
+def test_tasks_at_once_by_default_only_where_the_model_has_room():
+    from selfguide.backends.model_config import ModelConfig
+    from selfguide.benchmark.superni import default_parallel
+
+    assert default_parallel(ModelConfig(backend="openai")) == 4
+    assert default_parallel(ModelConfig(backend="hf", device="cuda")) == 2
+    assert default_parallel(ModelConfig(backend="hf", device="cpu")) == 1  # tasks at once would share out the cores
+    assert default_parallel(ModelConfig(backend="llamacpp")) == default_parallel(ModelConfig(backend="vllm")) == 1
+
+
+def test_tasks_at_once_share_one_model_and_match_one_at_a_time(tiny_model_dir, tmp_path, monkeypatch):
+    """Two tuning tasks on the in-process hf model, one at a time and two at once: the same results,
+    datasets and call counts (each eval's and each dataset's own). At once, the model was loaded
+    once, not per task, and one backend call held the rows of both tasks."""
+    from selfguide.backends import factory
+    from selfguide.benchmark import superni
+
+    loads, base_calls = [], []
+    real_make_backend = factory.make_backend
+
+    def make_backend(config):
+        loads.append((config.name, config.adapter))
+        backend = real_make_backend(config)
+        if config.adapter is None:
+            generate = backend.generate
+            backend.generate = lambda requests: base_calls.append([json.dumps(r.messages) for r in requests]) or generate(requests)
+        return backend
+
+    monkeypatch.setattr(factory, "make_backend", make_backend)
+    monkeypatch.setattr(superni, "GATHER", 0.5)  # the tasks' first calls meet however busy the CPU is
+    runs = {}
+    for parallel in (1, 2):
+        loads.clear()
+        base_calls.clear()
+        out = tmp_path / f"parallel-{parallel}"
+        args = [
+            "bench", "superni", "--model", str(tiny_model_dir), "--tasks", "task190,task036", "--limit", "3",
+            "--grid", "temperature=1.0", "--grid", "input_length_filter=false", "--grid", "output_length_filter=false",
+            "--grid", "epochs=1", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", "synth.inputs.rounds=2",
+            "--set", "synth.outputs.n=3", "--set", "model.device=cpu", "--set", "model.dtype=float32",  # batch layout leaves float32 alone
+            "--out", str(out), "--quiet", "--parallel", str(parallel),
+        ]
+        result = runner.invoke(app, args, env={"SELFGUIDE_SUPERNI": str(SUPERNI)})
+        assert result.exit_code == 0, result.output
+        datasets = {str(p.relative_to(out)): p.read_text() for p in out.rglob("dataset.jsonl")}
+        summaries = {str(p.relative_to(out)): without_seconds(json.loads(p.read_text())) for p in out.rglob("synth*/summary.json")}
+        runs[parallel] = without_seconds(json.loads((out / "results.json").read_text())), datasets, summaries
+
+    assert runs[2] == runs[1]
+    assert sum("synth-" in path and bool(rows) for path, rows in runs[1][1].items()) == 2  # each task's self-guide data
+    assert len(loads) == len(set(loads)) == 3 and [adapter for _, adapter in loads].count(None) == 1  # the model, each task's adapter
+    marks = ["sentence 1 and sentence 2", "write a topic word"]  # from task190's and task036's instructions
+    assert any(all(any(mark in row for row in call) for mark in marks) for call in base_calls)
+
+
+def test_the_first_error_of_tasks_at_once_stops_the_rest():
+    """A failing task ends the run at once with its own error: the task still running is not waited
+    for and tasks not started never start. At the --max-calls budget, the running task is waited for."""
+    import contextlib
     from types import SimpleNamespace
 
+    from selfguide import interruptible
     from selfguide.benchmark.superni import run_parallel
     from selfguide.config import RunConfig
+    from selfguide.errors import SelfGuideError
 
-    barrier = threading.Barrier(2, timeout=10)  # passes only if both tasks are in flight at once
-    server = SimpleNamespace(base=RunConfig(model={"backend": "openai"}), options=SimpleNamespace(parallel=2), dry_run=False)
-    assert run_parallel(server, ["a", "b"], lambda name: (barrier.wait(), name)[1]) == {"a": "a", "b": "b"}
-    in_process = SimpleNamespace(base=RunConfig(model={"backend": "hf"}), options=SimpleNamespace(parallel=2), dry_run=False)
-    threads = run_parallel(in_process, ["a", "b"], lambda name: threading.get_ident())
-    assert set(threads.values()) == {threading.get_ident()}
+    def fake_bench():
+        bench = SimpleNamespace(base=RunConfig(), options=SimpleNamespace(parallel=2), dry_run=False, model=SimpleNamespace(producer=lambda gather: contextlib.nullcontext()))
+        bench.part = lambda: contextlib.nullcontext(bench)
+        return bench
+
+    for error, waited in ((SelfGuideError("task b failed"), False), (BudgetExceeded("stopped at the --max-calls budget"), True)):
+        release, started, finished = threading.Event(), [], []
+
+        def work(part, name):
+            started.append(name)
+            if name == "b":
+                time.sleep(0.2)
+                raise error
+            release.wait(10)  # the others run until released (or 10 s: a failing test ends)
+            finished.append(name)
+
+        threading.Timer(1.0, release.set).start()
+        began = time.monotonic()
+        with pytest.raises(type(error), match=str(error)):
+            run_parallel(fake_bench(), ["a", "b", "c", "d"], work)
+        assert (time.monotonic() - began >= 1.0) == waited and ("a" in finished) == waited
+        release.set()
+        for thread in list(interruptible._work_threads):  # a later test's exit must not find them running
+            thread.join(10)
+        assert "d" not in started  # c may have started in b's thread before the cancel came

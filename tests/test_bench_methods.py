@@ -9,7 +9,7 @@ import statistics
 from typing import Literal
 
 import pytest
-from conftest import REPO, SUPERNI
+from conftest import REPO, SUPERNI, without_seconds
 from typer.testing import CliRunner
 
 from selfguide import layout, methods
@@ -116,6 +116,22 @@ def test_methods_side_by_side(with_general_echo, tiny_model_dir, tmp_path):
     again = bench(tiny_model_dir, out, *rows)
     assert again.exit_code == 0, again.output
     assert json.loads((out / "results.json").read_text())["model_calls"]["calls"] == 0
+
+
+def test_tasks_at_once_match_one_at_a_time(with_general_echo, tiny_model_dir, tmp_path):
+    """A task-specific row's tasks two at once, and a general-purpose row's evals: the results of one
+    at a time, each eval's call count its own."""
+    runs = []
+    for parallel in (1, 2):
+        out = tmp_path / f"parallel-{parallel}"
+        pinned = ["--set", "model.device=cpu", "--set", "model.dtype=float32"]  # batch layout leaves float32 alone
+        result = bench(tiny_model_dir, out, "--methods", "few-shot-finetune,general-echo", "--no-user-oriented", "--parallel", str(parallel), *pinned)
+        assert result.exit_code == 0, result.output
+        runs.append(without_seconds(json.loads((out / "results.json").read_text())))
+    assert runs[1] == runs[0]
+    rows = {"prompting": runs[1]["prompting"]["metrics"]} | {name: row["metrics"] for name, row in runs[1]["rows"].items()}
+    calls = {name: metrics["task190"]["model_calls"]["calls"] for name, metrics in rows.items()}
+    assert len(set(calls.values())) == 1, calls  # the same eval on each row, counted apart from task1562's beside it
 
 
 def test_seeds_give_mean_and_spread(tiny_model_dir, tmp_path):

@@ -40,7 +40,12 @@ def queue_wait() -> tuple:
     return (lambda: interruptible.get(items)), (lambda: items.put("never interrupted"))
 
 
-@pytest.mark.parametrize("make_wait", [future_wait, queue_wait])
+def results_wait() -> tuple:
+    futures: list[Future] = [Future(), Future()]
+    return (lambda: interruptible.results(futures)), (lambda: [f.set_result("never interrupted") for f in futures])
+
+
+@pytest.mark.parametrize("make_wait", [future_wait, queue_wait, results_wait])
 def test_a_wait_stops_on_ctrl_c(make_wait):
     wait, wake = make_wait()
     rescue = threading.Timer(10, wake)  # a failing test ends instead of hanging
@@ -65,3 +70,42 @@ def test_results_and_errors_come_through_after_several_ticks():
     threading.Timer(3 * interruptible.TICK, later.set_result, (1,)).start()
     interruptible.wait_all([done, later])
     assert later.done()
+
+
+def test_the_first_error_comes_through_without_waiting_for_the_rest():
+    slow, failing, done = Future(), Future(), Future()
+    done.set_result(1)
+    threading.Timer(2 * interruptible.TICK, failing.set_exception, (ValueError("task b failed"),)).start()
+    rescue = threading.Timer(10, slow.set_result, (2,))  # a failing test ends instead of hanging
+    rescue.start()
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="task b failed"):
+        interruptible.results([slow, failing, done])
+    assert time.monotonic() - started < 3
+    rescue.cancel()
+    slow.set_result(2)
+    assert interruptible.results([slow, done]) == [2, 1]
+
+
+def test_leaving_with_work_still_running_in_torch_exits_with_the_code():
+    """Ctrl-C (or an error) while a work thread is inside torch: sys.exit would shut the interpreter
+    down under it, which aborts the process (exit 134, "terminate called without an active
+    exception"); `leave` exits with the code."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, time, torch
+from selfguide import interruptible
+
+def spin():
+    a = torch.randn(300, 300)
+    while True:
+        a = torch.tanh(a @ a)
+
+interruptible.work_thread(spin, "spin")
+time.sleep(0.5)
+interruptible.leave(130)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == 130, done.stderr[-300:]

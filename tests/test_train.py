@@ -391,3 +391,77 @@ def test_unknown_or_missing_tracker_is_a_clear_error(task, tiny_model_dir, tmp_p
     with pytest.raises(MissingDependencyError, match="train.report_to: swanlab is chosen but its package is not installed; `pip install swanlab`"):
         train(task, PAIRS, str(tiny_model_dir), tmp_path, config)
     assert not (tmp_path / "train_config.json").exists()
+
+
+def test_trainings_in_threads_take_turns_and_match_a_training_alone(task, tiny_model_dir, tmp_path, monkeypatch):
+    """Two threads train at once while a third keeps loading a LoRA adapter into the hf backend
+    (PEFT draws on torch's global generator as it builds one): the trainings take turns, and each
+    ends with the losses and weights of the same training alone (selfguide/global_rng.py)."""
+    import threading
+
+    from safetensors.torch import load_file
+
+    from selfguide.backends.cache import CallCache
+    from selfguide.backends.factory import cached_model
+    from selfguide.backends.model_config import ModelConfig
+    from selfguide.train import sft
+
+    config = TrainConfig(epochs=2, learning_rate=1e-2, max_length=MAX_LENGTH, save_every_epoch=False)
+    alone = train(task, PAIRS, str(tiny_model_dir), tmp_path / "alone", config)
+
+    guard, inside, most = threading.Lock(), [0], [0]
+
+    def counted_build(*args, **kwargs):
+        """build_trainer (seeding, LoRA init) to the end of trainer.train, counted as one training."""
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        trainer, resolved, dropped = real_build(*args, **kwargs)
+        real_train = trainer.train
+
+        def train_and_leave(*a, **k):
+            try:
+                return real_train(*a, **k)
+            finally:
+                with guard:
+                    inside[0] -= 1
+
+        trainer.train = train_and_leave
+        return trainer, resolved, dropped
+
+    real_build = sft.build_trainer
+    monkeypatch.setattr(sft, "build_trainer", counted_build)
+    done, loads = threading.Event(), []
+
+    def keep_loading():
+        adapter = ModelConfig(name=str(tiny_model_dir), adapter=str(alone.adapter_dir), device="cpu", dtype="float32")
+        cache = CallCache(tmp_path / "loads.sqlite")
+        while not done.is_set():
+            model = cached_model(adapter, cache, progress=False)
+            model.backend()
+            model.close()
+            loads.append(1)
+
+    start = threading.Barrier(2)
+    results: dict[str, sft.TrainResult] = {}
+
+    def train_in_thread(name: str):
+        start.wait(timeout=30)
+        results[name] = train(task, PAIRS, str(tiny_model_dir), tmp_path / name, config)
+
+    loader = threading.Thread(target=keep_loading)
+    trainers = [threading.Thread(target=train_in_thread, args=(name,)) for name in ("a", "b")]
+    loader.start()
+    for thread in trainers:
+        thread.start()
+    for thread in trainers:
+        thread.join(timeout=300)
+    done.set()
+    loader.join(timeout=60)
+
+    assert set(results) == {"a", "b"} and most[0] == 1 and loads
+    losses = [e["loss"] for e in read_log(alone.log_path) if "loss" in e]
+    weights = load_file(alone.adapter_dir / "adapter_model.safetensors")
+    for result in results.values():
+        assert [e["loss"] for e in read_log(result.log_path) if "loss" in e] == losses
+        assert all(torch.equal(weights[k], v) for k, v in load_file(result.adapter_dir / "adapter_model.safetensors").items())

@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from selfguide import layout
+from selfguide import interruptible, layout
 from selfguide.errors import SelfGuideError
 
 app = typer.Typer(
@@ -50,6 +50,16 @@ BenchLimitOpt = Annotated[Optional[int], typer.Option(help="Evaluate on the firs
 BenchSplitOpt = Annotated[Literal["selfguide", "official"], typer.Option(help="selfguide: the authors' test (and, for tuning, validation) splits where present, official first 100 otherwise; official: always the first 100.")]
 MaxCallsOpt = Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")]
 SeedsOpt = Annotated[Optional[str], typer.Option(help="Run once per seed (synthesis and training), e.g. --seeds 0,1,2, and report mean and spread (default: --seed alone).")]
+ParallelOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        min=1,
+        help="Tasks at once, each in a thread (default: 4 on a server, 2 for an hf model on a GPU; 1 for vLLM and for a model in-process "
+        "on the CPU, where tasks at once only share out the cores). An in-process model is loaded once and merges the tasks' calls "
+        "into shared batches; trainings run one at a time; each finetuned model is loaded on its own. In float32 the results are "
+        "those of one task at a time (in bf16/fp16 a few samples can change with the batch layout, unless model.batch_invariant).",
+    ),
+]
 
 
 # The setting each command-line flag sets, and the flag's name for error messages.
@@ -376,7 +386,7 @@ def bench_superni(
     out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/bench-superni"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs the grid implies; run nothing.")] = False,
     max_calls: MaxCallsOpt = None,
-    parallel: Annotated[int, typer.Option(help="Tasks at once (openai backend only; in-process models run one task at a time).")] = 4,
+    parallel: ParallelOpt = None,
     baselines: Annotated[Optional[str], typer.Option(help="Held-out columns to run besides prompting and self_guide, e.g. few_shot_finetune,gold_finetune (default: all of few_shot_finetune, synthetic_in_context, prompting_with_filters, gold_finetune).")] = None,
     seeds: SeedsOpt = None,
     backend: BackendOpt = None,
@@ -440,6 +450,7 @@ def bench_methods(
     out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/bench-methods"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs; run nothing.")] = False,
     max_calls: MaxCallsOpt = None,
+    parallel: ParallelOpt = None,
     seeds: SeedsOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
@@ -465,7 +476,7 @@ def bench_methods(
     cfg = require_model(cfg)
     recipes = parse_recipes(methods_, cfg)
     names = [n.strip() for item in tasks or [] for n in item.split(",") if n.strip()] or None
-    options = BenchOptions(out=out, tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, progress=not quiet)
+    options = BenchOptions(out=out, tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, parallel=parallel, progress=not quiet)
     seed_list = parse_seeds(seeds) if seeds else [cfg.seed]
     summary = bench_methods_seeds(cfg, options, recipes, seed_list, user_oriented, dry_run=dry_run)
     if summary["missing_tasks"]:
@@ -573,14 +584,14 @@ def main() -> None:
         sys.exit(err.exit_code)
     except SelfGuideError as err:
         typer.echo(f"error: {redact_url(str(err))}", err=True)
-        sys.exit(err.exit_code)
+        interruptible.leave(err.exit_code)
     except OSError as err:
         if err.errno != errno.ENOSPC:
             raise
         typer.echo(f"error: {err.filename or 'a file'}: disk full; finished model calls are cached: free space and rerun the same command to continue", err=True)
-        sys.exit(2)
+        interruptible.leave(2)
     except (KeyboardInterrupt, typer.Abort):
         code = 130
     if code == 130:  # typer turns Ctrl-C into exit code 130
         typer.echo("interrupted: finished model calls are cached; rerun the same command to continue", err=True)
-    sys.exit(code if isinstance(code, int) else 0)
+    interruptible.leave(code if isinstance(code, int) else 0)

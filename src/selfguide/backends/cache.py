@@ -5,6 +5,12 @@ The key is the model's identity (backend, model, weights fingerprint), the messa
 sampling setting including the per-request seed. Each result is committed the moment the backend
 yields it, so killing the process loses only calls still in flight. The model itself is loaded
 lazily: a rerun whose calls are all cached never loads it.
+
+A model is loaded once per process: CachedModels of the same model (the same identity and backend
+settings, `share` below) share one backend and, in-process, its Coalescer, so the calls of threads
+using different CachedModels (benchmark tasks run at once) merge into shared batches. Each
+CachedModel keeps its own call cache, stats and budget; the backend is closed when the last
+CachedModel sharing it closes.
 """
 
 from __future__ import annotations
@@ -17,14 +23,15 @@ import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from selfguide import global_rng
 from selfguide.backends.base import Backend, BackendInfo, CandidateScore, Completion, Request, ScoreRequest
 from selfguide.backends.batcher import Coalescer
 from selfguide.errors import BudgetExceeded, SelfGuideError
+from selfguide.progress import bar as progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +164,14 @@ class CallCache:
 
 class CallStats:
     """What a run asked of the model: calls made, calls served from the cache, tokens generated.
-    One object may be shared by several models and threads (a benchmark's budget)."""
+    One object may be shared by several models and threads (a benchmark's budget). With a `parent`,
+    every count goes to the parent too, and the budget is the parent's: one part of a benchmark's
+    work, counted apart from the parts that run beside it."""
 
     FIELDS = ("calls", "cached", "prompt_tokens", "completion_tokens", "seconds")
 
-    def __init__(self) -> None:
+    def __init__(self, parent: CallStats | None = None) -> None:
+        self.parent = parent
         self.lock = threading.Lock()
         self.calls = 0
         self.cached = 0
@@ -174,6 +184,11 @@ class CallStats:
         """How many of `wanted` new calls fit the budget `limit` beside the calls made and those
         other threads are making; those are held until `add(calls=1, reserved=-1)` per call made,
         the rest given back with `add(reserved=-k)`."""
+        if self.parent is not None:
+            allowed = self.parent.reserve(wanted, limit)
+            with self.lock:
+                self.reserved += allowed
+            return allowed
         with self.lock:
             allowed = wanted if limit is None else max(0, min(wanted, limit - self.calls - self.reserved))
             self.reserved += allowed
@@ -183,6 +198,8 @@ class CallStats:
         with self.lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
+        if self.parent is not None:
+            self.parent.add(**counts)
 
     def as_dict(self) -> dict:
         with self.lock:
@@ -192,6 +209,69 @@ class CallStats:
         """What was asked after `before` (an earlier `as_dict()`)."""
         now = self.as_dict()
         return {name: now[name] - before[name] for name in self.FIELDS}
+
+
+class LoadedBackend:
+    """A backend made on first need and, for an in-process one, the Coalescer that merges concurrent
+    calls into it (backends/batcher.py)."""
+
+    def __init__(self, make_backend: Callable[[], Backend], in_process: bool):
+        self._make_backend = make_backend
+        self._backend: Backend | None = None
+        self._lock = threading.Lock()
+        self.in_process = in_process
+        self.users = 0  # the CachedModels sharing it
+        self.coalescer = (
+            Coalescer({"generate": lambda todo: self.backend().generate(todo), "score": lambda todo: self.backend().score(todo)}) if in_process else None
+        )
+
+    def backend(self) -> Backend:
+        with self._lock:
+            if self._backend is None:
+                # Loading an in-process model may draw on torch's global generator, which a training
+                # in another thread must have to itself (selfguide/global_rng.py).
+                with global_rng.LOCK if self.in_process else contextlib.nullcontext():
+                    self._backend = self._make_backend()
+            return self._backend
+
+    def compute(self, kind: str, todo: list):
+        if self.coalescer is not None:
+            return self.coalescer.run(kind, todo)
+        backend = self.backend()
+        return backend.generate(todo) if kind == "generate" else backend.score(todo)
+
+    def close(self) -> None:
+        with self._lock:
+            backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
+
+
+# Share key -> the backend of the CachedModels with that key. Weak: models dropped without close()
+# free their backend with them, as an unshared one would be.
+_shared: weakref.WeakValueDictionary[str, LoadedBackend] = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+
+
+def acquire_shared(key: str, make_backend: Callable[[], Backend], in_process: bool) -> LoadedBackend:
+    """The backend shared under `key` (made on first need), with one more user."""
+    with _shared_lock:
+        loaded = _shared.get(key)
+        if loaded is None:
+            loaded = _shared[key] = LoadedBackend(make_backend, in_process)
+        loaded.users += 1
+        return loaded
+
+
+def release_shared(key: str, loaded: LoadedBackend) -> None:
+    """One user fewer; the last one closes the backend."""
+    with _shared_lock:
+        loaded.users -= 1
+        if loaded.users > 0:
+            return
+        if _shared.get(key) is loaded:
+            del _shared[key]
+    loaded.close()
 
 
 class CachedModel:
@@ -207,20 +287,20 @@ class CachedModel:
         max_calls: int | None = None,
         progress: bool = True,
         stats: CallStats | None = None,
+        share: str | None = None,
     ):
+        """`share`: CachedModels with the same key share one backend, from when they are made to
+        when they close (`backends.factory.cached_model` gives the model's identity and settings)."""
         self.info = info
         self._make_backend = make_backend
-        self._backend: Backend | None = None
-        self._backend_lock = threading.Lock()  # tasks in parallel threads share one loaded model
+        self._share = share
+        self._loaded: LoadedBackend | None = None
+        self._loaded_lock = threading.Lock()
         self.cache = cache
         self.max_calls = max_calls
         self.progress = progress
         self.stats = stats or CallStats()  # share one to hold several models to one --max-calls budget
-        self._coalescer = (
-            Coalescer({"generate": lambda todo: self.backend().generate(todo), "score": lambda todo: self.backend().score(todo)})
-            if info.backend in IN_PROCESS_BACKENDS
-            else None
-        )
+        self._use()  # holds its share of the backend now (made on first need), so the others cannot close it
 
     def generate(self, requests: Sequence[Request], desc: str = "generating", progress: bool | None = None) -> list[list[Completion]]:
         """Every request's n completions."""
@@ -246,13 +326,19 @@ class CachedModel:
     def producer(self, gather: float) -> contextlib.AbstractContextManager:
         """While inside, this thread calls in step with other producers: their calls to an
         in-process model gather up to `gather` seconds to share one backend call (backends/batcher.py)."""
-        return self._coalescer.producer(gather) if self._coalescer is not None else contextlib.nullcontext()
+        coalescer = self._use().coalescer
+        return coalescer.producer(gather) if coalescer is not None else contextlib.nullcontext()
 
     def _compute(self, kind: str, todo: list):
-        if self._coalescer is not None:
-            return self._coalescer.run(kind, todo)
-        backend = self.backend()
-        return backend.generate(todo) if kind == "generate" else backend.score(todo)
+        return self._use().compute(kind, todo)
+
+    def _use(self) -> LoadedBackend:
+        """This model's backend: its own, or the one it shares (taken again when used after close())."""
+        with self._loaded_lock:
+            if self._loaded is None:
+                in_process = self.info.backend in IN_PROCESS_BACKENDS
+                self._loaded = acquire_shared(self._share, self._make_backend, in_process) if self._share else LoadedBackend(self._make_backend, in_process)
+            return self._loaded
 
     def _answer(self, requests, keys: list[str], get, put, compute, counts, desc: str, progress: bool | None) -> list:
         """Results from the cache where it can, from `compute` (the backend) where it must; each
@@ -273,7 +359,7 @@ class CachedModel:
             todo = [requests[missing[key][0]] for key in todo_keys]
             started = time.perf_counter()
             made = 0
-            bar = tqdm(total=len(requests), initial=len(requests) - sum(len(v) for v in missing.values()), desc=desc, disable=not (self.progress if progress is None else progress), unit="call")
+            bar = progress_bar(desc, total=len(requests), initial=len(requests) - sum(len(v) for v in missing.values()), disable=not (self.progress if progress is None else progress), unit="call")
             try:
                 for j, result in (compute(todo) if todo else ()):
                     key = todo_keys[j]
@@ -295,12 +381,14 @@ class CachedModel:
         return results
 
     def backend(self) -> Backend:
-        with self._backend_lock:
-            if self._backend is None:
-                self._backend = self._make_backend()
-            return self._backend
+        return self._use().backend()
 
     def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
+        with self._loaded_lock:
+            loaded, self._loaded = self._loaded, None
+        if loaded is None:
+            return
+        if self._share:
+            release_shared(self._share, loaded)
+        else:
+            loaded.close()

@@ -77,8 +77,11 @@ def make_backend(config: ModelConfig) -> Backend:
 def cached_model(
     config: ModelConfig, cache: CallCache, *, max_calls: int | None = None, progress: bool = True, stats: CallStats | None = None
 ) -> CachedModel:
-    """The model behind the call cache; the backend itself loads on the first uncached call."""
+    """The model behind the call cache; the backend itself loads on the first uncached call, once
+    for all the CachedModels of the same model and settings that are open."""
     info = backend_info(config)
     if info.backend == "openai":
         cache.note_identity(f"{info.extra['base_url']}|{info.model}", info.extra["served_model"])
-    return CachedModel(info, lambda: make_backend(config), cache, max_calls=max_calls, progress=progress, stats=stats)
+    # The weights' identity (an adapter retrained in the same folder is another model) and every setting the backend is built with.
+    share = json.dumps({"info": [info.backend, info.model, info.fingerprint, info.extra], "config": config.model_dump()}, sort_keys=True, default=str)
+    return CachedModel(info, lambda: make_backend(config), cache, max_calls=max_calls, progress=progress, stats=stats, share=share)

@@ -32,10 +32,9 @@ from pathlib import Path
 from selfguide import layout
 from selfguide.api import pairs_of, require_teacher, train_on_pairs, trained_model_config
 from selfguide.backends.cache import CachedModel
-from selfguide.backends.factory import cached_model
 from selfguide.backends.model_config import ModelConfig
 from selfguide.benchmark.grid import HELD_OUT
-from selfguide.benchmark.superni import TABLE_METRICS, Bench, BenchOptions, fmt, bench_per_seed, score_of, tasks_of, unchanged_if_empty, with_method
+from selfguide.benchmark.superni import TABLE_METRICS, Bench, BenchOptions, fmt, bench_per_seed, run_parallel, score_of, tasks_of, unchanged_if_empty, with_method
 from selfguide.config import RunConfig, config_yaml, load_config
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.eval.evaluate import evaluate, planned_calls
@@ -94,8 +93,8 @@ def parse_recipes(items: list[str], base: RunConfig) -> list[Recipe]:
 class MethodsBench(Bench):
     """The held-out tasks, one shared call cache and model; teachers loaded once each."""
 
-    def __init__(self, base: RunConfig, options: BenchOptions, dry_run: bool = False):
-        super().__init__(base, options, dry_run)
+    def open_models(self) -> None:
+        super().open_models()
         self.teachers: dict[str, CachedModel] = {}
 
     def context(self, task: TaskSpec | None, config: RunConfig, data_folder: Path) -> MethodContext:
@@ -108,13 +107,13 @@ class MethodsBench(Bench):
             return None
         key = config.teacher.model_dump_json()
         if key not in self.teachers:
-            self.teachers[key] = cached_model(config.teacher, self.cache, max_calls=self.options.max_calls, progress=self.options.progress, stats=self.stats)
+            self.teachers[key] = self.open_model(config.teacher)
         return self.teachers[key]
 
-    def close(self) -> None:
+    def close_models(self) -> None:
         for teacher in self.teachers.values():
             teacher.close()
-        super().close()
+        super().close_models()
 
 
 def recipe_config(base: RunConfig, recipe: Recipe) -> RunConfig:
@@ -128,23 +127,29 @@ def task_row(bench: MethodsBench, recipe: Recipe, tasks: dict[str, TaskSpec], pr
     """A task-specific method on each task: its data, then finetuning and evaluation."""
     config = recipe_config(bench.base, recipe)
     finetunes = get_method(recipe.synth.method).evaluate is None
-    row = {"method": recipe.synth.method, "general": False, "pairs": {}, "untrained": {}, "metrics": {}, "funnel": {}, "not_applicable": {}}
-    for name, task in tasks.items():
-        folder = bench.options.out / name / recipe.name
+
+    def on_task(bench: MethodsBench, name: str) -> tuple[dict | None, list[dict] | None, str | None]:
+        """The metrics, the data rows, and why the method does not apply to the task (or None)."""
         task_config = config
         if isinstance(recipe.synth, GoldFinetuneConfig) and recipe.synth.pairs is None and self_guide_pairs.get(name) is not None:
             # The ceiling trains on as many gold pairs as SELF-GUIDE made, as in `bench superni`.
             task_config = with_method(config, recipe.synth.model_copy(update={"pairs": self_guide_pairs[name]}))
         try:
-            metrics, rows = bench.system(task, task_config, folder, recipe.name)
+            metrics, rows = bench.system(tasks[name], task_config, bench.options.out / name / recipe.name, recipe.name)
         except BadInputError as err:  # a method for other task types (backtranslation-task on a classification task)
+            return None, None, str(err)
+        return metrics, rows, None
+
+    row = {"method": recipe.synth.method, "general": False, "pairs": {}, "untrained": {}, "metrics": {}, "funnel": {}, "not_applicable": {}}
+    for name, (metrics, rows, not_applicable) in run_parallel(bench, list(tasks), on_task).items():
+        if not_applicable is not None:
             row["pairs"][name], row["untrained"][name], row["metrics"][name], row["funnel"][name] = None, False, None, None
-            row["not_applicable"][name] = str(err)
+            row["not_applicable"][name] = not_applicable
             continue
         row["pairs"][name] = None if rows is None else len(rows)
         row["untrained"][name] = finetunes and rows is not None and not rows
         row["metrics"][name] = unchanged_if_empty(metrics, rows, prompting.get(name)) if finetunes else metrics
-        row["funnel"][name] = funnel(folder / layout.SYNTH)
+        row["funnel"][name] = funnel(bench.options.out / name / recipe.name / layout.SYNTH)
     return row
 
 
@@ -181,12 +186,19 @@ def general_row(bench: MethodsBench, recipe: Recipe, tasks: dict[str, TaskSpec],
         return row
     settings = read_json(folder / layout.SYNTH / layout.SUMMARY).get("train") or {}
     config = config.model_copy(update={"train": config.train.model_copy(update=settings)})
-    with bench.train_lock:
-        trained = train_on_pairs(config, None, pairs_of(rows), folder / layout.TRAIN, progress=bench.options.progress)
-    model = cached_model(trained_model_config(config.model, trained), bench.cache, max_calls=bench.options.max_calls, progress=bench.options.progress, stats=bench.stats)
+    trained = train_on_pairs(config, None, pairs_of(rows), folder / layout.TRAIN, progress=bench.options.progress)
+    tuned = trained_model_config(config.model, trained)
+
+    def evaluate_on(bench: MethodsBench, name: str) -> dict:
+        task_model = bench.open_model(tuned)  # loaded once: `model` holds it for the row
+        try:
+            return evaluate(tasks[name], task_model, config.eval, folder / layout.EVAL / name, name=recipe.name)
+        finally:
+            task_model.close()
+
+    model = bench.open_model(tuned)
     try:
-        for name, task in tasks.items():
-            row["metrics"][name] = evaluate(task, model, config.eval, folder / layout.EVAL / name, name=recipe.name)
+        row["metrics"] = run_parallel(bench, list(tasks), evaluate_on, model)
         if user_oriented:
             row["user_oriented"] = evaluate_user_oriented(model, config.eval.user_oriented, folder / USER_ORIENTED, name=recipe.name)
     finally:
@@ -227,9 +239,7 @@ def bench_methods(base: RunConfig, options: BenchOptions, recipes: list[Recipe],
         if not tasks:
             raise SelfGuideError(f"no task to benchmark on: {', '.join(missing)} not found in the SuperNI data")
         write_text(options.out / layout.CONFIG, config_yaml(base))
-        prompting = {}
-        for name, task in tasks.items():
-            prompting[name], _ = bench.system(task, with_method(base, PromptingConfig()), options.out / name / REFERENCE, REFERENCE)
+        prompting = run_parallel(bench, list(tasks), lambda part, name: part.system(tasks[name], with_method(base, PromptingConfig()), options.out / name / REFERENCE, REFERENCE)[0])
         reference_user = None
         if user_oriented:
             if dry_run:

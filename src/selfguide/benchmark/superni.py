@@ -14,23 +14,26 @@ Layout under --out: cache.sqlite (every model call), <phase>/<task>/prompting/,
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import dataclasses
 import io
+import queue
 import statistics
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfguide import interruptible, layout
+from selfguide import interruptible, layout, progress
 from selfguide.api import pairs_of, train_on_pairs, trained_model_config
 from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.backends.factory import cached_model
+from selfguide.backends.model_config import ModelConfig
 from selfguide.benchmark.grid import HELD_OUT, PAPER_GAINS, TUNING, Setting, select_setting
 from selfguide.config import RunConfig, config_yaml, load_config
-from selfguide.errors import BadInputError
+from selfguide.errors import BadInputError, BudgetExceeded
 from selfguide.eval.evaluate import evaluate, planned_calls
 from selfguide.io import read_json, read_jsonl, write_json, write_text
 from selfguide.methods import MethodConfig, MethodContext, get_method, synthesize
@@ -52,7 +55,7 @@ class BenchOptions:
     limit: int | None = None
     eval_split: str = "selfguide"  # or "official"
     max_calls: int | None = None
-    parallel: int = 1
+    parallel: int | None = None  # tasks at once; None: default_parallel(model)
     progress: bool = True
     superni_root: Path | None = None
     cache: Path | None = None  # unset: <out>/cache.sqlite
@@ -88,18 +91,37 @@ class Bench:
         self.made: dict[Path, list[dict] | None] = {}  # data folder -> its dataset rows
         self.splits: dict[str, str] = {}  # the eval split each task was loaded with
         self.counted: set[tuple[str, str]] = set()  # (task, calls key) whose synthesis calls the plan holds
-        self.stats = CallStats()
-        self.train_lock = threading.Lock()  # training runs in-process, one at a time
+        self.stats = CallStats()  # every call of the bench (in a part's view, of the part), and the --max-calls budget
         options.out.mkdir(parents=True, exist_ok=True)
         self.cache = CallCache(options.cache or options.out / layout.CACHE)
-        self.model = self.make_model(base)
+        self.open_models()
 
-    def make_model(self, config: RunConfig) -> CachedModel:
-        return cached_model(config.model, self.cache, max_calls=self.options.max_calls, progress=self.options.progress, stats=self.stats)
+    def open_models(self) -> None:
+        """The models the bench calls, counting into its stats."""
+        self.model = self.open_model(self.base.model)
+
+    def open_model(self, config: ModelConfig) -> CachedModel:
+        return cached_model(config, self.cache, max_calls=self.options.max_calls, progress=self.options.progress, stats=self.stats)
+
+    def close_models(self) -> None:
+        self.model.close()
 
     def close(self) -> None:
-        self.model.close()
+        self.close_models()
         self.cache.close()
+
+    @contextlib.contextmanager
+    def part(self) -> Iterator[Bench]:
+        """The bench as one part of the work sees it while parts run at once (`run_parallel`): the
+        same models, each loaded once, through CachedModels of its own that count its calls apart
+        (so each eval's and each dataset's cost is its own) and into the bench's total and budget."""
+        view = copy.copy(self)
+        view.stats = CallStats(parent=self.stats)
+        view.open_models()
+        try:
+            yield view
+        finally:
+            view.close_models()
 
     # ---- tasks -------------------------------------------------------------------------
 
@@ -176,9 +198,8 @@ class Bench:
         # A method may ask for training settings of its own (few-shot finetuning: 3 epochs).
         settings = read_json(data_folder / layout.SUMMARY).get("train") or {}
         config = config.model_copy(update={"train": config.train.model_copy(update=settings)})
-        with self.train_lock:
-            trained = train_on_pairs(config, task, pairs_of(rows), folder / layout.TRAIN, progress=self.options.progress)
-        model = cached_model(trained_model_config(config.model, trained), self.cache, max_calls=self.options.max_calls, progress=self.options.progress, stats=self.stats)
+        trained = train_on_pairs(config, task, pairs_of(rows), folder / layout.TRAIN, progress=self.options.progress)
+        model = self.open_model(trained_model_config(config.model, trained))
         try:
             return evaluate(task, model, config.eval, folder / layout.EVAL, name=name)
         finally:
@@ -202,37 +223,105 @@ def tasks_of(groups: dict[str, list[str]], wanted: list[str] | None) -> list[str
     return [n for n in names if wanted is None or n in wanted]
 
 
-def run_parallel(bench: Bench, names: list[str], work) -> dict:
-    """Independent tasks at once where the backend takes concurrent requests (a server)."""
-    workers = bench.options.parallel if bench.base.model.backend == "openai" else 1
+GATHER = 0.02  # seconds a task's call to the in-process model waits for other tasks' calls, to share one backend call
+
+
+def default_parallel(model: ModelConfig) -> int:
+    """Tasks at once when --parallel is not given: 4 on a server; 2 for an hf model on a GPU, where
+    one task's calls leave the model room for another's, but each task's finetuned model is a full
+    copy of the weights (its LoRA merged) beside the base; 1 for a model in-process on the CPU,
+    where tasks at once only share out its cores, and for vLLM, where each finetuned model is an
+    engine that takes its own share of GPU memory (model.gpu_memory_utilization)."""
+    if model.backend == "openai":
+        return 4
+    if model.backend == "hf":
+        import torch
+
+        on_gpu = model.device.startswith("cuda") or (model.device == "auto" and torch.cuda.is_available())
+        return 2 if on_gpu else 1
+    return 1
+
+
+def run_parallel(bench: Bench, names: list[str], work: Callable[[Bench, str], object], model: CachedModel | None = None) -> dict:
+    """`work(bench, name)` for every name, up to --parallel at once, each in a thread with its own
+    view of the bench (`Bench.part`). A server takes the threads' calls as they come; an in-process
+    model is loaded once and merges their calls into shared batches (the threads are producers of
+    `model`, the bench's by default, so their calls to it gather: backends/batcher.py), and
+    trainings take turns (selfguide/global_rng.py). The first error, or Ctrl-C, stops the run at
+    once: work not started is cancelled, and the work running is left to its daemon thread (its
+    finished calls are cached), except at the --max-calls budget, where the running work stops at
+    the budget too and is waited for."""
+    workers = min(bench.options.parallel or default_parallel(bench.base.model), len(names))
     if workers <= 1 or bench.dry_run:
-        return {name: work(name) for name in names}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {name: pool.submit(work, name) for name in names}
-        return {name: interruptible.result(future) for name, future in futures.items()}
+        return {name: work(bench, name) for name in names}
+    futures: dict[str, Future] = {name: Future() for name in names}
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for item in futures.items():
+        todo.put(item)
+
+    def serve() -> None:
+        with (model or bench.model).producer(GATHER):
+            while True:
+                try:
+                    name, future = todo.get_nowait()
+                except queue.Empty:
+                    return
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    with bench.part() as part, progress.labelled(name):
+                        result = work(part, name)
+                except BaseException as err:  # handed to the main thread through the future
+                    future.set_exception(err)
+                else:
+                    future.set_result(result)  # once the part's models are closed
+
+    for k in range(workers):
+        interruptible.work_thread(serve, f"bench-{k}")
+    try:
+        interruptible.results(futures.values())
+    except BaseException as err:
+        for future in futures.values():
+            future.cancel()
+        if isinstance(err, BudgetExceeded):
+            interruptible.wait_all(futures.values())
+        raise
+    return {name: future.result() for name, future in futures.items()}
 
 
 def tuning_phase(bench: Bench, tasks: dict[str, TaskSpec]) -> dict:
     """Every grid setting on every tuning task; gain = reported metric minus prompting."""
     out = bench.options.out / "tuning"
+    settings = {name: list(dict.fromkeys(s.for_task(task.type) for s in bench.options.grid)) for name, task in tasks.items()}
+    # The work in parts independent of each other: every task's prompting, then each task's settings
+    # by the model calls of their synthesis. Settings that differ only after the calls (output
+    # filter, epochs) run one after another, the first making the calls the others find in the cache.
+    parts = {name: (name, None) for name in tasks}
+    for name in tasks:
+        parts |= {f"{name} {calls_key}": (name, calls_key) for calls_key in dict.fromkeys(s.calls_key for s in settings[name])}
 
-    def tune(name: str) -> dict:
-        task = tasks[name]
-        folder = out / name
-        baseline, _ = bench.system(task, with_method(bench.base, PromptingConfig()), folder / "prompting", "prompting")
-        rows = {}
-        for setting in dict.fromkeys(s.for_task(task.type) for s in bench.options.grid):
-            config = bench.setting_config(setting)
-            metrics, pairs = bench.system(task, config, folder / setting.key, "self_guide", folder / f"synth-{setting.synth_key}", setting.calls_key)
-            if baseline is None:
-                continue
-            score = metrics["reported"] if metrics else baseline["reported"]  # no data: the model is unchanged
-            rows[setting.key] = {"score": score, "gain": score - baseline["reported"], "pairs": len(pairs or [])}
-        return {"baseline": baseline, "settings": rows, "eval_split": bench.splits[name], "eval_items": len(task.eval)}
+    def run_part(bench: Bench, part: str):
+        name, calls_key = parts[part]
+        task, folder = tasks[name], out / name
+        if calls_key is None:
+            return bench.system(task, with_method(bench.base, PromptingConfig()), folder / "prompting", "prompting")[0]
+        return {
+            s.key: bench.system(task, bench.setting_config(s), folder / s.key, "self_guide", folder / f"synth-{s.synth_key}", s.calls_key)
+            for s in settings[name]
+            if s.calls_key == calls_key
+        }
 
-    results = run_parallel(bench, list(tasks), tune)
+    done = run_parallel(bench, list(parts), run_part)
     if bench.dry_run:
         return {}
+    results = {}
+    for name, task in tasks.items():
+        baseline, rows = done[name], {}
+        for setting in settings[name]:
+            metrics, pairs = done[f"{name} {setting.calls_key}"][setting.key]
+            score = metrics["reported"] if metrics else baseline["reported"]  # no data: the model is unchanged
+            rows[setting.key] = {"score": score, "gain": score - baseline["reported"], "pairs": len(pairs or [])}
+        results[name] = {"baseline": baseline, "settings": rows, "eval_split": bench.splits[name], "eval_items": len(task.eval)}
     gains: dict[str, dict[str, float]] = {}
     for setting in bench.options.grid:
         gains[setting.key] = {name: r["settings"][setting.for_task(tasks[name].type).key]["gain"] for name, r in results.items()}
@@ -244,7 +333,7 @@ def held_out_phase(bench: Bench, tasks: dict[str, TaskSpec], setting: Setting) -
     """The chosen setting and the baselines (SPEC §2.6) on each held-out task, on the same eval set."""
     out = bench.options.out / "heldout"
 
-    def evaluate_task(name: str) -> dict:
+    def evaluate_task(bench: Bench, name: str) -> dict:
         task, folder = tasks[name], out / name
         effective = setting.for_task(task.type)
         config = bench.setting_config(effective)

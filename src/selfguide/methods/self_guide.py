@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -178,7 +177,7 @@ class Worker:
     def __init__(self, name: str):
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._futures: list[Future] = []
-        threading.Thread(target=self._work, name=name, daemon=True).start()
+        interruptible.work_thread(self._work, name)
 
     def submit(self, fn: Callable, *args, **kwargs) -> Future:
         future: Future = Future()

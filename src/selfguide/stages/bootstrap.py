@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
-from tqdm.auto import tqdm
 
 from selfguide.backends.base import Completion, Request
 from selfguide.backends.cache import CachedModel
 from selfguide.io import read_jsonl
+from selfguide.progress import bar as progress_bar
 from selfguide.stages.instruction_filters import InstructionFilter, clean_instruction
 from selfguide.stages.near_dup import NearDupFilter
 from selfguide.stages.filters import Drop
@@ -68,7 +68,7 @@ def bootstrap(
     every candidate as {"id", "round", "slot", "position", "instruction", ..., "status", "reason", "detail"}."""
     pool: list[str] = []  # kept machine instructions, in order
     records: list[dict] = []
-    bar = tqdm(total=rounds.num_instructions, desc=desc, unit="instruction", disable=not model.progress)
+    bar = progress_bar(desc, total=rounds.num_instructions, unit="instruction", disable=not model.progress)
     for round_index in range(rounds.rounds()):
         if len(pool) >= rounds.num_instructions:
             break

@@ -19,11 +19,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
-from tqdm.auto import tqdm
 
 from selfguide import interruptible
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
+from selfguide.progress import bar as progress_bar
 from selfguide.prompts.self_guide import clean_generated_input, input_generation_messages, input_stops
 from selfguide.stages.filters import Drop, InputFilter, InputFilterConfig
 from selfguide.tasks.spec import TaskSpec
@@ -88,7 +88,7 @@ def generate_inputs(
     stages = [InputFilter(filters, demo_inputs, [item.input for item in task.eval], task.is_classification), *checks]
     pool: list[str] = []
     records: list[dict] = []
-    rounds = tqdm(total=gen.rounds_for(task), desc="writing inputs", unit="round", disable=not model.progress)
+    rounds = progress_bar("writing inputs", total=gen.rounds_for(task), unit="round", disable=not model.progress)
 
     def round_requests(round_index: int) -> tuple[list[Request], list[str | None]]:
         rng = random.Random(derive_seed(seed, "inputs", round_index))

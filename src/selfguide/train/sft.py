@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from selfguide import layout
+from selfguide import global_rng, layout
 from selfguide.backends.chat import encode_prompt, render_answer
 from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.prompts.task import Pair, pair_messages
@@ -299,15 +299,16 @@ def answer_loss_trainer_class():
 def TrainingProgressCallback():
     """A TrainerCallback showing one "training" bar with the epoch and the last loss, on the main process.
     Built lazily, like JsonlLogCallback."""
-    from tqdm.auto import tqdm
     from transformers import TrainerCallback
+
+    from selfguide.progress import bar as progress_bar
 
     class _TrainingProgressCallback(TrainerCallback):
         bar = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step")
+                self.bar = progress_bar("training", total=state.max_steps, initial=state.global_step, unit="step")
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.bar is not None:
@@ -345,36 +346,39 @@ def train(
     config_path = out_dir / layout.TRAIN_CONFIG
     checkpoints = out_dir / layout.CHECKPOINTS
     callback = JsonlLogCallback(log_path)
-    trainer, resolved, dropped = build_trainer(task, pairs, model, out_dir, config, callbacks=[callback], progress=progress)
-    state = trainer.args.distributed_state
-    n_train = len(trainer.train_dataset)
-    fingerprint = run_fingerprint(model, resolved, trainer.train_dataset["input_ids"])
+    # One training at a time in this process (benchmark tasks run in threads): it seeds torch's
+    # global generator and draws on it, so nothing else may draw meanwhile (selfguide/global_rng.py).
+    with global_rng.LOCK:
+        trainer, resolved, dropped = build_trainer(task, pairs, model, out_dir, config, callbacks=[callback], progress=progress)
+        state = trainer.args.distributed_state
+        n_train = len(trainer.train_dataset)
+        fingerprint = run_fingerprint(model, resolved, trainer.train_dataset["input_ids"])
 
-    last = last_checkpoint(checkpoints) if resume else None
-    if last is not None and _read_json(checkpoints / layout.TRAIN_FINGERPRINT).get("fingerprint") != fingerprint:
-        # Checkpoints of an earlier training in this folder (the data, model or settings changed
-        # since): they cannot be resumed, so training starts over and replaces them.
-        logger.warning("%s: checkpoints of a different training (data, model or settings changed): starting over", checkpoints)
-        last, resume = None, False
-    if state.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and checkpoints.exists():
-            shutil.rmtree(checkpoints)
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        (checkpoints / layout.TRAIN_FINGERPRINT).write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
-        config_path.write_text(resolved.model_dump_json(indent=2) + "\n")
-        # The log keeps the steps of the checkpoint we resume from and drops any logged after it.
-        resumed_step = _checkpoint_step(last) if last is not None else 0
-        _truncate_log(log_path, resumed_step)
-    state.wait_for_everyone()
+        last = last_checkpoint(checkpoints) if resume else None
+        if last is not None and _read_json(checkpoints / layout.TRAIN_FINGERPRINT).get("fingerprint") != fingerprint:
+            # Checkpoints of an earlier training in this folder (the data, model or settings changed
+            # since): they cannot be resumed, so training starts over and replaces them.
+            logger.warning("%s: checkpoints of a different training (data, model or settings changed): starting over", checkpoints)
+            last, resume = None, False
+        if state.is_main_process:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if not resume and checkpoints.exists():
+                shutil.rmtree(checkpoints)
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            (checkpoints / layout.TRAIN_FINGERPRINT).write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+            config_path.write_text(resolved.model_dump_json(indent=2) + "\n")
+            # The log keeps the steps of the checkpoint we resume from and drops any logged after it.
+            resumed_step = _checkpoint_step(last) if last is not None else 0
+            _truncate_log(log_path, resumed_step)
+        state.wait_for_everyone()
 
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
-    train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
+        train_seconds = time.perf_counter() - started
 
-    final_dir = out_dir / (layout.ADAPTER if resolved.method == "lora" else layout.FULL_MODEL)
-    trainer.save_model(str(final_dir))
-    state.wait_for_everyone()
+        final_dir = out_dir / (layout.ADAPTER if resolved.method == "lora" else layout.FULL_MODEL)
+        trainer.save_model(str(final_dir))
+        state.wait_for_everyone()
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     result = TrainResult(
@@ -411,7 +415,8 @@ def merge_adapter(base_model: str, adapter_dir: Path, out_dir: Path) -> Path:
     if isinstance(base_dtype, str):
         base_dtype = getattr(torch, base_dtype, None)
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    with global_rng.LOCK:  # PEFT draws on the global generator as it builds the adapter (selfguide/global_rng.py)
+        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     if isinstance(base_dtype, torch.dtype) and base_dtype.is_floating_point:
         merged = merged.to(base_dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
