@@ -10,7 +10,8 @@ Three lines, each the same work done two ways:
 * annotation: `--inputs` inputs x n samples at the annotation defaults (`annotation_requests`,
   n=10, T=0.2), with prefix reuse and without;
 * label scoring: the same inputs, each label scored by log-likelihood (one forward per label
-  set), against sampling n answers (with prefix reuse both).
+  set), against sampling n answers (with prefix reuse both, and the n samples sharing a batch
+  row while they agree: HFBackend's `share_samples`, on in all three lines).
 
 The task's eval inputs stand in for synthesized inputs. Model loading and a warm-up call are not
 timed. Checks that both ways gave the same outputs and prints a mismatch count if not.

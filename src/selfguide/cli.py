@@ -57,7 +57,7 @@ ParallelOpt = Annotated[
         help="Tasks at once, each in a thread (default: 4 on a server, 2 for an hf model on a GPU; 1 for vLLM and for a model in-process "
         "on the CPU, where tasks at once only share out the cores). An in-process model is loaded once and merges the tasks' calls "
         "into shared batches; trainings run one at a time; each finetuned model is loaded on its own. In float32 the results are "
-        "those of one task at a time (in bf16/fp16 a few samples can change with the batch layout, unless model.batch_invariant).",
+        "those of one task at a time; in bf16/fp16 the batch layout changes samples, and the data can differ much (later input rounds build on earlier ones), unless model.batch_invariant.",
     ),
 ]
 
