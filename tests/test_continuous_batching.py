@@ -246,3 +246,29 @@ def test_samples_that_part_in_a_cache_that_cannot_take_rows_start_again_alone(ti
         b.share_samples = False
         apart = results(b, requests)
     assert together == apart
+
+
+def test_forks_waiting_to_join_count_in_the_token_budget(tiny_model_dir):
+    """A long prompt's samples fork and wait while short rows run and end; the wave they join
+    must fit `max_batch_tokens` with their width and steps, not only the running batch's."""
+    long_prompt = " ".join(["the long road goes on and on"] * 25)
+    requests = [req(long_prompt, seed=20, n=6, temperature=3.0, max_new_tokens=12, stop=("a",))]
+    requests += [req("yes", seed=k, temperature=0.0, max_new_tokens=limit) for k, limit in enumerate([3, 12, 12, 2, 3, 12, 2, 2, 3, 3, 2, 2])]
+    requests += [req("the cat", seed=k, n=2, max_new_tokens=3) for k in range(3)]
+    budget, sizes, forks_joined = 1200, [], []
+    with HFBackend(str(tiny_model_dir), device="cpu", max_batch_tokens=budget, reuse_prefix=False) as b:
+        admit = b._admit
+
+        def spy(batch, forks, wave, settings):
+            joined = admit(batch, forks, wave, settings)
+            forks_joined.append(bool(forks))
+            samples = sum(len(members) for members in joined.rows)
+            sizes.append((samples, samples * (joined.ids.shape[1] + joined.remaining())))
+            return joined
+
+        b._admit = spy
+        shared = results(b, requests)
+        b.share_samples = False
+        assert results(b, requests) == shared
+    assert any(forks_joined)
+    assert all(tokens <= budget for samples, tokens in sizes if samples > 1), sizes

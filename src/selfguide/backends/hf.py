@@ -394,9 +394,9 @@ class HFBackend:
       row's KV cache. At a low temperature most samples agree for long (a classification label,
       all of them): one row's compute instead of n. Budgets still count each sample as a row (it
       may fork), so this saves compute per row, not steps: annotation ran 1.42x in fp32 on 2 CPU
-      cores (bench/decode.py), and no faster in bf16 on AMX, where a step of few rows costs nearly
-      what a full one does. Off: one row per sample from the start; same tokens up to float
-      rounding.
+      cores (bench/decode.py), and 0.96-1.28x in bf16 on AMX, where a step of few rows costs
+      nearly what a full one does. Off: one row per sample from the start; same tokens up to
+      float rounding.
     """
 
     def __init__(
@@ -454,8 +454,7 @@ class HFBackend:
         self.drop_finished = bool(drop_finished) and not self._encoder_decoder
         self.refill = bool(refill)
         self.kv_room = bool(kv_room)
-        # Forked samples join the running batch, which isolated requests and refill off never do.
-        self.share_samples = bool(share_samples) and self.refill and not self.isolate_requests
+        self.share_samples = bool(share_samples)  # only with refill, without isolated requests: forks join a running batch
         self._stop_checks: dict[tuple[str, ...], object] = {}  # stop strings -> StopStringCriteria
 
         fp, details = fingerprint(model, adapter)
@@ -737,8 +736,10 @@ class HFBackend:
         live = len(batch.live()) if batch is not None else 0
         if live and not (self.refill and not self.isolate_requests and decode_cache.plain(batch.cache)):
             return None
-        width = batch.ids.shape[1] if live else 0
-        remaining = batch.remaining() if live else 0
+        # The forks waiting join with this wave: the batch is as wide, and runs as long, as they are too.
+        running = ([batch] if live else []) + forks
+        width = max((part.ids.shape[1] for part in running), default=0)
+        remaining = max((part.remaining() for part in running), default=0)
         head = tail = new = take = 0
         joining: set = set()  # the batch rows the taken samples start as
         for row in queue:
@@ -759,7 +760,8 @@ class HFBackend:
 
     def _batch_row_of(self, row: _Row) -> object:
         """What a sample starts as: its request's batch row (`share_samples`) or one of its own."""
-        return row.request if self.share_samples and not row.alone else row
+        shared = self.share_samples and self.refill and not self.isolate_requests and not row.alone
+        return row.request if shared else row
 
     def _admit(self, batch: _Decoding | None, forks: list[_Decoding], wave: list[_Row], settings: dict[int, _Settings]) -> _Decoding:
         """The running batch's live rows, the `forks` and `wave`, prefilled, in one batch."""
