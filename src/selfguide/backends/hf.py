@@ -734,7 +734,7 @@ class HFBackend:
         from selfguide.backends import decode_cache
 
         live = len(batch.live()) if batch is not None else 0
-        if live and not (self.refill and not self.isolate_requests and decode_cache.plain(batch.cache)):
+        if live and not (self._refills and decode_cache.plain(batch.cache)):
             return None
         # The forks waiting join with this wave: the batch is as wide, and runs as long, as they are too.
         running = ([batch] if live else []) + forks
@@ -758,10 +758,15 @@ class HFBackend:
             return None
         return [queue.popleft() for _ in range(take)]
 
+    @property
+    def _refills(self) -> bool:
+        """Whether rows may join a running batch (forks of shared samples among them)."""
+        return self.refill and not self.isolate_requests
+
     def _batch_row_of(self, row: _Row) -> object:
         """What a sample starts as: its request's batch row (`share_samples`) or one of its own."""
-        shared = self.share_samples and self.refill and not self.isolate_requests and not row.alone
-        return row.request if shared else row
+        shared = self.share_samples and self._refills and not row.alone
+        return row.request if shared else (row.request, row.sample)
 
     def _admit(self, batch: _Decoding | None, forks: list[_Decoding], wave: list[_Row], settings: dict[int, _Settings]) -> _Decoding:
         """The running batch's live rows, the `forks` and `wave`, prefilled, in one batch."""
@@ -854,13 +859,12 @@ class HFBackend:
         torch = self._torch
         if not any(setting[0] > 0 for setting in batch.sampling):
             return scores.argmax(-1), []
-        counts = [len(members) for members in batch.rows]
         flat = [row for members in batch.rows for row in members]
         keys = self._row_keys(flat)
-        if len(flat) == len(counts):
+        if len(flat) == len(batch.rows):
             return pick_tokens(torch, scores, keys, batch.steps, batch.sampling, self._noise_dtype()), []
-        owner = torch.repeat_interleave(torch.arange(len(counts), device=self.device), torch.tensor(counts, device=self.device))
-        owners = owner.tolist()
+        owners = [k for k, members in enumerate(batch.rows) for _ in members]
+        owner = torch.tensor(owners, device=self.device)
         drawn = pick_tokens(torch, scores[owner], keys, batch.steps[owner], [batch.sampling[k] for k in owners], self._noise_dtype())
         values = drawn.tolist()
         tokens, parted, first = [], [], 0
