@@ -252,8 +252,8 @@ def test_the_first_error_of_tasks_at_once_stops_the_rest():
             release.wait(10)  # the others run until released (or 10 s: a failing test ends)
             finished.append(name)
 
+        began = time.monotonic()  # before the timer starts: a wait for it then lasts at least its 1 s
         threading.Timer(1.0, release.set).start()
-        began = time.monotonic()
         with pytest.raises(type(error), match=str(error)):
             run_parallel(fake_bench(), ["a", "b", "c", "d"], work)
         assert (time.monotonic() - began >= 1.0) == waited and ("a" in finished) == waited
