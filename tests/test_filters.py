@@ -1,4 +1,4 @@
-"""Filter, vote and balance rules against SPEC §2.2-2.3, then the whole synthesis funnel on a
+"""Filter, vote and balance rules as the paper publishes them (docs/methods.md), then the whole synthesis funnel on a
 scripted generator whose noise is known in advance."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The SELF-GUIDE benchmark's tasks (SPEC §3), its settings grid and the max-min selection rule (SPEC §2.5)."""
+"""The SELF-GUIDE benchmark's tasks (docs/paper-protocol.md), its settings grid and the paper's max-min rule ("one setting fits all")."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""`selfguide bench superni`: the SELF-GUIDE protocol on the SuperNI tasks of SPEC §3.
+"""`selfguide bench superni`: the SELF-GUIDE protocol on the paper's SuperNI tasks (docs/paper-protocol.md).
 
 Tuning phase: every grid setting on every tuning task (validation sets), gain over prompting,
 the max-min rule picks one setting. Held-out phase: that setting and the four baselines of
-SPEC §2.6 on every held-out task (test sets). Every column is a method (selfguide.methods): it
+the paper (docs/methods.md) on every held-out task (test sets). Every column is a method (selfguide.methods): it
 makes its data, then the model is finetuned on it and evaluated, or an inference-time method
 evaluates the model its own way. One code path serves the run and the dry run: in a dry run each
 stage only counts the model calls and training runs it would make.
@@ -330,7 +330,7 @@ def tuning_phase(bench: Bench, tasks: dict[str, TaskSpec]) -> dict:
 
 
 def held_out_phase(bench: Bench, tasks: dict[str, TaskSpec], setting: Setting) -> dict:
-    """The chosen setting and the baselines (SPEC §2.6) on each held-out task, on the same eval set."""
+    """The chosen setting and the paper's baselines on each held-out task, on the same eval set."""
     out = bench.options.out / "heldout"
 
     def evaluate_task(bench: Bench, name: str) -> dict:

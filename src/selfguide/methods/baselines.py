@@ -1,4 +1,4 @@
-"""The baselines SELF-GUIDE is compared with (SPEC §2.6), each a method of its own.
+"""The baselines SELF-GUIDE is compared with in the paper (docs/methods.md), each a method of its own.
 
     prompting               the task prompt with the gold demos, greedy; no data, no training
     few-shot-finetune       finetune on the gold demos only, 3 epochs

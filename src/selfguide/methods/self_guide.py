@@ -1,7 +1,7 @@
 """SELF-GUIDE (Zhao et al. 2024): a model writes and labels data for one task, then learns from it.
 
 The model writes inputs from the task's demos, labels them by in-context learning, and is
-finetuned on what survives (SPEC §2). With a teacher, the teacher writes and labels: the paper's
+finetuned on what survives (docs/methods.md). With a teacher, the teacher writes and labels: the paper's
 teacher-distillation baseline.
 
     write inputs (rounds of prompts)    -> input filters, then near-duplicates and eval overlap

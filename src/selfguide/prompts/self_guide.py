@@ -1,4 +1,4 @@
-"""The input-writing prompt (SPEC §2.1). The output-writing prompt is the task prompt itself,
+"""The input-writing prompt (the paper's input generation). The output-writing prompt is the task prompt itself,
 `selfguide.prompts.task_messages`, the same one used in training and evaluation."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Annotate: the model labels each kept input by in-context learning with n samples, each sample
 kept or dropped by the output filters, then the vote (stages/vote.py); or, for classification on
-an in-process model, label scoring (SPEC §2.3)."""
+an in-process model, label scoring (not in the paper; docs/methods.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rule-based filters for generated inputs and sampled outputs (SPEC §2.2, §2.3).
+"""Rule-based filters for generated inputs and sampled outputs (the paper's noise and length filters; docs/methods.md).
 
 Each check returns None (keep) or a `Drop` naming the reason, so every decision can be recorded.
 """

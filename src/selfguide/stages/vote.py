@@ -1,4 +1,4 @@
-"""The vote over an input's samples, and class balance (SPEC §2.3): the most frequent surviving
+"""The vote over an input's samples, and class balance (the paper's output vote; docs/methods.md): the most frequent surviving
 answer wins with enough of a share; classification pairs are downsampled to the rarest label."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 1: the model writes task inputs in rounds; the input filters keep or drop each (SPEC §2.1-2.2).
+"""Stage 1: the model writes task inputs in rounds; the input filters keep or drop each (paper: input generation and filters).
 
 Rounds run one after another because each round's prompts show inputs accepted in earlier
 rounds. Every choice (demo order, which earlier inputs, the pseudo-label) comes from a random
