@@ -52,13 +52,13 @@ def test_rows_join_a_running_batch_and_every_request_gets_what_it_gets_alone(tin
     requests = mixed_requests(stop)
     b = HFBackend(str(tiny_model_dir), device="cpu", batch_size=4)
     joined_running = []
-    original = b._admit
+    original = b.scheduler.admit
 
     def spy(batch, forks, wave, settings):
         joined_running.append(batch is not None)
         return original(batch, forks, wave, settings)
 
-    b._admit = spy
+    b.scheduler.admit = spy
     try:
         refilled = results(b, requests)
         assert any(joined_running), "no row joined a running batch"
@@ -87,7 +87,7 @@ def test_out_of_memory_starts_the_rows_in_flight_again_with_half_as_many(tiny_mo
     requests = mixed_requests(stop)
     with HFBackend(str(tiny_model_dir), device="cpu") as b:
         expected = results(b, requests)
-        original, widths = b._step, []
+        original, widths = b.scheduler.step, []
 
         def step(batch):
             widths.append(len(batch.rows))
@@ -95,7 +95,7 @@ def test_out_of_memory_starts_the_rows_in_flight_again_with_half_as_many(tiny_mo
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             return original(batch)
 
-        b._step = step
+        b.scheduler.step = step
         with caplog.at_level(logging.WARNING, logger="selfguide.backends.hf"):
             got = results(b, requests)
     assert got == expected
@@ -169,13 +169,13 @@ def test_a_model_whose_cache_cannot_be_stacked_decodes_batch_by_batch(tiny_model
 
     with backend(batch_size=4) as b:
         assert {len(b.tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words} == {1}
-        joined_running, original = [], b._admit
+        joined_running, original = [], b.scheduler.admit
 
         def spy(batch, forks, wave, settings):
             joined_running.append(batch is not None)
             return original(batch, forks, wave, settings)
 
-        b._admit = spy
+        b.scheduler.admit = spy
         together = results(b, requests)
         assert len(joined_running) > 1 and not any(joined_running)  # batch by batch
     with backend() as alone:
@@ -192,7 +192,7 @@ def test_a_requests_samples_share_a_row_until_their_tokens_part(tiny_model_dir, 
     def decode(**options):
         b = HFBackend(str(tiny_model_dir), device="cpu", batch_size=16, **options)
         row_steps, forked, ended_together = [0], [], []
-        step = b._step
+        step = b.scheduler.step
 
         def counting(batch):
             row_steps[0] += len(batch.rows)
@@ -202,7 +202,7 @@ def test_a_requests_samples_share_a_row_until_their_tokens_part(tiny_model_dir, 
                 forked.append(sum(len(members) for members in fork.rows))
             return ended, fork
 
-        b._step = counting
+        b.scheduler.step = counting
         with b:
             return results(b, requests), row_steps[0], forked, ended_together
 
@@ -257,7 +257,7 @@ def test_forks_waiting_to_join_count_in_the_token_budget(tiny_model_dir):
     requests += [req("the cat", seed=k, n=2, max_new_tokens=3) for k in range(3)]
     budget, sizes, forks_joined = 1200, [], []
     with HFBackend(str(tiny_model_dir), device="cpu", max_batch_tokens=budget, reuse_prefix=False) as b:
-        admit = b._admit
+        admit = b.scheduler.admit
 
         def spy(batch, forks, wave, settings):
             joined = admit(batch, forks, wave, settings)
@@ -266,7 +266,7 @@ def test_forks_waiting_to_join_count_in_the_token_budget(tiny_model_dir):
             sizes.append((samples, samples * (joined.ids.shape[1] + joined.remaining())))
             return joined
 
-        b._admit = spy
+        b.scheduler.admit = spy
         shared = results(b, requests)
         b.share_samples = False
         assert results(b, requests) == shared
