@@ -89,6 +89,7 @@ class HFBackend:
     ):
         import torch
 
+        from selfguide.backends.hf.masks import Masks
         from selfguide.backends.hf.prefill import Prefill
         from selfguide.backends.hf.scheduler import DecodeOptions, Scheduler
 
@@ -118,15 +119,19 @@ class HFBackend:
         # transformers 5.x renamed forward's `past_key_values` (and the output's) to `cache`; the old name warns
         self._cache_name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         self._encoder_decoder = bool(getattr(base.config, "is_encoder_decoder", False))
+        self.masks = Masks(base)
+        if self.masks.unsupported:
+            log.warning("prefix reuse, joining running batches and sample sharing are off for this model: %s", self.masks.unsupported)
         # Which prefix a prompt shares depends on the other prompts of the call: isolated requests must not.
         self.prefiller = Prefill(
             self.model,
+            self.masks,
             self.device,
             self.pad_id,
             self._cache_name,
             logits_to_keep,
             share_prefill=bool(share_prefill) and not self._encoder_decoder,
-            reuse_prefix=bool(reuse_prefix) and not isolate_requests,
+            reuse_prefix=bool(reuse_prefix) and not isolate_requests and not self.masks.unsupported,
         )
         self.drop_finished = bool(drop_finished) and not self._encoder_decoder
         # share_samples takes effect only with refill, without isolated requests: forks join a running batch
@@ -271,9 +276,9 @@ class HFBackend:
     def forward(self, ids, mask, cache):
         out = self.model(
             input_ids=ids[:, -1:],
-            attention_mask=mask,
+            attention_mask=self.masks(mask, 1),
             position_ids=mask.sum(-1, keepdim=True) - 1,
-            **{self._cache_name: cache},
+            **{self._cache_name: cache if cache is not None else self.masks.cache()},
             use_cache=True,
             **self._extra,
         )
@@ -372,7 +377,7 @@ class HFBackend:
             start = width - 1 if cache is not None else 0
             outputs = self.model(
                 input_ids=ids[:, start:-1],
-                attention_mask=mask[:, :-1],
+                attention_mask=self.masks(mask[:, :-1], ids.shape[1] - 1 - start),
                 position_ids=positions[:, start:-1],
                 **{self._cache_name: cache},
                 use_cache=cache is not None,

@@ -15,6 +15,7 @@ import logging
 
 import torch
 
+from selfguide.backends.hf.masks import Masks
 from selfguide.backends.hf.rows import Row
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,9 @@ log = logging.getLogger(__name__)
 class Prefill:
     """Prefills prompts on `model` (a transformers causal LM)."""
 
-    def __init__(self, model, device, pad_id: int, cache_name: str, logits_to_keep: bool, share_prefill: bool, reuse_prefix: bool):
+    def __init__(self, model, masks: Masks, device, pad_id: int, cache_name: str, logits_to_keep: bool, share_prefill: bool, reuse_prefix: bool):
         self.model = model
+        self.masks = masks
         self.device = device
         self.pad_id = pad_id
         self.cache_name = cache_name  # forward's keyword for the KV cache
@@ -43,7 +45,14 @@ class Prefill:
             cache = self.shared(prompts, prompt_ids, prompt_mask, select)
         if prompt_ids.shape[1] >= 2 and cache is None:  # every row its own prefill
             positions = (mask[:, :-1].cumsum(-1) - 1).clamp_(min=0)
-            out = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions, use_cache=True, **self.extra)
+            out = self.model(
+                input_ids=ids[:, :-1],
+                attention_mask=self.masks(mask[:, :-1], ids.shape[1] - 1),
+                position_ids=positions,
+                **{self.cache_name: self.masks.cache()},
+                use_cache=True,
+                **self.extra,
+            )
             cache = getattr(out, self.cache_name)
         return ids, mask, cache
 
@@ -92,9 +101,9 @@ class Prefill:
             if ids.shape[1] > start:
                 outputs = self.model(
                     input_ids=ids[:, start:],
-                    attention_mask=mask,
+                    attention_mask=self.masks(mask, ids.shape[1] - start),
                     position_ids=positions[:, start:],
-                    **{self.cache_name: cache},
+                    **{self.cache_name: cache if cache is not None else self.masks.cache()},
                     use_cache=True,
                     **self.extra,
                 )
@@ -115,18 +124,19 @@ class Prefill:
         (zeros, masked out, before it; all zeros for a prompt without one). Each prefix is
         computed once, alone, and kept while consecutive batches need it."""
         from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
 
         needed = {prompt[:prefix] for prompt, prefix in prompts if prefix}
         for stale in self.prefix_kv.keys() - needed:  # rows come sorted by prefix: never needed again
             del self.prefix_kv[stale]
         for prefix in needed - self.prefix_kv.keys():
             ids = torch.tensor([prefix], dtype=torch.long, device=self.device)
-            cache = getattr(self.model(input_ids=ids, use_cache=True, **self.extra), self.cache_name)
-            layers = getattr(cache, "layers", None)
-            if not layers or not all(type(layer) is DynamicLayer for layer in layers):
-                raise TypeError(f"prefix reuse needs a plain DynamicCache, got {type(cache).__name__}")
-            self.prefix_kv[prefix] = [(layer.keys, layer.values) for layer in layers]
+            whole = self.masks(torch.ones_like(ids), len(prefix))
+            out = self.model(input_ids=ids, attention_mask=whole, **{self.cache_name: self.masks.cache()}, use_cache=True, **self.extra)
+            cache = getattr(out, self.cache_name)
+            kinds = {type(layer).__name__ for layer in getattr(cache, "layers", None) or ()}
+            if kinds != {"DynamicLayer"}:
+                raise TypeError(f"prefix reuse needs full-length cache layers (DynamicLayer), got {', '.join(sorted(kinds)) or type(cache).__name__}")
+            self.prefix_kv[prefix] = [(layer.keys, layer.values) for layer in cache.layers]
         # Per layer: the batch's prefixes left-padded to `head` (slot 0: none), then one per prompt;
         # a view when all prompts share one prefix, as the cache copies it on its first update.
         order = sorted(needed)
