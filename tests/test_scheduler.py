@@ -149,3 +149,48 @@ def test_without_refill_a_batch_runs_to_its_end_before_the_next_starts():
     got = {(row.request, row.sample): ids for row, ids in scheduler.stream(rows, settings)}
     assert got == decode(REQUESTS)[0]
     assert len(running) > 1 and not any(running)
+
+
+class OwnCacheForward(ScriptedForward):
+    """As a model that picks its own cache, one that cannot be joined or forked (a sliding-window
+    layer), when nothing was cached before its first step: one-token prompts."""
+
+    def forward(self, ids, mask, cache):
+        if cache is None:
+            from transformers.cache_utils import DynamicSlidingWindowLayer
+
+            cache = DynamicCache()
+            cache.layers = [DynamicSlidingWindowLayer(sliding_window=1000)]
+        return super().forward(ids, mask, cache)
+
+
+ONE_TOKEN = [((k + 1,), 1, 0.0, limit) for k, limit in enumerate([2, 2, 12, 12, 8, 8, 8, 8])]
+
+
+def test_a_cache_that_cannot_be_joined_decodes_batch_by_batch():
+    model = OwnCacheForward()
+    scheduler = Scheduler(model, DecodeOptions(batch_size=4))
+    admit, running = scheduler.admit, []
+
+    def spy(batch, forks, wave, settings):
+        running.append(batch is not None)
+        return admit(batch, forks, wave, settings)
+
+    scheduler.admit = spy
+    rows, settings = rows_and_settings(ONE_TOKEN)
+    together = {(row.request, row.sample): ids for row, ids in scheduler.stream(rows, settings)}
+    assert len(running) > 1 and not any(running)
+    for i, request in enumerate(ONE_TOKEN):
+        alone = Scheduler(OwnCacheForward(), DecodeOptions()).stream(*rows_and_settings([request]))
+        assert [ids for _, ids in alone] == [together[i, 0]], i
+
+
+def test_samples_that_part_in_a_cache_that_cannot_take_rows_start_again_alone():
+    requests = [((k + 1,), 4, 1.0, 6) for k in range(3)]
+    options = DecodeOptions()
+    rows, settings = rows_and_settings(requests)
+    together = dict(Scheduler(OwnCacheForward(), options).stream(rows, settings))
+    assert not options.share_samples  # learnt from the first fork
+    rows, settings = rows_and_settings(requests)
+    apart = dict(Scheduler(OwnCacheForward(), DecodeOptions(share_samples=False)).stream(rows, settings))
+    assert {(r.request, r.sample): ids for r, ids in together.items()} == {(r.request, r.sample): ids for r, ids in apart.items()}

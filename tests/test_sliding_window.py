@@ -82,7 +82,7 @@ def test_prefix_reuse_refill_and_sample_sharing_stay_on_and_change_no_token(mode
     requests = task_requests()
     joined_running, forks_joined, prefixes = [], [], []
     with caplog.at_level(logging.INFO, logger="selfguide.backends.hf"):
-        fast = HFBackend(str(model_dir), device="cpu", dtype="float32", batch_size=6)
+        fast = HFBackend(str(model_dir), device="cpu", dtype="float32", batch_size=16)  # waves of distinct prompts
     with fast:
         assert fast.masks.window == WINDOW and fast.reuse_prefix
         prompts = [len(encode_prompt(fast.tokenizer, list(r.messages))) for r in requests]
@@ -105,6 +105,26 @@ def test_prefix_reuse_refill_and_sample_sharing_stay_on_and_change_no_token(mode
     assert "off" not in caplog.text and "not supported" not in caplog.text
     with HFBackend(str(model_dir), device="cpu", dtype="float32", batch_size=1, drop_finished=False, reuse_prefix=False) as plain:
         assert as_dicts(plain.generate(requests)) == got  # transformers' generate, each prompt alone
+
+
+def test_a_window_counts_positions_not_columns_of_padding_in_the_middle(model_dir):
+    """The decoder's layouts put padding between a shared prefix and the rest of a prompt: the
+    window must hold as many real tokens as on the prompt alone (transformers' own mask, by
+    column, holds fewer, and changes the logits)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prefix, rest = list(range(10, 10 + 2 * WINDOW)), [30, 31, 32]
+    alone = torch.tensor([prefix + rest])
+    padded = torch.tensor([prefix + [0] * 5 + rest])
+    mask = (padded != 0).long()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        want = model(alone).logits[0, -1]
+        by_position = model(padded, attention_mask=Masks(model)(mask, mask.shape[1]), position_ids=positions).logits[0, -1]
+        by_column = model(padded, attention_mask=mask, position_ids=positions).logits[0, -1]
+    assert torch.allclose(by_position, want, atol=1e-5)
+    assert not torch.allclose(by_column, want, atol=1e-2)
 
 
 def test_label_scores_with_prefix_reuse_equal_whole_prompts(model_dir):
