@@ -66,8 +66,9 @@ def _with_room(states: torch.Tensor, room: int) -> torch.Tensor:
 
 
 def plain(cache) -> bool:
-    """Whether every layer is a filled DynamicLayer (or ours): what `join` handles.
-    Not so for sliding-window, quantised or hybrid caches."""
+    """Whether every layer is a filled DynamicLayer (or ours): what `join` handles. Not so for
+    transformers' sliding-window, quantised or hybrid caches (sliding-window models decode on
+    plain caches with masks by position instead: backends/hf/masks.py)."""
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(type(layer) in (DynamicLayer, RoomyLayer) and layer.is_initialized for layer in layers)
 

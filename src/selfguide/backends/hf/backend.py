@@ -36,6 +36,8 @@ class HFBackend:
       share its KV cache, computed once. Off: every distinct prompt is prefilled whole; same
       results up to float rounding (token-identical in float32 in our tests), slower. Always off
       with `isolate_requests`, as the prefix a prompt shares depends on the call's other prompts.
+      Sliding-window and hybrid models (Gemma 2/3, Mistral, Qwen's sliding layers) reuse prefixes,
+      join running batches and share samples too, on plain caches with masks by position (masks.py).
     * `isolate_requests` (default off): a batch never mixes requests, so a request's results are
       a function of the request alone, bit for bit, even in bfloat16/float16 where batched kernels
       otherwise shift logits enough to change a few percent of samples with the batch layout.
