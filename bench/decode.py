@@ -10,7 +10,7 @@ A finished run's call cache holds the real requests of its stages: input writing
 input per prompt), annotation (n sampled answers per input) and evaluation (greedy answers).
 Each kind of request (grouped by its sampling settings) is replayed twice through one HFBackend:
 
-* ours: `_decode_stream`, which drops rows from the batch as they finish (EOS or stop string),
+* ours: the scheduler (backends/hf/scheduler.py), which drops rows from the batch as they finish (EOS or stop string),
   lets waiting rows join as soon as a quarter of the batch is free, writes each step's keys
   and values in place (backends/decode_cache.py), and decodes a request's samples as one row
   until their tokens part;
@@ -57,7 +57,7 @@ def recorded_requests(path: str, per_kind: int) -> dict[str, list[Request]]:
 
 
 def replay(backend: HFBackend, requests: list[Request]) -> tuple[float, list[list[str]], int]:
-    backend._prefix_kv.clear()
+    backend.prefiller.prefix_kv.clear()
     started = time.perf_counter()
     out = dict(backend.generate(requests))
     seconds = time.perf_counter() - started

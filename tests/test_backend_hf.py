@@ -181,13 +181,13 @@ def test_prefill_runs_once_per_distinct_prompt(tiny_model_dir):
 def test_results_are_yielded_as_soon_as_their_rows_end(tiny_model_dir):
     b = HFBackend(str(tiny_model_dir), device="cpu", batch_size=2)
     waves = []
-    original = b._start_wave
+    original = b.scheduler.start_wave
 
     def counting(wave, settings):
         waves.append(len(wave))
         return original(wave, settings)
 
-    b._start_wave = counting
+    b.scheduler.start_wave = counting
     try:
         stream = b.generate([req(p, seed=i, n=2) for i, p in enumerate(PROMPTS)])
         first_index, first = next(stream)
@@ -201,13 +201,13 @@ def test_results_are_yielded_as_soon_as_their_rows_end(tiny_model_dir):
 def test_isolated_requests_never_share_a_batch(tiny_model_dir, backend):
     b = HFBackend(str(tiny_model_dir), device="cpu", isolate_requests=True, batch_size=4)
     seen = []
-    original = b._start_wave
+    original = b.scheduler.start_wave
 
     def spy(wave, settings):
         seen.append({row.request for row in wave})
         return original(wave, settings)
 
-    b._start_wave = spy
+    b.scheduler.start_wave = spy
     try:
         requests = [req(p, seed=i, n=3) for i, p in enumerate(PROMPTS)] + [req(PROMPTS[0], seed=9, n=6)]
         isolated = run(b, requests)
@@ -395,13 +395,13 @@ def test_requests_with_different_settings_share_batches_and_get_their_separate_r
     requests = [req(p, seed=10 * s + i, n=3, **kw) for s, kw in enumerate(settings) for i, p in enumerate(PROMPTS)]
     b = HFBackend(str(tiny_model_dir), device="cpu")
     mixed_batches = []
-    original = b._start_wave
+    original = b.scheduler.start_wave
 
     def spy(wave, settings):
         mixed_batches.append(len({settings[row.request] for row in wave}) > 1)
         return original(wave, settings)
 
-    b._start_wave = spy
+    b.scheduler.start_wave = spy
     try:
         together = run(b, requests)
     finally:

@@ -52,13 +52,13 @@ def test_rows_join_a_running_batch_and_every_request_gets_what_it_gets_alone(tin
     requests = mixed_requests(stop)
     b = HFBackend(str(tiny_model_dir), device="cpu", batch_size=4)
     joined_running = []
-    original = b._admit
+    original = b.scheduler.admit
 
     def spy(batch, forks, wave, settings):
         joined_running.append(batch is not None)
         return original(batch, forks, wave, settings)
 
-    b._admit = spy
+    b.scheduler.admit = spy
     try:
         refilled = results(b, requests)
         assert any(joined_running), "no row joined a running batch"
@@ -87,7 +87,7 @@ def test_out_of_memory_starts_the_rows_in_flight_again_with_half_as_many(tiny_mo
     requests = mixed_requests(stop)
     with HFBackend(str(tiny_model_dir), device="cpu") as b:
         expected = results(b, requests)
-        original, widths = b._step, []
+        original, widths = b.scheduler.step, []
 
         def step(batch):
             widths.append(len(batch.rows))
@@ -95,7 +95,7 @@ def test_out_of_memory_starts_the_rows_in_flight_again_with_half_as_many(tiny_mo
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             return original(batch)
 
-        b._step = step
+        b.scheduler.step = step
         with caplog.at_level(logging.WARNING, logger="selfguide.backends.hf"):
             got = results(b, requests)
     assert got == expected
@@ -152,36 +152,6 @@ def test_join_refuses_caches_it_cannot_stack():
         decode_cache.join([(cache, 1)], room=4)
 
 
-def test_a_model_whose_cache_cannot_be_stacked_decodes_batch_by_batch(tiny_model_dir, tmp_path):
-    """A sliding-window model with one-token prompts: the first wave has nothing to prefill, so the
-    model picks its own cache, which cannot be stacked. No row may join the running ones then, and
-    each must get what it gets alone."""
-    model = sliding_window_model(tiny_model_dir, tmp_path)
-    words, limits = ["is", "a", "to", "b", "c", "d", "e", "f"], [2, 2, 12, 12, 8, 8, 8, 8]
-    requests = [
-        Request([{"role": "user", "content": w}], SamplingParams(temperature=0.0, max_new_tokens=limit)) for w, limit in zip(words, limits)
-    ]
-
-    def backend(**sizes) -> HFBackend:
-        b = HFBackend(str(model), device="cpu", **sizes)
-        b.tokenizer.chat_template = "{{ messages[-1]['content'] }}"  # a prompt of one token
-        return b
-
-    with backend(batch_size=4) as b:
-        assert {len(b.tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words} == {1}
-        joined_running, original = [], b._admit
-
-        def spy(batch, forks, wave, settings):
-            joined_running.append(batch is not None)
-            return original(batch, forks, wave, settings)
-
-        b._admit = spy
-        together = results(b, requests)
-        assert len(joined_running) > 1 and not any(joined_running)  # batch by batch
-    with backend() as alone:
-        assert all(results(alone, [request])[0] == together[i] for i, request in enumerate(requests))
-
-
 def test_a_requests_samples_share_a_row_until_their_tokens_part(tiny_model_dir, stop):
     """n samples decode as one batch row while they agree and fork when they part: the same
     completions as one row per sample from the start, for fewer row-steps."""
@@ -192,7 +162,7 @@ def test_a_requests_samples_share_a_row_until_their_tokens_part(tiny_model_dir, 
     def decode(**options):
         b = HFBackend(str(tiny_model_dir), device="cpu", batch_size=16, **options)
         row_steps, forked, ended_together = [0], [], []
-        step = b._step
+        step = b.scheduler.step
 
         def counting(batch):
             row_steps[0] += len(batch.rows)
@@ -202,7 +172,7 @@ def test_a_requests_samples_share_a_row_until_their_tokens_part(tiny_model_dir, 
                 forked.append(sum(len(members) for members in fork.rows))
             return ended, fork
 
-        b._step = counting
+        b.scheduler.step = counting
         with b:
             return results(b, requests), row_steps[0], forked, ended_together
 
@@ -215,39 +185,6 @@ def test_a_requests_samples_share_a_row_until_their_tokens_part(tiny_model_dir, 
     assert shared_steps < apart_steps
 
 
-def sliding_window_model(tiny_model_dir, tmp_path):
-    """The tiny model as a sliding-window model (Mistral layout, a window never reached): its own
-    cache cannot be stacked with others."""
-    import json
-    import shutil
-
-    model = shutil.copytree(tiny_model_dir, tmp_path / "sliding")
-    config = json.loads((model / "config.json").read_text())
-    config.update({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "sliding_window": 4096})
-    (model / "config.json").write_text(json.dumps(config))
-    return model
-
-
-def test_samples_that_part_in_a_cache_that_cannot_take_rows_start_again_alone(tiny_model_dir, tmp_path):
-    """One-token prompts on a sliding-window model: the batch's cache is the model's own, so samples
-    that part cannot fork into it; they start again as rows of their own, with the same results."""
-    model = sliding_window_model(tiny_model_dir, tmp_path)
-    requests = [Request([{"role": "user", "content": w}], SamplingParams(temperature=1.0, n=4, seed=k, max_new_tokens=6)) for k, w in enumerate(["is", "a", "to"])]
-
-    def backend() -> HFBackend:
-        b = HFBackend(str(model), device="cpu")
-        b.tokenizer.chat_template = "{{ messages[-1]['content'] }}"  # a prompt of one token
-        return b
-
-    with backend() as b:
-        together = results(b, requests)
-        assert not b.share_samples  # learnt from the first fork
-    with backend() as b:
-        b.share_samples = False
-        apart = results(b, requests)
-    assert together == apart
-
-
 def test_forks_waiting_to_join_count_in_the_token_budget(tiny_model_dir):
     """A long prompt's samples fork and wait while short rows run and end; the wave they join
     must fit `max_batch_tokens` with their width and steps, not only the running batch's."""
@@ -257,7 +194,7 @@ def test_forks_waiting_to_join_count_in_the_token_budget(tiny_model_dir):
     requests += [req("the cat", seed=k, n=2, max_new_tokens=3) for k in range(3)]
     budget, sizes, forks_joined = 1200, [], []
     with HFBackend(str(tiny_model_dir), device="cpu", max_batch_tokens=budget, reuse_prefix=False) as b:
-        admit = b._admit
+        admit = b.scheduler.admit
 
         def spy(batch, forks, wave, settings):
             joined = admit(batch, forks, wave, settings)
@@ -266,7 +203,7 @@ def test_forks_waiting_to_join_count_in_the_token_budget(tiny_model_dir):
             sizes.append((samples, samples * (joined.ids.shape[1] + joined.remaining())))
             return joined
 
-        b._admit = spy
+        b.scheduler.admit = spy
         shared = results(b, requests)
         b.share_samples = False
         assert results(b, requests) == shared

@@ -7,12 +7,12 @@
   outputs are bit-identical.
 * Joining. `join` stacks the caches of row groups of different widths into one, each group
   right-aligned (left-padded with zeros, which the attention mask hides), as the decoder lays out
-  prompts: new rows join a batch that is still decoding (backends/hf.py, refill).
+  prompts: new rows join a batch that is still decoding (backends/hf/scheduler.py, refill).
 * Leaving. `RoomyLayer.batch_select_indices` keeps some rows; `trim` drops leading columns that
   are padding for every row left.
 * Forking. `take` copies some rows out, for samples whose tokens parted from their row's.
 
-Imported lazily by backends/hf.py: it needs torch and transformers.
+Imported lazily by backends/hf/: it needs torch and transformers.
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ def _with_room(states: torch.Tensor, room: int) -> torch.Tensor:
 
 
 def plain(cache) -> bool:
-    """Whether every layer is a filled DynamicLayer (or ours): what `join` handles.
-    Not so for sliding-window, quantised or hybrid caches."""
+    """Whether every layer is a filled DynamicLayer (or ours): what `join` handles. Not so for
+    transformers' sliding-window, quantised or hybrid caches (sliding-window models decode on
+    plain caches with masks by position instead: backends/hf/masks.py)."""
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(type(layer) in (DynamicLayer, RoomyLayer) and layer.is_initialized for layer in layers)
 
