@@ -17,9 +17,10 @@ from conftest import REPO, SUPERNI
 from typer.testing import CliRunner
 
 from selfguide.backends.base import Request, SamplingParams, ScoreRequest
-from selfguide.backends.chat import encode_prompt, render_answer, stop_strings_for
+from selfguide.backends.chat import encode_prompt, has_chat_template, render_answer, render_prompt, stop_strings_for
 from selfguide.backends.hf import HFBackend
 from selfguide.cli import app
+from selfguide.prompts.self_guide import input_generation_messages
 from selfguide.prompts.task import task_messages
 from selfguide.tasks.spec import Example, TaskSpec
 from selfguide.tinymodel import build_tiny_model
@@ -208,11 +209,36 @@ def selfguide_run(model, out):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", families())
 def test_selfguide_run_ends_with_a_report(family, family_dir, tmp_path):
+    """Every stage runs; the why line states how many written inputs the filters kept and how
+    well the model labelled gold items itself, the two numbers that say whether a model (a base
+    model in particular) can teach itself the task."""
     out = tmp_path / "run"
     result = selfguide_run(family_dir(family), out)
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
     lines = [line.split("\r")[-1] for line in result.output.splitlines()]
-    assert any(line.startswith("Verdict") for line in lines) and any(line.startswith("Why") for line in lines)
+    assert any(line.startswith("Verdict") for line in lines)
+    why = next(line for line in lines if line.startswith("Why"))
+    assert "written inputs" in why or "the funnel lost most at input_filter" in why
+    assert "before training, the model's own labels scored" in why and "on 3 gold items" in why
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert json.loads((out / "eval" / "finetuned" / "metrics.json").read_text())["n"] == 3
+
+
+def test_a_base_model_gets_a_completion_style_prompt(family_dir):
+    """No chat template: the task prompt is few-shot text a base model continues (headers, no
+    special tokens), the answer ends at the next header or EOS, and input writing is a numbered
+    list the model continues in its response."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(family_dir("base"))
+    assert not has_chat_template(tokenizer)
+    messages = task_messages("Reply with the color.", [("The sky", "blue")], "Grass")
+    assert render_prompt(tokenizer, messages) == (
+        "Reply with the color.\n\n### Input:\nThe sky\n\n### Response:\nblue\n\n### Input:\nGrass\n\n### Response:\n"
+    )
+    assert render_answer(tokenizer, messages, "green") == "green" + tokenizer.eos_token  # training teaches it to stop
+    assert stop_strings_for(tokenizer) == ("\n### ",)  # untrained, it stops where it would write the next example
+    writing = render_prompt(tokenizer, input_generation_messages("Reply with the color.", ["The sky", "Grass"], []))
+    assert writing.startswith("### Input:\nTask instruction:\nReply with the color.")
+    assert writing.endswith("### Response:\n[Example 1]\nThe sky\n\n[Example 2]\nGrass\n\n[Example 3]\n")
