@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 import torch
@@ -139,6 +140,26 @@ def test_sampled_generation_matches_one_row_per_sample(family, family_dir, caplo
     assert shared == alone
     if family not in SLIDING:
         assert fallback_lines(caplog) == []
+
+
+# Each fast path the backend may turn off for a model, and a word the log line saying so must hold.
+FAST_PATHS = {"reuse_prefix": "prefix", "share_prefill": "prefill", "share_samples": "sampl"}
+SILENT = "sample sharing turns off with no log line (a fork finds no stackable cache), and the prefix-reuse line reads 'needs a plain DynamicCache, got DynamicCache'"
+
+
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=SILENT)] if f in SLIDING else [], id=f) for f in FAMILIES]
+)
+def test_a_fast_path_turned_off_is_said_in_one_true_line(family, family_dir, caplog):
+    """Sampled requests that share a prefix and part: any fast path the backend turns off for
+    this model is named in a log line, and the line does not contradict itself."""
+    requests = [Request(chat(text), SamplingParams(temperature=1.0, n=3, seed=i, max_new_tokens=4)) for i, text in enumerate(TEXTS)]
+    with caplog.at_level(logging.INFO, logger="selfguide"), HFBackend(str(family_dir(family)), device="cpu", dtype="float32") as b:
+        list(b.generate(requests))
+        off = [words for name, words in FAST_PATHS.items() if getattr(b, name, True) is False]
+    lines = fallback_lines(caplog)
+    assert not [line for line in lines if re.search(r"needs a plain (\w+), got \1\b", line)], lines
+    assert all(any(words in line for line in lines) for words in off), (off, lines)
 
 
 def plain_logprob(backend: HFBackend, messages, answer: str) -> tuple[float, int]:
