@@ -263,3 +263,15 @@ def test_a_base_model_gets_a_completion_style_prompt(family_dir):
     writing = render_prompt(tokenizer, input_generation_messages("Reply with the color.", ["The sky", "Grass"], []))
     assert writing.startswith("### Input:\nTask instruction:\nReply with the color.")
     assert writing.endswith("### Response:\n[Example 1]\nThe sky\n\n[Example 2]\nGrass\n\n[Example 3]\n")
+
+
+def test_tiny_model_command_writes_any_family(tmp_path):
+    out = tmp_path / "g3"
+    result = CliRunner().invoke(app, ["tiny-model", str(out), "--architecture", "gemma3", "--no-chat-template"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["Gemma3ForCausalLM"]
+    assert config["layer_types"] == ["sliding_attention", "sliding_attention", "full_attention"]
+    assert "chat_template" not in json.loads((out / "tokenizer_config.json").read_text())
+    unknown = CliRunner().invoke(app, ["tiny-model", str(tmp_path / "x"), "--architecture", "gpt9"])
+    assert unknown.exit_code != 0 and "one of llama, qwen2" in unknown.output and "Traceback" not in unknown.output
