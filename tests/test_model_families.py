@@ -49,12 +49,10 @@ SLIDING = {"gemma2", "gemma3", "mistral"}  # sliding-window layers (all, or besi
 GAP_IN_WINDOW = "prefix layout [pad, prefix, pad, rest] puts padding inside the sliding window (first call after prefix reuse is refused)"
 
 
-def known_defect(family: str) -> list:
-    return [pytest.mark.xfail(strict=True, raises=AssertionError, reason=GAP_IN_WINDOW)] if family in SLIDING else []
-
-
-def families(*, defects: bool = False) -> list:
-    return [pytest.param(f, marks=known_defect(f) if defects else [], id=f) for f in FAMILIES]
+def families(sliding_defect: str | None = None) -> list:
+    """Every family; the sliding-window ones marked as failing on `sliding_defect`, if given."""
+    marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=sliding_defect)] if sliding_defect else []
+    return [pytest.param(f, marks=marks if f in SLIDING else [], id=f) for f in FAMILIES]
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +105,7 @@ def fallback_lines(caplog) -> list[str]:
     return [r.getMessage() for r in records if "not supported" in r.getMessage()]
 
 
-@pytest.mark.parametrize("family", families(defects=True))
+@pytest.mark.parametrize("family", families(GAP_IN_WINDOW))
 def test_greedy_generation_is_plain_generate(family, family_dir, caplog):
     """Prompts sharing a prefix, different lengths and limits, more rows than the batch holds
     (rows join while it decodes): each completion is what `generate` gives the prompt alone."""
@@ -123,7 +121,7 @@ def test_greedy_generation_is_plain_generate(family, family_dir, caplog):
         assert fallback_lines(caplog) == []  # prefix reuse, refill and sample sharing stay on
 
 
-@pytest.mark.parametrize("family", families(defects=True))
+@pytest.mark.parametrize("family", families(GAP_IN_WINDOW))
 def test_sampled_generation_matches_one_row_per_sample(family, family_dir, caplog):
     """Sampled requests with everything on (prefix reuse, refill, shared samples) give the
     completions of the backend's slowest mode: one row per sample, alone, no reuse."""
@@ -144,12 +142,13 @@ def test_sampled_generation_matches_one_row_per_sample(family, family_dir, caplo
 
 # Each fast path the backend may turn off for a model, and a word the log line saying so must hold.
 FAST_PATHS = {"reuse_prefix": "prefix", "share_prefill": "prefill", "share_samples": "sampl"}
-SILENT = "sample sharing turns off with no log line (a fork finds no stackable cache), and the prefix-reuse line reads 'needs a plain DynamicCache, got DynamicCache'"
-
-
-@pytest.mark.parametrize(
-    "family", [pytest.param(f, marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=SILENT)] if f in SLIDING else [], id=f) for f in FAMILIES]
+SILENT = (
+    "sample sharing turns off with no log line (a fork finds no stackable cache), "
+    "and the prefix-reuse line reads 'needs a plain DynamicCache, got DynamicCache'"
 )
+
+
+@pytest.mark.parametrize("family", families(SILENT))
 def test_a_fast_path_turned_off_is_said_in_one_true_line(family, family_dir, caplog):
     """Sampled requests that share a prefix and part: any fast path the backend turns off for
     this model is named in a log line, and the line does not contradict itself."""
@@ -173,7 +172,7 @@ def plain_logprob(backend: HFBackend, messages, answer: str) -> tuple[float, int
     return float(logprobs[torch.arange(len(target)), torch.tensor(target)].sum()), len(target)
 
 
-@pytest.mark.parametrize("family", families(defects=True))
+@pytest.mark.parametrize("family", families(GAP_IN_WINDOW))
 def test_label_scores_are_plain_log_probabilities(family, family_dir):
     """Candidates scored after prompts that share a task prefix (few-shot, as annotation sends
     them) equal the log-probabilities of one plain forward pass each."""
