@@ -215,8 +215,18 @@ def test_lora_training_changes_the_model(family, family_dir, tmp_path):
     assert not torch.allclose(before, after, atol=1e-4)
 
 
-# `selfguide run` at the smallest settings that still cross every stage.
-RUN_SETTINGS = ["synth.inputs.rounds=1", "synth.outputs.n=3", "eval.limit=3", "synth.self_label.items=3"]
+# `selfguide run` at the smallest settings that still cross every stage: 10 inputs, 3 samples each,
+# training in batches of 5 (2-3 steps, no checkpoints), 3 eval items.
+RUN_SETTINGS = [
+    "synth.inputs.rounds=1",
+    "synth.inputs.max_new_tokens=16",
+    "synth.outputs.n=3",
+    "synth.self_label.items=3",
+    "train.batch_size=5",
+    "train.save_every_epoch=false",
+    "eval.limit=3",
+    "eval.max_new_tokens=4",
+]
 
 
 def selfguide_run(model, out):
