@@ -501,14 +501,20 @@ def print_bench_plan(plan: dict) -> None:
 def tiny_model(
     out: Annotated[Path, typer.Argument(help="Folder to write the model and tokenizer into.")] = Path("tiny-model"),
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
+    architecture: Annotated[
+        str, typer.Option(help="llama, qwen2, qwen3, gemma2, gemma3 (text), mistral (sliding window) or phi3.")
+    ] = "llama",
+    chat_template: Annotated[bool, typer.Option(help="Off: a base model with no chat template.")] = True,
 ) -> None:
-    """Write a tiny random Llama-style model with a locally trained tokenizer (no download),
-    to try every command on a CPU."""
+    """Write a tiny random model (Llama-style unless --architecture says otherwise) with a locally
+    trained tokenizer (no download), to try every command on a CPU."""
     from selfguide.runfolder import make_folder
-    from selfguide.tinymodel import build_tiny_model
+    from selfguide.tinymodel import ARCHITECTURES, build_tiny_model
 
+    if architecture not in ARCHITECTURES:
+        raise typer.BadParameter(f"one of {', '.join(ARCHITECTURES)}", param_hint="--architecture")
     make_folder(out, "OUT")
-    typer.echo(f"tiny model: {build_tiny_model(out, seed=seed)}")
+    typer.echo(f"tiny model: {build_tiny_model(out, architecture=architecture, chat_template=chat_template, seed=seed)}")
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""A tiny random Llama-style model with a locally trained tokenizer, for offline try-outs and tests.
+"""Tiny random models (Llama by default, or another popular architecture) with a locally trained
+tokenizer, for offline try-outs and tests.
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained here on a small built-in
 corpus, the weights are random. The folder loads through the ordinary `from_pretrained` path,
@@ -62,9 +63,39 @@ def build_tokenizer(vocab_size: int = 512, seed: int = 0):
     return tokenizer
 
 
+# Architectures `build_tiny_model` can write: transformers config class, model class, and what sets
+# each apart from Llama (besides its own layer code): sliding windows, hybrid layers, fused projections.
+SLIDING_WINDOW = 16  # tokens: shorter than most test prompts, so the window is really used
+ARCHITECTURES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 16}),  # q/k norms, explicit head_dim
+    # Local and global layers alternating, logits soft-capped, embeddings scaled by sqrt(hidden).
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": SLIDING_WINDOW, "layer_types": ["sliding_attention", "full_attention"]},
+    ),
+    # Gemma 3 text: sliding-window layers, then a global one (5:1 in the real models).
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {
+            "head_dim": 16,
+            "query_pre_attn_scalar": 16,
+            "sliding_window": SLIDING_WINDOW,
+            "layer_types": ["sliding_attention", "sliding_attention", "full_attention"],
+        },
+    ),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": SLIDING_WINDOW}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {}),  # fused qkv_proj and gate_up_proj
+}
+
+
 def build_tiny_model(
     out_dir: str | Path,
     *,
+    architecture: str = "llama",
     hidden_size: int = 64,
     layers: int = 2,
     heads: int = 4,
@@ -73,21 +104,31 @@ def build_tiny_model(
     chat_template: bool = True,
     seed: int = 0,
 ) -> Path:
-    """Write a tiny LlamaForCausalLM and its tokenizer to `out_dir` and return the folder.
+    """Write a tiny random model of `architecture` (a key of ARCHITECTURES) and its tokenizer to
+    `out_dir` and return the folder. Hybrid architectures repeat their layer pattern over `layers`,
+    and get at least one whole pattern (Gemma 3: two sliding-window layers, then a global one).
 
     A wider `initializer_range` than usual makes the random model's next-token distribution
     peaked, so low-temperature samples agree often enough for the vote to keep some outputs.
     """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}: one of {', '.join(ARCHITECTURES)}")
+    config_name, model_name, special = ARCHITECTURES[architecture]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(vocab_size, seed)
     if not chat_template:
         tokenizer.chat_template = None
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    special = dict(special)
+    pattern = special.pop("layer_types", None)
+    if pattern:  # the pattern repeated over the layers, at least once whole
+        layers = max(layers, len(pattern))
+        special["layer_types"] = [pattern[i % len(pattern)] for i in range(layers)]
+    config = getattr(transformers, config_name)(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
@@ -100,8 +141,9 @@ def build_tiny_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        **special,
     )
-    model = LlamaForCausalLM(config)
+    model = getattr(transformers, model_name)(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -92,7 +92,12 @@ def why_line(run_dir: Path) -> str:
     pairs = summary.get("pairs", 0)
     trained = f"trained on {done.get('n_train', pairs)} pairs" if done else f"not trained ({pairs} synthetic pairs)"
     parts = [trained]
-    if worst := worst_stage(summary.get("stages", [])):
+    worst = worst_stage(summary.get("stages", []))
+    # How many written inputs the filters let through (low for a model that cannot write the task's inputs, a base model say), unless said next.
+    inputs = next((s for s in summary.get("stages", []) if s.get("stage") == "input_filter" and s.get("total")), None)
+    if inputs and not (worst or "").startswith("the funnel lost most at input_filter"):
+        parts.append(f"the input filters kept {inputs['kept']} of {inputs['total']} written inputs ({100 * inputs['kept'] / inputs['total']:.0f}%)")
+    if worst:
         parts.append(worst)
     accuracy = summary.get("self_label_accuracy")
     if isinstance(accuracy, dict) and accuracy.get("accuracy") is not None:
