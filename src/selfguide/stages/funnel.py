@@ -58,8 +58,10 @@ def summary_markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chance_note(accuracy: SelfLabelAccuracy) -> str:
+def chance_note(accuracy: SelfLabelAccuracy | dict) -> str:
     """', no better than always answering "C" (65.0)' where that is so, else ''."""
+    if isinstance(accuracy, dict):  # as self_label_accuracy returns it, before summary.json
+        accuracy = SelfLabelAccuracy.model_validate(accuracy)
     if accuracy.majority_accuracy is None or accuracy.accuracy is None or accuracy.accuracy > accuracy.majority_accuracy:
         return ""
     note = f", no better than always answering {accuracy.majority_label!r} ({accuracy.majority_accuracy:.1f})"
