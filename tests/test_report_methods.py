@@ -200,3 +200,15 @@ def test_summary_markdown_is_unchanged(tmp_path):
         "Over all 2 invocations: 5 calls made, 20 tokens generated.\n"
     )
     assert re.search(r"\| B \|", summary_markdown(full)) is None  # a label with no count at all is not listed
+
+
+def test_a_folder_recorded_relative_is_known_by_its_absolute_path(tmp_path, monkeypatch):
+    """config.yaml keeps a folder as given (./models/x), summary.json's `models` as the backend
+    resolved it (absolute): both are the recorded name."""
+    from selfguide.report.run_files import known_as
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "x").mkdir(parents=True)
+    environment = {"models": {"model": {"name": "my model", "loads": "models/x"}}}
+    assert known_as(environment, str(tmp_path / "models" / "x")) == known_as(environment, "models/x") == "my model"
+    assert known_as(None, "org/name") == "org/name"

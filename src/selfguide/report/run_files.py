@@ -104,8 +104,14 @@ def known_as(environment: dict | None, name: str) -> str:
     """A model as the user knows it: the name environment.json recorded for the weights that
     loaded, else the hub id, GGUF file or package `name` comes from (`model_label`)."""
     models = (environment or {}).get("models") or {}
-    recorded = {m.get("loads"): m.get("name") for m in models.values() if isinstance(m, dict)}
-    return recorded.get(name) or model_label(name)
+    recorded = {folder_key(m.get("loads") or ""): m.get("name") for m in models.values() if isinstance(m, dict)}
+    return recorded.get(folder_key(name)) or model_label(name)
+
+
+def folder_key(name: str) -> str:
+    """A local folder by its absolute path (summary.json records it so, config.yaml as given)."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name and path.is_dir() else name
 
 
 def load_run(files: RunFiles, task: TaskSpec, config: RunConfig) -> Run:
