@@ -8,8 +8,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from conftest import run_cli, superni_task_path
 from scripted import scripted_model
 from selfguide import layout
