@@ -210,3 +210,17 @@ def test_a_folder_recorded_relative_is_known_by_its_absolute_path(tmp_path, monk
     environment = {"models": {"model": {"name": "my model", "loads": "models/x"}}}
     assert known_as(environment, str(tmp_path / "models" / "x")) == known_as(environment, "models/x") == "my model"
     assert known_as(None, "org/name") == "org/name"
+
+
+def test_a_report_reads_an_old_run_folder(tmp_path):
+    """A run folder from before methods (summary.json without method or models, no environment
+    record) reports as SELF-GUIDE; a drop line that is no record is skipped and said so."""
+    from test_report import classification_task, make_run
+
+    task = classification_task()
+    make_run(tmp_path, task, trained=True)
+    with (tmp_path / layout.SYNTH / layout.DROPS).open("a") as f:
+        f.write('{"stage": "vote", "reason": null, "text": "no reason kept"}\n["not", "a", "record"]\n')
+    markdown = write_report(tmp_path, task, RunConfig())[0].read_text()
+    assert markdown.startswith("# SELF-GUIDE run report: sentiment") and "| vote | labelled input | 23 | 17 | 6 | no_majority: 6 |" in markdown
+    assert "synth/drops.jsonl: a line that is not a drop record skipped" in markdown

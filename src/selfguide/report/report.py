@@ -256,7 +256,7 @@ def examples_section(run: Run) -> list[Block]:
         first_by_reason = {}
         for drop in run.drops:
             first_by_reason.setdefault(drop.reason, drop)
-        rows = [[d.stage, d.reason, clip(str(d.detail or "")), clip(str(d.text or ""))] for d in list(first_by_reason.values())[:N_SHOWN]]
+        rows = [[d.stage or "", d.reason or "", clip(str(d.detail or "")), clip(str(d.text or ""))] for d in list(first_by_reason.values())[:N_SHOWN]]
         blocks.append(Table(["stage", "reason", "detail", "text"], rows))
     else:
         blocks.append(Note("Nothing was dropped." if run.drops is not None else "synth/drops.jsonl is missing."))

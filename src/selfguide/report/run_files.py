@@ -65,8 +65,17 @@ class RunFiles:
             return None
 
     def drops(self) -> list[Drop] | None:
-        rows = self.jsonl(f"{layout.SYNTH}/{layout.DROPS}")
-        return None if rows is None else [Drop.model_validate(row) for row in rows if isinstance(row, dict)]
+        rel = f"{layout.SYNTH}/{layout.DROPS}"
+        rows = self.jsonl(rel)
+        if rows is None:
+            return None
+        drops = []
+        for row in rows:
+            try:
+                drops.append(Drop.model_validate(row))
+            except ValidationError:
+                self.problems.append(f"{rel}: a line that is not a drop record skipped")
+        return drops
 
 
 @dataclass

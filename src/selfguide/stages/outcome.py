@@ -20,9 +20,9 @@ class Drop(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: str = ""  # what was dropped: input, sample, pair, instruction, instance, segment, ...
-    stage: str = ""  # the funnel stage that dropped it
-    reason: str = ""
+    kind: str | None = None  # what was dropped: input, sample, pair, instruction, instance, segment, ...
+    stage: str | None = None  # the funnel stage that dropped it
+    reason: str | None = None
     detail: Any = None  # the filter's evidence (a matched phrase, a vote count, a score)
     text: Any = None  # the dropped text itself
 
