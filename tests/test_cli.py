@@ -17,7 +17,7 @@ from selfguide.errors import BadInputError
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-COMMANDS = ["inspect", "synthesize", "train", "eval", "run", "tiny-model", "config", "export", "env", "methods"]
+COMMANDS = ["inspect", "synthesize", "train", "eval", "run", "tiny-model", "config", "export", "report", "env", "methods"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

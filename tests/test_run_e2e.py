@@ -41,6 +41,16 @@ def test_run_writes_every_report_file(tiny_model_dir, tmp_path):
     assert json.loads((out / "environment.json").read_text())["run_dtype"] == "float32"  # auto on a CPU
     assert ", dtype float32." in (out / "report.md").read_text()
 
+    assert json.loads((out / "environment.json").read_text())["models"]["model"] == {"name": str(tiny_model_dir), "loads": str(tiny_model_dir)}
+    assert (out / "report.md").read_text().startswith("# SELF-GUIDE run report: task036")
+
+    # `selfguide report` rebuilds the same report from the folder alone.
+    written = {name: (out / name).read_bytes() for name in ("report.md", "report.html")}
+    (out / "report.html").unlink()
+    rebuilt = runner.invoke(app, ["report", str(out)], env=env)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert {name: (out / name).read_bytes() for name in written} == written
+
     # A second run reuses every call and the finished training.
     stamp = (out / "train" / "done.json").stat().st_mtime_ns
     again = runner.invoke(app, args, env=env)

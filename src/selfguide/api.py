@@ -440,7 +440,7 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
     with open_run(config, task, wait=wait) as out:
         result = run_stages(config, task, local, out, progress)
         # The precision the in-process model ran in (model.dtype "auto" and "native" differ by machine).
-        write_json(out / layout.ENVIRONMENT, {**environment(), "run_dtype": resolved_dtype(local.dtype, local.device)})
+        write_json(out / layout.ENVIRONMENT, {**environment(config), "run_dtype": resolved_dtype(local.dtype, local.device)})
         write_model_card(out, task, config)
         result.report_paths = write_report(out, task, config)  # after the ledger has this invocation
         result.headline = headline(out)

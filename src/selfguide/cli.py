@@ -371,6 +371,19 @@ def export(
         typer.echo(f"pushed: {result.url}")
 
 
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (from `selfguide run`).")]) -> None:
+    """Rebuild a run's report.md, report.html and plots from its folder alone; runs nothing.
+
+    Example:
+      selfguide report runs/task036
+    """
+    from selfguide.report.rebuild import rebuild_report
+
+    for path in rebuild_report(run_dir)[:2]:
+        typer.echo(path)
+
+
 bench_app = typer.Typer(help="Benchmarks: the paper's protocol as one command.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

@@ -7,6 +7,10 @@ import os
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from selfguide.config import RunConfig
 
 PACKAGES = ("selfguide", "torch", "transformers", "peft", "trl", "datasets", "huggingface_hub", "accelerate", "vllm")
 
@@ -47,9 +51,20 @@ def cache_locations() -> dict[str, str]:
     }
 
 
-def environment() -> dict:
+def run_models(config: RunConfig) -> dict[str, dict[str, str]]:
+    """Each model of a run by the name the user knows (hub id, file name, package) and the weights
+    that load (for a converted GGUF, a folder in the cache), so the report names it as given."""
+    from selfguide.model_source import model_label
+
+    names = {"model": config.model.name, "teacher": config.teacher.name if config.teacher else "", "trained": config.train.model or ""}
+    return {role: {"name": model_label(name), "loads": name} for role, name in names.items() if name}
+
+
+def environment(config: RunConfig | None = None) -> dict:
+    """`config`: a run's, whose models are recorded too (`run_models`)."""
     from selfguide.backends.precision import resolved_dtype
 
+    models = {"models": run_models(config)} if config is not None else {}
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -59,4 +74,5 @@ def environment() -> dict:
         "default_dtype": resolved_dtype("auto"),
         "native_dtype": resolved_dtype("native"),
         "caches": cache_locations(),
+        **models,
     }

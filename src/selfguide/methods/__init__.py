@@ -1,6 +1,6 @@
 """Methods: each one a file in this folder that composes the shared stages into training data.
 
-A method file ends with `register(ItsConfig, run=run, plan=plan)`; the name is its config's
+A method file ends with `register(ItsConfig, run=run, plan=plan, title="Its Name")`; the name is its config's
 `method` literal. Every module here is imported on the first lookup, so adding a method is adding
 a file (see README.md in this folder). `RunConfig.synth` is the union of the registered configs,
 told apart by `method`.
@@ -82,6 +82,12 @@ class Method:
     # evaluate_plan(ctx, config, eval_config) -> Calls.
     evaluate: Callable | None = None
     evaluate_plan: Callable | None = None
+    title: str = ""  # how reports and cards name it ("Self-Instruct"); unset: its name
+    paper: str = ""  # a Markdown link to the paper it follows, for the cards
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name
 
     @property
     def description(self) -> str:
@@ -95,12 +101,20 @@ _discovered = False
 
 
 def register(
-    config: type[MethodConfig], *, run: Run, plan: Plan, general: bool = False, evaluate: Callable | None = None, evaluate_plan: Callable | None = None
+    config: type[MethodConfig],
+    *,
+    run: Run,
+    plan: Plan,
+    general: bool = False,
+    evaluate: Callable | None = None,
+    evaluate_plan: Callable | None = None,
+    title: str = "",
+    paper: str = "",
 ) -> Method:
     """Add a method under the name its config's `method` field allows (its one Literal value)."""
     if (evaluate is None) != (evaluate_plan is None):
         raise TypeError(f"{config.__name__}: an inference-time method gives both evaluate and evaluate_plan")
-    method = Method(method_name(config), config, run, plan, general, evaluate, evaluate_plan)
+    method = Method(method_name(config), config, run, plan, general, evaluate, evaluate_plan, title, paper)
     _registry[method.name] = method
     return method
 

@@ -90,7 +90,7 @@ def plan(ctx: MethodContext, config: AlpacaConfig) -> dict[str, Calls]:
     return {"generate": Calls(least, most, most * config.prompt.max_new_tokens)}
 
 
-register(AlpacaConfig, run=run, plan=plan, general=True)
+register(AlpacaConfig, run=run, plan=plan, general=True, title="Alpaca", paper="[Alpaca](https://crfm.stanford.edu/2023/03/13/alpaca.html) (Taori et al., 2023)")
 
 
 def dataset_row(candidate: dict) -> dict:

@@ -58,6 +58,7 @@ from selfguide.train.config import TrainConfig
 CORPUS = "corpus.jsonl"
 CANDIDATES = "candidates.jsonl"
 MODELS = "models"
+PAPER = "[Instruction backtranslation](https://arxiv.org/abs/2308.06259) (Li et al., ICLR 2024)"
 SELF_INSTRUCT_SEEDS = "../shared/self_instruct/seed_tasks.jsonl"
 
 
@@ -164,8 +165,8 @@ def plan_task(ctx: MethodContext, config: TaskBacktranslationConfig) -> dict[str
     return plan_stages(ctx, config, task_spec(ctx, config))
 
 
-register(BacktranslationConfig, run=run_general, plan=plan_general, general=True)
-register(TaskBacktranslationConfig, run=run_task, plan=plan_task)
+register(BacktranslationConfig, run=run_general, plan=plan_general, general=True, title="Instruction backtranslation", paper=PAPER)
+register(TaskBacktranslationConfig, run=run_task, plan=plan_task, title="Instruction backtranslation (task)", paper=PAPER)
 
 
 # ---- the stages --------------------------------------------------------------------------------

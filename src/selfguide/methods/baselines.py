@@ -63,7 +63,7 @@ def prompting_evaluate_plan(ctx: MethodContext, config: PromptingConfig, eval_co
     return planned_calls(require_task(ctx), ctx.model, eval_config)
 
 
-register(PromptingConfig, run=no_data, plan=no_calls, evaluate=prompting_evaluate, evaluate_plan=prompting_evaluate_plan)
+register(PromptingConfig, run=no_data, plan=no_calls, evaluate=prompting_evaluate, evaluate_plan=prompting_evaluate_plan, title="Prompting")
 
 
 # ---- few-shot finetuning ---------------------------------------------------------------------
@@ -83,7 +83,7 @@ def few_shot_run(ctx: MethodContext, config: FewShotFinetuneConfig) -> dict:
     return {"task": task.name, "type": task.type, "stages": [], "pairs": len(rows), "train": {"epochs": config.epochs}, "models": gold_data(ctx, "the task's gold demos")}
 
 
-register(FewShotFinetuneConfig, run=few_shot_run, plan=no_calls)
+register(FewShotFinetuneConfig, run=few_shot_run, plan=no_calls, title="Few-shot finetuning")
 
 
 # ---- gold finetuning -------------------------------------------------------------------------
@@ -115,7 +115,7 @@ def gold_pairs(task: TaskSpec, count: int, seed: int) -> list[tuple[str, str]]:
     return [(item.input, item.references[0]) for item in gold_items(task, count, seed)]
 
 
-register(GoldFinetuneConfig, run=gold_run, plan=no_calls)
+register(GoldFinetuneConfig, run=gold_run, plan=no_calls, title="Gold finetuning")
 
 
 # ---- synthetic data in context ---------------------------------------------------------------
@@ -140,7 +140,7 @@ def in_context_evaluate_plan(ctx: MethodContext, config: SyntheticInContextConfi
     return calls if len(read_jsonl(ctx.out_dir / layout.DATASET)) >= 3 else Calls(0, 0)
 
 
-register(SyntheticInContextConfig, run=self_guide.run, plan=self_guide.plan, evaluate=in_context_evaluate, evaluate_plan=in_context_evaluate_plan)
+register(SyntheticInContextConfig, run=self_guide.run, plan=self_guide.plan, evaluate=in_context_evaluate, evaluate_plan=in_context_evaluate_plan, title="Synthetic in-context")
 
 
 # ---- prompting with filters ------------------------------------------------------------------
@@ -174,4 +174,4 @@ def filtered_evaluate_plan(ctx: MethodContext, config: PromptingWithFiltersConfi
     return Calls.exact(n, n * config.outputs.n * config.outputs.max_new_tokens)
 
 
-register(PromptingWithFiltersConfig, run=no_data, plan=no_calls, evaluate=filtered_evaluate, evaluate_plan=filtered_evaluate_plan)
+register(PromptingWithFiltersConfig, run=no_data, plan=no_calls, evaluate=filtered_evaluate, evaluate_plan=filtered_evaluate_plan, title="Prompting with filters")

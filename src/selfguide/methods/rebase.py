@@ -139,7 +139,7 @@ def plan(ctx: MethodContext, config: ReBaseConfig) -> dict[str, Calls]:
     return stages
 
 
-register(ReBaseConfig, run=run, plan=plan)
+register(ReBaseConfig, run=run, plan=plan, title="ReBase", paper="[ReBase](https://arxiv.org/abs/2404.14361) (Ge et al., 2024)")
 
 
 # ---- stages ------------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def plan(ctx: MethodContext, config: SelfGuideConfig) -> dict[str, Calls]:
     }
 
 
-register(SelfGuideConfig, run=run, plan=plan)
+register(SelfGuideConfig, run=run, plan=plan, title="SELF-GUIDE", paper="[SELF-GUIDE](https://arxiv.org/abs/2407.12874) (Zhao et al., COLM 2024)")
 
 
 # ---- helpers ---------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def plan(ctx: MethodContext, config: SelfInstructConfig) -> dict[str, Calls]:
     }
 
 
-register(SelfInstructConfig, run=run, plan=plan, general=True)
+register(SelfInstructConfig, run=run, plan=plan, general=True, title="Self-Instruct", paper="[Self-Instruct](https://arxiv.org/abs/2212.10560) (Wang et al., ACL 2023)")
 
 
 # ---- helpers ---------------------------------------------------------------------------------

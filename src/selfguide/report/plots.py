@@ -15,6 +15,7 @@ DPI = 110
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11})
 SYNTH_COLOR = "tab:orange"
 EVAL_COLOR = "tab:blue"
+IN_COLOR = "tab:gray"
 
 
 def save(fig, path: Path) -> Path:
@@ -24,17 +25,23 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def funnel_plot(counts: list[tuple[str, int]], path: Path) -> Path:
-    """Horizontal bars, first stage on top, each labelled with its count."""
-    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    names = [name for name, _ in counts]
-    values = [value for _, value in counts]
-    bars = ax.barh(names, values, color=SYNTH_COLOR)
-    ax.bar_label(bars, padding=3)
+def funnel_plot(stages: list[tuple[str, int, int]], pairs: int, path: Path) -> Path:
+    """Per stage (first on top), what entered it and what it kept, then the final pairs; each bar
+    labelled with its count. Stages count different units, so each stage gets its own pair of bars."""
+    fig, ax = plt.subplots(figsize=(FIGSIZE[0], max(FIGSIZE[1], 0.6 * len(stages) + 1.5)), dpi=DPI, layout="constrained")
+    height = 0.4
+    rows = range(len(stages))
+    entered = ax.barh([i - height / 2 for i in rows], [total for _, total, _ in stages], height, color=IN_COLOR, label="in")
+    kept = ax.barh([i + height / 2 for i in rows], [k for _, _, k in stages], height, color=SYNTH_COLOR, label="kept")
+    final = ax.barh([len(stages)], [pairs], height, color=SYNTH_COLOR)
+    for bars in (entered, kept, final):
+        ax.bar_label(bars, padding=3)
+    ax.set_yticks([*rows, len(stages)], [name for name, _, _ in stages] + ["final pairs"])
     ax.invert_yaxis()
-    ax.set_xlim(0, max(values + [1]) * 1.15)  # room for the count labels
+    ax.set_xlim(0, max([pairs, 1, *(total for _, total, _ in stages)]) * 1.15)  # room for the count labels
     ax.set_xlabel("count")
     ax.set_title("Synthetic data funnel")
+    ax.legend(loc="lower right")
     return save(fig, path)
 
 

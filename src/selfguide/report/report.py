@@ -8,26 +8,28 @@ Sections are built once as a list of blocks and rendered twice, to Markdown and 
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import statistics
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from selfguide import layout
 from selfguide.config import RunConfig, config_yaml
 from selfguide.io import write_text
+from selfguide.methods import get_method
 from selfguide.methods.self_guide import SelfGuideConfig
 from selfguide.report import plots
-from selfguide.report.blocks import Block, Details, FileLinks, Heading, Image, Note, Para, Table, Verdict
+from selfguide.report.blocks import Block, Details, Heading, Image, Note, Para, Table, Verdict
+from selfguide.report.render import render_html, render_markdown
+from selfguide.report.run_files import Run, RunFiles, load_run
 from selfguide.report.sections import confusion_section, cost_section, differences_section, environment_section, files_section, fmt_seconds
 from selfguide.report.verdict import headline
-from selfguide.tasks.spec import EvalItem, TaskSpec
+from selfguide.stages.funnel import fmt_reasons
+from selfguide.tasks.spec import TaskSpec
 
 TEXT_LIMIT = 300  # characters of model or task text shown per table cell
 N_SHOWN = 5  # examples, drops and predictions shown
+N_SETTINGS = 24  # a method's own settings shown in the table (the full config is below it)
 METRIC_NAMES = {
     "exact_match": "exact_match (SuperNI)",
     "rougeL": "rougeL (SuperNI)",
@@ -37,120 +39,60 @@ METRIC_NAMES = {
 }
 
 
-# --- reading the run folder ------------------------------------------------------------------
-
-
-class RunFiles:
-    """Reads the optional files of a run folder: None when absent; bad files are remembered."""
-
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
-        self.problems: list[str] = []
-
-    def json(self, rel: str):
-        path = self.out_dir / rel
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            self.problems.append(f"{rel}: unreadable ({err})")
-            return None
-
-    def jsonl(self, rel: str) -> list[dict] | None:
-        path = self.out_dir / rel
-        if not path.is_file():
-            return None
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            self.problems.append(f"{rel}: unreadable ({err})")
-            return None
-        rows, bad = [], 0
-        for line in filter(str.strip, lines):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                bad += 1  # e.g. a last line cut short by a crash: keep the rest
-        if bad:
-            self.problems.append(f"{rel}: {bad} unreadable line(s) skipped")
-        return rows
-
-
-@dataclass
-class Run:
-    summary: dict | None
-    dataset: list[dict] | None
-    drops: list[dict] | None
-    train_done: dict | None
-    train_log: list[dict] | None
-    metrics: dict[str, dict | None]  # "prompting" / "finetuned"
-    predictions: dict[str, list[dict] | None]
-    timings: dict | None
-    environment: dict | None
-    eval_items: list[EvalItem]  # the items both systems were evaluated on
-
-    @property
-    def pairs(self) -> int | None:
-        if self.summary is not None:
-            return self.summary.get("pairs")
-        return len(self.dataset) if self.dataset is not None else None
-
-
-def load_run(files: RunFiles, task: TaskSpec, config: RunConfig) -> Run:
-    systems = (layout.PROMPTING, layout.FINETUNED)
-    return Run(
-        summary=files.json(f"{layout.SYNTH}/{layout.SUMMARY}"),
-        dataset=files.jsonl(f"{layout.SYNTH}/{layout.DATASET}"),
-        drops=files.jsonl(f"{layout.SYNTH}/{layout.DROPS}"),
-        train_done=files.json(f"{layout.TRAIN}/{layout.TRAIN_DONE}"),
-        train_log=files.jsonl(f"{layout.TRAIN}/{layout.TRAIN_LOG}"),
-        metrics={s: files.json(f"{layout.EVAL}/{s}/{layout.METRICS}") for s in systems},
-        predictions={s: files.jsonl(f"{layout.EVAL}/{s}/{layout.PREDICTIONS}") for s in systems},
-        timings=files.json(layout.TIMINGS),
-        environment=files.json(layout.ENVIRONMENT),
-        eval_items=task.eval[: config.eval.limit] if config.eval.limit else task.eval,
-    )
-
-
 # --- sections --------------------------------------------------------------------------------
 
 
-def title_section(task: TaskSpec, config: RunConfig, out_dir: Path) -> list[Block]:
+def title_section(run: Run, task: TaskSpec, config: RunConfig, out_dir: Path) -> list[Block]:
     labels = ", ".join(task.labels) if task.labels else "-"
     return [
-        Heading(f"SELF-GUIDE run report: {task.name}", 1),
+        Heading(f"{run.method.display_name} run report: {task.name}", 1),
         Verdict(headline(out_dir)),
         Para(f"Task: {task.name} ({task.type}{', ' + task.category if task.category else ''}). Labels: {labels}. "
-             f"Model: {config.model.name or '(not set)'} via {config.model.backend}."),
+             f"Model: {run.known_as(config.model.name)} via {config.model.backend}. Data made by {run.method.display_name}."),
     ]
 
 
-def settings_section(task: TaskSpec, config: RunConfig) -> list[Block]:
+def settings_section(run: Run, task: TaskSpec, config: RunConfig) -> list[Block]:
     return [
         Heading("Settings"),
-        Table(["setting", "value"], settings_rows(task, config)),
+        Table(["setting", "value"], settings_rows(task, config, run.known_as)),
         Details("Full resolved config", config_yaml(config)),
     ]
 
 
-def settings_rows(task: TaskSpec, config: RunConfig) -> list[list[str]]:
+def settings_rows(task: TaskSpec, config: RunConfig, known_as: Callable[[str], str]) -> list[list[str]]:
+    """The run's main settings; the method's own come from its config (SELF-GUIDE's, curated)."""
     train = config.train
+    method = get_method(config.synth.method)
     rows = [
-        ["model", config.model.name or "-"],
+        ["model", known_as(config.model.name) if config.model.name else "-"],
         ["backend", config.model.backend],
-        ["data written and labelled by", config.teacher.name if config.teacher else "the model itself"],
-        ["method", config.synth.method],
+        ["data written and labelled by", known_as(config.teacher.name) if config.teacher else "the model itself"],
+        ["method", f"{method.display_name} ({method.name})"],
         ["seed", str(config.seed)],
     ]
     if isinstance(config.synth, SelfGuideConfig):
         rows += self_guide_rows(task, config.synth)
+    else:
+        rows += method_rows(config.synth.model_dump(mode="json", exclude={"method"}))
     return rows + [
         ["train method", train.method],
         ["train epochs", f"{train.epochs:g}"],
         ["learning rate", f"{train.resolved(cuda_bf16=False).learning_rate:g}"],
         ["eval limit", str(config.eval.limit) if config.eval.limit else "all"],
     ]
+
+
+def method_rows(settings: dict, prefix: str = "") -> list[list[str]]:
+    """A method's settings as rows, nested ones by their dotted path, lists and long values left
+    to the full config; at most N_SETTINGS."""
+    rows = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            rows += method_rows(value, f"{prefix}{key}.")
+        elif not isinstance(value, list) and len(str(value)) <= 60:
+            rows.append([f"{prefix}{key}", "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)])
+    return rows[:N_SETTINGS]
 
 
 def self_guide_rows(task: TaskSpec, synth: SelfGuideConfig) -> list[list[str]]:
@@ -177,7 +119,7 @@ def self_guide_rows(task: TaskSpec, synth: SelfGuideConfig) -> list[list[str]]:
 
 def headline_section(run: Run) -> list[Block]:
     base, tuned = run.metrics["prompting"], run.metrics["finetuned"]
-    blocks: list[Block] = [Heading("Prompting vs SELF-GUIDE finetuning")]
+    blocks: list[Block] = [Heading(f"Prompting vs {run.system}")]
     if base is None and tuned is None:
         return blocks + [Note("No evaluation results: eval/prompting/metrics.json and eval/finetuned/metrics.json are missing.")]
     base_values, tuned_values = metric_values(base), metric_values(tuned)
@@ -192,14 +134,14 @@ def headline_section(run: Run) -> list[Block]:
         name = METRIC_NAMES.get(key, key) + (" - reported" if key == reported else "")
         rows.append([name, fmt_score(b), fmt_score(t), f"{t - b:+.2f}" if b is not None and t is not None else "-"])
     n = (base or tuned).get("n", "?")
-    blocks.append(Table(["metric (0-100)", f"prompting (n={n})", "self-guide finetuned", "difference"], rows, highlight))
+    blocks.append(Table(["metric (0-100)", f"prompting (n={n})", run.system, "difference"], rows, highlight))
     if tuned is None:
         blocks.append(Note(finetuned_missing_reason(run)))
     elif base is None:
         blocks.append(Note("No prompting baseline: eval/prompting/metrics.json is missing."))
     elif reported in base_values and reported in tuned_values:
         b, t = base_values[reported], tuned_values[reported]
-        blocks.append(Para(f"The reported metric, {reported}, went from {b:.2f} with prompting to {t:.2f} after SELF-GUIDE finetuning ({t - b:+.2f})."))
+        blocks.append(Para(f"The reported metric, {reported}, went from {b:.2f} with prompting to {t:.2f} with {run.system} ({t - b:+.2f})."))
     return blocks
 
 
@@ -247,32 +189,25 @@ def finetuned_missing_reason(run: Run) -> str:
 
 
 def funnel_section(run: Run, plot_dir: Path) -> list[Block]:
+    """The stages the method recorded, in its order: what entered each, what it kept and why it dropped the rest."""
     blocks: list[Block] = [Heading("Synthetic data funnel")]
-    if run.summary is None:
+    summary = run.summary
+    if summary is None:
         return blocks + [Note("synth/summary.json is missing: synthesis did not finish.")]
-    stages = {row["stage"]: row for row in run.summary.get("stages", [])}
-    rows = [
-        [row["stage"], row["unit"], str(row["total"]), str(row["kept"]), str(row["total"] - row["kept"]), fmt_reasons(row["dropped"])]
-        for row in stages.values()
-    ]
-    blocks.append(Table(["stage", "unit", "in", "kept", "dropped", "drops by reason"], rows))
+    rows = [[s.stage, s.unit, str(s.total), str(s.kept), str(s.n_dropped), fmt_reasons(s)] for s in summary.stages]
+    if rows:
+        blocks.append(Table(["stage", "unit", "in", "kept", "dropped", "drops by reason"], rows))
+    else:
+        blocks.append(Note(f"{run.method.display_name} records no funnel stages: its pairs are not filtered from candidates."))
     blocks.append(Para(f"Final pairs: {run.pairs}."))
-    if models := run.summary.get("models"):
-        blocks.append(Para(f"Data written by {models['wrote']}, labelled by {models['labelled']}; trained: {models['trained']}."))
-    if calls := run.summary.get("model_calls"):
-        blocks.append(Para(f"Model calls: {calls.get('calls')} made, {calls.get('cached')} from cache, {calls.get('completion_tokens')} tokens generated."))
-    counts = [
-        ("candidate inputs", stages.get("input_filter", {}).get("total", 0)),
-        ("kept inputs", stages.get("input_filter", {}).get("kept", 0)),
-        ("labelled inputs", stages.get("vote", {}).get("kept", 0)),
-        ("final pairs", run.pairs or 0),
-    ]
-    blocks.append(Image(plots.funnel_plot(counts, plot_dir / "funnel.png"), "Synthetic data funnel"))
+    if (models := summary.models) is not None:
+        blocks.append(Para(f"Data written by {run.known_as(models.wrote)}, labelled by {run.known_as(models.labelled)}; trained: {run.known_as(models.trained)}."))
+    if (calls := summary.model_calls) is not None:
+        blocks.append(Para(f"Model calls: {calls.calls} made, {calls.cached} from cache, {calls.completion_tokens} tokens generated."))
+    if summary.stages:
+        counts = [(f"{s.stage} ({s.unit})" if s.unit else s.stage, s.total, s.kept) for s in summary.stages]
+        blocks.append(Image(plots.funnel_plot(counts, summary.pairs, plot_dir / "funnel.png"), "Synthetic data funnel"))
     return blocks
-
-
-def fmt_reasons(dropped: dict[str, int]) -> str:
-    return ", ".join(f"{reason}: {count}" for reason, count in dropped.items()) or "-"
 
 
 def distribution_section(run: Run, task: TaskSpec, plot_dir: Path) -> list[Block]:
@@ -318,13 +253,10 @@ def examples_section(run: Run) -> list[Block]:
         blocks.append(Note("No kept pairs." if run.dataset is not None else "synth/dataset.jsonl is missing."))
     blocks.append(Heading("Dropped (the first of each reason)", 3))
     if run.drops:
-        first_by_reason: dict[str, dict] = {}
-        for row in run.drops:
-            first_by_reason.setdefault(row.get("reason"), row)
-        rows = [
-            [str(r.get("stage", "")), str(r.get("reason", "")), clip(str(r.get("detail") or "")), clip(str(r.get("text") or ""))]
-            for r in list(first_by_reason.values())[:N_SHOWN]
-        ]
+        first_by_reason = {}
+        for drop in run.drops:
+            first_by_reason.setdefault(drop.reason, drop)
+        rows = [[d.stage or "", d.reason or "", clip(str(d.detail or "")), clip(str(d.text or ""))] for d in list(first_by_reason.values())[:N_SHOWN]]
         blocks.append(Table(["stage", "reason", "detail", "text"], rows))
     else:
         blocks.append(Note("Nothing was dropped." if run.drops is not None else "synth/drops.jsonl is missing."))
@@ -385,7 +317,7 @@ def predictions_section(run: Run) -> list[Block]:
                 fmt_prediction(tuned, i),
             ]
         )
-    blocks.append(Table(["input", "reference", "prompting", "self-guide finetuned"], rows))
+    blocks.append(Table(["input", "reference", "prompting", run.system], rows))
     if not tuned:
         blocks.append(Note("No finetuned predictions: eval/finetuned/predictions.jsonl is missing."))
     return blocks
@@ -424,98 +356,6 @@ def clip(text: str) -> str:
     return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 3] + "..."
 
 
-# --- rendering -------------------------------------------------------------------------------
-
-
-def render_markdown(blocks: list[Block], base: Path) -> str:
-    """GitHub-flavoured Markdown; text is HTML-escaped because Markdown viewers render raw HTML."""
-    out = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            out.append(f"{'#' * block.level} {md_text(block.text)}")
-        elif isinstance(block, Para):
-            out.append(md_text(block.text))
-        elif isinstance(block, Note):
-            out.append(f"> **Note:** {md_text(block.text)}")
-        elif isinstance(block, Table):
-            lines = ["| " + " | ".join(md_cell(h) for h in block.header) + " |", "|" + "---|" * len(block.header)]
-            for i, row in enumerate(block.rows):
-                cells = [md_cell(c) for c in row]
-                if i in block.highlight:
-                    cells = [f"**{c}**" if c else c for c in cells]
-                lines.append("| " + " | ".join(cells) + " |")
-            out.append("\n".join(lines))
-        elif isinstance(block, Image):
-            out.append(f"![{md_text(block.alt)}]({block.path.relative_to(base).as_posix()})")
-        elif isinstance(block, Details):
-            out.append(f"<details><summary>{md_text(block.summary)}</summary>\n\n```yaml\n{block.text.rstrip()}\n```\n\n</details>")
-        elif isinstance(block, Verdict):
-            out.append("\n".join(f"> **{md_text(line)}**" if i == 0 else f"> {md_text(line)}" for i, line in enumerate(block.lines)).replace("\n", "\n>\n", 1))
-        elif isinstance(block, FileLinks):
-            out.append("\n".join(f"- [{md_text(p)}]({p})" for p in block.paths))
-    return "\n\n".join(out) + "\n"
-
-
-def md_text(text: str) -> str:
-    return html.escape(text, quote=False)
-
-
-def md_cell(text: str) -> str:
-    return md_text(text).strip().replace("|", "\\|").replace("\n", "<br>")
-
-
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
-h2 { margin-top: 1.8em; border-bottom: 1px solid #eee; padding-bottom: .2em; }
-table { border-collapse: collapse; margin: .6em 0; font-size: .92em; }
-th, td { border: 1px solid #ccc; padding: .3em .6em; vertical-align: top; text-align: left; white-space: pre-wrap; overflow-wrap: anywhere; }
-th { background: #f2f2f2; }
-tr.highlight td { background: #fff4c2; font-weight: 600; }
-p.note { background: #fdf1e6; border-left: 4px solid #e08a2e; padding: .5em .8em; }
-img { max-width: 100%; display: block; margin: .6em 0; }
-pre { background: #f6f8fa; padding: .8em; overflow: auto; font-size: .85em; }
-summary { cursor: pointer; }
-div.answer { background: #eef6ee; border: 2px solid #5a9a5a; border-radius: 6px; padding: .4em 1em; margin: 1em 0; }
-p.verdict { font-size: 1.25em; font-weight: 700; margin: .4em 0; }
-p.why { margin: .4em 0; }
-"""
-
-
-def render_html(blocks: list[Block], title: str) -> str:
-    """One self-contained page: inline CSS and plots as base64 data URIs, every text escaped."""
-    esc = html.escape
-    body = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            body.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
-        elif isinstance(block, Para):
-            body.append(f"<p>{esc(block.text)}</p>")
-        elif isinstance(block, Note):
-            body.append(f'<p class="note">{esc(block.text)}</p>')
-        elif isinstance(block, Table):
-            head = "".join(f"<th>{esc(h)}</th>" for h in block.header)
-            rows = "".join(
-                ('<tr class="highlight">' if i in block.highlight else "<tr>") + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
-                for i, row in enumerate(block.rows)
-            )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif isinstance(block, Image):
-            data = base64.b64encode(block.path.read_bytes()).decode("ascii")
-            body.append(f'<img src="data:image/png;base64,{data}" alt="{esc(block.alt)}">')
-        elif isinstance(block, Details):
-            body.append(f"<details><summary>{esc(block.summary)}</summary><pre>{esc(block.text)}</pre></details>")
-        elif isinstance(block, Verdict):
-            lines = "".join(f'<p class="{"verdict" if i == 0 else "why"}">{esc(line)}</p>' for i, line in enumerate(block.lines))
-            body.append(f'<div class="answer">{lines}</div>')
-        elif isinstance(block, FileLinks):
-            body.append("<ul>" + "".join(f'<li><a href="{esc(p)}">{esc(p)}</a></li>' for p in block.paths) + "</ul>")
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{esc(title)}</title>\n'
-        f"<style>{CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
-    )
-
-
 # --- entry point -----------------------------------------------------------------------------
 
 
@@ -526,13 +366,14 @@ def write_report(out_dir: Path, task: TaskSpec, config: RunConfig) -> list[Path]
     files = RunFiles(out_dir)
     run = load_run(files, task, config)
     metric = (run.metrics["prompting"] or run.metrics["finetuned"] or {}).get("reported_metric")
+    synth_calls = run.summary.model_calls if run.summary is not None else None
     stage_calls = {
-        "synthesize": (run.summary or {}).get("model_calls"),
+        "synthesize": synth_calls.model_dump() if synth_calls is not None else None,
         "eval_prompting": (run.metrics["prompting"] or {}).get("model_calls"),
-        "eval_finetuned": (run.metrics["finetuned"] or {}).get("model_calls"),
+        f"eval_{run.compared}": (run.metrics["finetuned"] or {}).get("model_calls"),
     }
     blocks = [
-        *title_section(task, config, out_dir),
+        *title_section(run, task, config, out_dir),
         *headline_section(run),
         *(differences_section(run.predictions["prompting"], run.predictions["finetuned"], metric) if run.predictions["finetuned"] else predictions_section(run)),
         *(confusion_section(task.labels, run.predictions) if task.is_classification else []),
@@ -546,11 +387,11 @@ def write_report(out_dir: Path, task: TaskSpec, config: RunConfig) -> list[Path]
         *environment_section(run.environment),
         *files_section(out_dir),
         *invocations_section(out_dir),
-        *settings_section(task, config),
+        *settings_section(run, task, config),
     ]
     if files.problems:
         blocks += [Heading("Unreadable files"), *(Note(problem) for problem in files.problems)]
     md_path, html_path = out_dir / layout.REPORT_MD, out_dir / layout.REPORT_HTML
     write_text(md_path, render_markdown(blocks, out_dir))
-    write_text(html_path, render_html(blocks, f"SELF-GUIDE report: {task.name}"))
+    write_text(html_path, render_html(blocks, f"{run.method.display_name} report: {task.name}"))
     return [md_path, html_path, *(block.path for block in blocks if isinstance(block, Image))]

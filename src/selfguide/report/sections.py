@@ -102,7 +102,12 @@ def environment_section(environment: dict | None) -> list[Block]:
     versions = environment.get("versions", {})
     rows = [[name, version or "not installed"] for name, version in versions.items() if name in ("selfguide", "torch", "transformers", "peft", "trl", "datasets")]
     rows += [["python", environment.get("python", "?")], ["date (UTC)", environment.get("date", "?")]]
-    return blocks + [Table(["package", "version"], rows)]
+    blocks.append(Table(["package", "version"], rows))
+    # The weights each model loaded: for a converted GGUF, its folder in the user cache.
+    models = [[role, m.get("name", "?"), m.get("loads", "?")] for role, m in (environment.get("models") or {}).items() if isinstance(m, dict)]
+    if models:
+        blocks.append(Table(["model", "known as", "weights loaded from"], models))
+    return blocks
 
 
 def files_section(out_dir: Path) -> list[Block]:

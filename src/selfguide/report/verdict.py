@@ -16,6 +16,7 @@ import yaml
 from selfguide import layout
 from selfguide.eval.stats import PairedComparison, paired_bootstrap
 from selfguide.stages.funnel import chance_note
+from selfguide.summary import StageRow, read_summary
 
 
 def read_json(path: Path) -> dict | None:
@@ -85,41 +86,39 @@ def verdict_line(run_dir: Path) -> str:
 
 
 def why_line(run_dir: Path) -> str:
-    summary = read_json(layout.synth_dir(run_dir) / layout.SUMMARY)
+    summary = read_summary(layout.synth_dir(run_dir) / layout.SUMMARY)
     if summary is None:
         return "Why: synthesis did not finish (synth/summary.json is missing)."
     done = read_json(layout.train_dir(run_dir) / layout.TRAIN_DONE)
-    pairs = summary.get("pairs", 0)
+    pairs = summary.pairs
     trained = f"trained on {done.get('n_train', pairs)} pairs" if done else f"not trained ({pairs} synthetic pairs)"
     parts = [trained]
-    worst = worst_stage(summary.get("stages", []))
+    worst = worst_stage(summary.stages)
     # How many written inputs the filters let through (low for a model that cannot write the task's inputs, a base model say), unless said next.
-    inputs = next((s for s in summary.get("stages", []) if s.get("stage") == "input_filter" and s.get("total")), None)
+    inputs = next((s for s in summary.stages if s.stage == "input_filter" and s.total), None)
     if inputs and not (worst or "").startswith("the funnel lost most at input_filter"):
-        parts.append(f"the input filters kept {inputs['kept']} of {inputs['total']} written inputs ({100 * inputs['kept'] / inputs['total']:.0f}%)")
+        parts.append(f"the input filters kept {inputs.kept} of {inputs.total} written inputs ({100 * inputs.kept / inputs.total:.0f}%)")
     if worst:
         parts.append(worst)
-    accuracy = summary.get("self_label_accuracy")
-    if isinstance(accuracy, dict) and accuracy.get("accuracy") is not None:
+    accuracy = summary.self_label_accuracy
+    if accuracy is not None and accuracy.accuracy is not None:
         parts.append(
-            f"before training, the model's own labels scored {accuracy['accuracy']:.1f} {accuracy.get('metric', '')} "
-            f"on {accuracy.get('n', '?')} {accuracy.get('source', 'gold items')} ({accuracy.get('labeler', '?')} labels){chance_note(accuracy)}"
+            f"before training, the model's own labels scored {accuracy.accuracy:.1f} {accuracy.metric} "
+            f"on {accuracy.n} {accuracy.source} ({accuracy.labeler} labels){chance_note(accuracy)}"
         )
-    missing = (summary.get("labels") or {}).get("missing_from_final")
+    missing = summary.labels.missing_from_final if summary.labels is not None else []
     if missing and done:
         parts.append(f"the synthetic data had no pair labelled {', '.join(map(repr, missing))}, so finetuning taught fewer answers than the task has")
     return "Why: " + "; ".join(parts) + "."
 
 
-def worst_stage(stages: list[dict]) -> str | None:
+def worst_stage(stages: list[StageRow]) -> str | None:
     """The stage that dropped the largest share of what entered it, with its main reason."""
-    lossy = [s for s in stages if s.get("total") and s["total"] > s["kept"]]
+    lossy = [s for s in stages if s.total and s.total > s.kept]
     if not lossy:
         return None
-    stage = max(lossy, key=lambda s: (s["total"] - s["kept"]) / s["total"])
-    dropped = stage["total"] - stage["kept"]
-    reason = max(stage["dropped"].items(), key=lambda kv: kv[1])[0] if stage.get("dropped") else "unknown"
-    return f"the funnel lost most at {stage['stage']}: {dropped} of {stage['total']} {stage['unit']}s dropped (mostly {reason})"
+    stage = max(lossy, key=lambda s: s.n_dropped / s.total)
+    return f"the funnel lost most at {stage.stage}: {stage.n_dropped} of {stage.total} {stage.unit}s dropped (mostly {stage.main_reason()})"
 
 
 def headline(run_dir: Path) -> list[str]:
