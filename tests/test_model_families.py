@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 import pytest
 import torch
@@ -40,19 +39,7 @@ FAMILIES = {
     "phi3": {"architecture": "phi3"},
     "base": {"architecture": "llama", "chat_template": False},
 }
-SLIDING = {"gemma2", "gemma3", "mistral"}  # sliding-window layers (all, or beside global ones)
-
-# Found by this matrix: when prefix reuse is refused (a sliding-window cache), the call that found
-# out still lays its prompts out as [pad, prefix, pad, rest], built before the refusal; the padding
-# between prefix and rest sits inside the sliding window, so rows of that call with a shorter rest
-# see fewer real tokens than `generate` does. Later calls (reuse then off) are right.
-GAP_IN_WINDOW = "prefix layout [pad, prefix, pad, rest] puts padding inside the sliding window (first call after prefix reuse is refused)"
-
-
-def families(sliding_defect: str | None = None) -> list:
-    """Every family; the sliding-window ones marked as failing on `sliding_defect`, if given."""
-    marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=sliding_defect)] if sliding_defect else []
-    return [pytest.param(f, marks=marks if f in SLIDING else [], id=f) for f in FAMILIES]
+FAMILY_IDS = [pytest.param(f, id=f) for f in FAMILIES]
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +92,7 @@ def fallback_lines(caplog) -> list[str]:
     return [r.getMessage() for r in records if "not supported" in r.getMessage()]
 
 
-@pytest.mark.parametrize("family", families(GAP_IN_WINDOW))
+@pytest.mark.parametrize("family", FAMILY_IDS)
 def test_greedy_generation_is_plain_generate(family, family_dir, caplog):
     """Prompts sharing a prefix, different lengths and limits, more rows than the batch holds
     (rows join while it decodes): each completion is what `generate` gives the prompt alone."""
@@ -117,11 +104,10 @@ def test_greedy_generation_is_plain_generate(family, family_dir, caplog):
         for i, request in enumerate(requests):
             text, tokens = plain_generate(b, list(request.messages), request.params.max_new_tokens)
             assert [(c.text, c.completion_tokens) for c in got[i]] == [(text, tokens)] * request.params.n, (i, family)
-    if family not in SLIDING:
-        assert fallback_lines(caplog) == []  # prefix reuse, refill and sample sharing stay on
+    assert fallback_lines(caplog) == []  # prefix reuse, refill and sample sharing stay on
 
 
-@pytest.mark.parametrize("family", families(GAP_IN_WINDOW))
+@pytest.mark.parametrize("family", FAMILY_IDS)
 def test_sampled_generation_matches_one_row_per_sample(family, family_dir, caplog):
     """Sampled requests with everything on (prefix reuse, refill, shared samples) give the
     completions of the backend's slowest mode: one row per sample, alone, no reuse."""
@@ -136,29 +122,24 @@ def test_sampled_generation_matches_one_row_per_sample(family, family_dir, caplo
         with HFBackend(str(family_dir(family)), device="cpu", dtype="float32", **slow) as b:
             alone = {i: [c.as_dict() for c in cs] for i, cs in b.generate(requests)}
     assert shared == alone
-    if family not in SLIDING:
-        assert fallback_lines(caplog) == []
+    assert fallback_lines(caplog) == []
 
 
-# Each fast path the backend may turn off for a model, and a word the log line saying so must hold.
-FAST_PATHS = {"reuse_prefix": "prefix", "share_prefill": "prefill", "share_samples": "sampl"}
-SILENT = (
-    "sample sharing turns off with no log line (a fork finds no stackable cache), "
-    "and the prefix-reuse line reads 'needs a plain DynamicCache, got DynamicCache'"
-)
+# Each fast path the backend may turn off for a model.
+FAST_PATHS = ("reuse_prefix", "share_prefill", "share_samples", "refill")
 
 
-@pytest.mark.parametrize("family", families(SILENT))
-def test_a_fast_path_turned_off_is_said_in_one_true_line(family, family_dir, caplog):
-    """Sampled requests that share a prefix and part: any fast path the backend turns off for
-    this model is named in a log line, and the line does not contradict itself."""
+@pytest.mark.parametrize("family", FAMILY_IDS)
+def test_every_family_stays_on_the_fast_path(family, family_dir, caplog):
+    """Sampled requests that share a prefix and part: every family, sliding-window and hybrid
+    ones included, keeps prefix reuse, shared prefill, refill and sample sharing, and says
+    nothing about leaving them."""
     requests = [Request(chat(text), SamplingParams(temperature=1.0, n=3, seed=i, max_new_tokens=4)) for i, text in enumerate(TEXTS)]
     with caplog.at_level(logging.INFO, logger="selfguide"), HFBackend(str(family_dir(family)), device="cpu", dtype="float32") as b:
         list(b.generate(requests))
-        off = [words for name, words in FAST_PATHS.items() if getattr(b, name, True) is False]
-    lines = fallback_lines(caplog)
-    assert not [line for line in lines if re.search(r"needs a plain (\w+), got \1\b", line)], lines
-    assert all(any(words in line for line in lines) for words in off), (off, lines)
+        off = [name for name in FAST_PATHS if getattr(b, name) is not True]
+    assert off == [], off
+    assert fallback_lines(caplog) == []
 
 
 def plain_logprob(backend: HFBackend, messages, answer: str) -> tuple[float, int]:
@@ -172,7 +153,7 @@ def plain_logprob(backend: HFBackend, messages, answer: str) -> tuple[float, int
     return float(logprobs[torch.arange(len(target)), torch.tensor(target)].sum()), len(target)
 
 
-@pytest.mark.parametrize("family", families(GAP_IN_WINDOW))
+@pytest.mark.parametrize("family", FAMILY_IDS)
 def test_label_scores_are_plain_log_probabilities(family, family_dir):
     """Candidates scored after prompts that share a task prefix (few-shot, as annotation sends
     them) equal the log-probabilities of one plain forward pass each."""
@@ -197,7 +178,7 @@ TASK = TaskSpec(
 PAIRS = [(f"Item {i}", color) for i, color in enumerate(["red", "green", "blue", "red"])]
 
 
-@pytest.mark.parametrize("family", families())
+@pytest.mark.parametrize("family", FAMILY_IDS)
 def test_lora_training_changes_the_model(family, family_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -237,7 +218,7 @@ def selfguide_run(model, out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", families())
+@pytest.mark.parametrize("family", FAMILY_IDS)
 def test_selfguide_run_ends_with_a_report(family, family_dir, tmp_path):
     """Every stage runs; the why line states how many written inputs the filters kept and how
     well the model labelled gold items itself, the two numbers that say whether a model (a base
