@@ -41,6 +41,10 @@ def test_run_writes_every_report_file(tiny_model_dir, tmp_path):
     assert json.loads((out / "environment.json").read_text())["run_dtype"] == "float32"  # auto on a CPU
     assert ", dtype float32." in (out / "report.md").read_text()
 
+    # One training fingerprint: the finished training's (done.json) is the one its checkpoints resume by.
+    done = json.loads((out / "train" / "done.json").read_text())
+    assert json.loads((out / "train" / "checkpoints" / "selfguide_run.json").read_text())["fingerprint"] == done["fingerprint"]
+
     # A second run reuses every call and the finished training.
     stamp = (out / "train" / "done.json").stat().st_mtime_ns
     again = runner.invoke(app, args, env=env)
