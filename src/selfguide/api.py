@@ -30,7 +30,7 @@ from selfguide.backends.factory import cached_model
 from selfguide.backends.precision import resolved_dtype
 from selfguide.backends.resolve import RunModels, resolve_models
 from selfguide.config import RunConfig, config_yaml
-from selfguide.engine import Engine, evaluate_untrained, finetune_evaluate
+from selfguide.engine import Engine, Folders, evaluate_untrained, finetune_evaluate
 from selfguide.errors import BadInputError, SelfGuideError
 from selfguide.io import read_jsonl_objects, write_json, write_text
 from selfguide.ledger import record_invocation
@@ -355,7 +355,7 @@ def run_stages(models: RunModels, task: TaskSpec, out: Path, progress: bool) -> 
             if method.evaluate is None:
                 pairs = read_pairs(synth.dataset_path) if synth.summary["pairs"] > 0 else []
                 also = lambda model: user_oriented.update(eval_user_oriented(config, model, out, layout.FINETUNED, timings))  # noqa: E731
-                folders = (layout.synth_dir(out), layout.train_dir(out), layout.eval_dir(out, layout.FINETUNED))
+                folders = Folders(layout.synth_dir(out), layout.train_dir(out), layout.eval_dir(out, layout.FINETUNED))
                 trained, finetuned = finetune_evaluate(engine, task, config, pairs, folders, layout.FINETUNED, also=also, timings=timings)
                 if trained is not None:
                     result = finetuned

@@ -48,6 +48,15 @@ class Tally:
         return {"model_calls_at_least": self.calls, "model_calls_at_most": self.calls_upper, "generated_tokens_at_most": self.tokens_upper, "training_runs": self.training_runs, "by_stage": self.by_stage}
 
 
+@dataclass(frozen=True)
+class Folders:
+    """Where a column's steps write: the method's data, the training, the finetuned model's eval."""
+
+    data: Path
+    train: Path
+    eval: Path
+
+
 @dataclass
 class Engine:
     """What the steps run with: the run's models, how to open one (behind which call cache, counting
@@ -78,14 +87,14 @@ def finetune_evaluate(
     task: TaskSpec,
     config: RunConfig,
     pairs: list[Pair] | None,
-    folders: tuple[Path, Path, Path],
+    folders: Folders,
     name: str,
     *,
     also: Callable[[CachedModel], None] | None = None,
     timings: dict[str, float] | None = None,
 ) -> tuple[TrainOutput | None, dict | None]:
     """Finetune on the method's pairs, then evaluate the finetuned model on `task`, where its
-    prompting baseline ran; `folders` are the data's, training's and eval's. `also(model)` evaluates
+    prompting baseline ran. `also(model)` evaluates
     it further while it is loaded; `timings` gets "train" and "eval_<name>". No pairs: no model
     (None, None). A dry run counts a training and its eval, unless the data is known to be empty."""
     if engine.tally is not None:
@@ -95,13 +104,12 @@ def finetune_evaluate(
         return None, None
     if not pairs:
         return None, None
-    data_folder, train_dir, eval_dir = folders
     timings = {} if timings is None else timings
     started = time.perf_counter()
-    trained = train(engine, task, config, pairs, data_folder, train_dir)
+    trained = train(engine, task, config, pairs, folders.data, folders.train)
     timings["train"] = time.perf_counter() - started
     started = time.perf_counter()
-    metrics = with_trained(engine, trained, lambda model: evaluated(model, task, config, eval_dir, name, also))
+    metrics = with_trained(engine, trained, lambda model: evaluated(model, task, config, folders.eval, name, also))
     timings[f"eval_{name}"] = time.perf_counter() - started
     return trained, metrics
 

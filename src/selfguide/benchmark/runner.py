@@ -25,7 +25,7 @@ from selfguide.backends.model_config import ModelConfig
 from selfguide.backends.resolve import resolve_models
 from selfguide.benchmark.grid import Setting
 from selfguide.config import RunConfig, load_config
-from selfguide.engine import Engine, Tally, evaluate_untrained, finetune_evaluate, make_data
+from selfguide.engine import Engine, Folders, Tally, evaluate_untrained, finetune_evaluate, make_data
 from selfguide.errors import BudgetExceeded
 from selfguide.io import write_json, write_text
 from selfguide.methods import MethodConfig, MethodContext, get_method
@@ -128,7 +128,7 @@ class Bench:
         rows = self.data(task, config, data_folder, calls_key)
         if method.evaluate is None:
             pairs = None if rows is None else [pair_of(row) for row in rows]
-            return finetune_evaluate(self.engine, task, config, pairs, (data_folder, folder / layout.TRAIN, folder / layout.EVAL), name)[1], rows
+            return finetune_evaluate(self.engine, task, config, pairs, Folders(data_folder, folder / layout.TRAIN, folder / layout.EVAL), name)[1], rows
         return evaluate_untrained(self.engine, method, self.context(task, config, data_folder), config, folder, name), rows
 
     def context(self, task: TaskSpec | None, config: RunConfig, data_folder: Path) -> MethodContext:
