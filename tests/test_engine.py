@@ -55,3 +55,17 @@ def test_one_training_fingerprint_for_every_caller(tmp_path, monkeypatch):
     assert training_fingerprint(TASK, pairs, str(tmp_path), TrainConfig(epochs=3)) != fingerprint
     assert training_fingerprint(TASK, [("in", "other")], str(tmp_path), config) != fingerprint
     assert training_fingerprint(TASK, pairs, str(tmp_path), config.model_copy(update={"report_to": "tensorboard"})) == fingerprint
+
+
+def test_a_method_trains_the_weights_the_run_resolved(tmp_path):
+    """A method's own trainings start from the student's weights where it loads them, else from
+    the run's resolved weights (a GGUF's converted folder, a served model's train.model)."""
+    from selfguide.errors import SelfGuideError
+    from selfguide.methods import MethodContext
+    from selfguide.stages.finetune import base_weights
+
+    served, _ = scripted_model(lambda messages, params, j: "x", tmp_path / "cache.sqlite")  # not loaded from weights
+    assert base_weights(MethodContext(TASK, served, tmp_path, weights="org/weights"), None) == "org/weights"
+    assert base_weights(MethodContext(TASK, served, tmp_path, weights="org/weights"), "org/other") == "org/other"
+    with pytest.raises(SelfGuideError, match="base_model"):
+        base_weights(MethodContext(TASK, served, tmp_path), None)

@@ -76,7 +76,8 @@ def synthesize(
     process that holds the run folder instead of stopping.
 
     Example: selfguide.synthesize("task036", model="./tiny-model", config="configs/tiny.yaml")"""
-    config = resolve_models(run_config(target, **settings)).config
+    models = resolve_models(run_config(target, **settings))
+    config = models.config
     task = load_method_task(config)
     stats = CallStats()
     with open_run(config, task, wait=wait) as out, record_invocation(out, f"synthesize {config.synth.method}", stats, {}):
@@ -85,7 +86,7 @@ def synthesize(
             model = cached_model(config.model, cache, max_calls=max_calls, progress=progress, stats=stats)
             try:
                 with teacher_model(config, cache, max_calls=max_calls, progress=progress, stats=stats) as teacher:
-                    return synthesize_with(task, model, config, out, teacher)
+                    return synthesize_with(task, model, models, out, teacher)
             finally:
                 model.close()
         finally:
@@ -105,8 +106,9 @@ def teacher_model(config: RunConfig, cache: CallCache, **options) -> Iterator[Ca
         teacher.close()
 
 
-def method_context(config: RunConfig, task: TaskSpec | None, model: CachedModel, out: Path, teacher: CachedModel | None = None) -> MethodContext:
+def method_context(models: RunModels, task: TaskSpec | None, model: CachedModel, out: Path, teacher: CachedModel | None = None) -> MethodContext:
     """What the method sees: a general-purpose method gets no task, only its eval inputs to keep out."""
+    config = models.config
     method = get_method(config.synth.method)
     return MethodContext(
         task=None if method.general else task,
@@ -116,6 +118,7 @@ def method_context(config: RunConfig, task: TaskSpec | None, model: CachedModel,
         teacher=teacher,
         eval_texts=general_eval_texts(config, task) if method.general else (),
         progress=model.progress,
+        weights=models.weights,
     )
 
 
@@ -136,10 +139,10 @@ def user_oriented_on(config: RunConfig) -> bool:
     return get_method(config.synth.method).general if enabled is None else enabled
 
 
-def synthesize_with(task: TaskSpec | None, model: CachedModel, config: RunConfig, out: Path, teacher: CachedModel | None = None) -> SynthResult:
+def synthesize_with(task: TaskSpec | None, model: CachedModel, models: RunModels, out: Path, teacher: CachedModel | None = None) -> SynthResult:
     """Synthesis with models the caller already holds (and closes): the method named by `synth.method`."""
-    method = get_method(config.synth.method)
-    summary = run_method(method, method_context(config, task, model, out, teacher), config.synth)
+    method = get_method(models.config.synth.method)
+    summary = run_method(method, method_context(models, task, model, out, teacher), models.config.synth)
     return SynthResult(out, layout.dataset_path(out), summary)
 
 
@@ -148,7 +151,8 @@ def plan(target: RunConfig | TaskSpec | str | Path, **settings) -> dict[str, Cal
     A stage whose size depends on what earlier filters keep is a range until its input is on disk.
 
     Example: selfguide.api.plan("task036", model="./tiny-model", config="configs/tiny.yaml")"""
-    config = resolve_models(run_config(target, **settings)).config
+    models = resolve_models(run_config(target, **settings))
+    config = models.config
     task = load_method_task(config)
     out = run_dir(config, task)
     cache = CallCache(":memory:")  # the plan asks no model anything; a cache in memory leaves the run folder untouched
@@ -156,7 +160,7 @@ def plan(target: RunConfig | TaskSpec | str | Path, **settings) -> dict[str, Cal
         model = cached_model(config.model, cache, progress=False)
         with teacher_model(config, cache, progress=False) as teacher:
             method = get_method(config.synth.method)
-            return method.plan(method_context(config, task, model, out, teacher), config.synth)
+            return method.plan(method_context(models, task, model, out, teacher), config.synth)
     finally:
         cache.close()
 
@@ -330,7 +334,7 @@ def run_stages(models: RunModels, task: TaskSpec, out: Path, progress: bool) -> 
             try:
                 started = time.perf_counter()
                 with teacher_model(config, cache, progress=progress, stats=stats) as teacher:
-                    synth = synthesize_with(task, base, config, out, teacher)
+                    synth = synthesize_with(task, base, models, out, teacher)
                 timings["synthesize"] = time.perf_counter() - started
                 if models.server_baseline:
                     started = time.perf_counter()
@@ -382,7 +386,7 @@ def untrained_evals(engine: Engine, method: Method, task: TaskSpec, model: Cache
     result = None
     if method.evaluate is not None:
         started = time.perf_counter()
-        ctx = method_context(config, task, model, out)
+        ctx = method_context(engine.models, task, model, out)
         result = evaluate_untrained(engine, method, ctx, config, layout.eval_dir(out, method.name), method.name)
         timings[f"eval_{method.name}"] = time.perf_counter() - started
     return baseline, result, user_oriented

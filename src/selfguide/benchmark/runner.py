@@ -132,7 +132,7 @@ class Bench:
         return evaluate_untrained(self.engine, method, self.context(task, config, data_folder), config, folder, name), rows
 
     def context(self, task: TaskSpec | None, config: RunConfig, data_folder: Path) -> MethodContext:
-        return MethodContext(task, self.model, data_folder, config.seed, progress=self.options.progress)
+        return MethodContext(task, self.model, data_folder, config.seed, progress=self.options.progress, weights=self.models.weights)
 
     def data(self, task: TaskSpec, config: RunConfig, folder: Path, calls_key: str | None) -> list[dict] | None:
         """The method's dataset rows, made once per folder. `calls_key` names what its model calls

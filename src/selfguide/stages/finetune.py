@@ -17,6 +17,7 @@ from selfguide.backends.factory import cached_model
 from selfguide.backends.model_config import ModelConfig
 from selfguide.errors import SelfGuideError
 from selfguide.io import write_jsonl
+from selfguide.methods import MethodContext
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TrainConfig
 from selfguide.train.reuse import train_once
@@ -24,16 +25,19 @@ from selfguide.train.reuse import train_once
 PAIRS = "train_pairs.jsonl"
 
 
-def base_weights(model: CachedModel, override: str | None) -> str:
-    """The weights to finetune: `override`, else the student's own (a model loaded from its weights)."""
+def base_weights(ctx: MethodContext, override: str | None) -> str:
+    """The weights to finetune: `override`, else the student's own where it loads weights (hf,
+    vllm), else the weights the run finetunes (a GGUF's converted folder, a served model's train.model)."""
     if override:
         return override
-    if capabilities(model.info.backend).name_is != "weights":
-        raise SelfGuideError(
-            f"this method finetunes models of its own, which needs weights to train: the model runs on {model.info.backend}; "
-            "set the method's base_model to a Hugging Face id or a local model folder"
-        )
-    return model.info.model
+    if capabilities(ctx.model.info.backend).name_is == "weights":
+        return ctx.model.info.model
+    if ctx.weights:
+        return ctx.weights
+    raise SelfGuideError(
+        f"this method finetunes models of its own, which needs weights to train: the model runs on {ctx.model.info.backend}; "
+        "set the method's base_model (or train.model) to a Hugging Face id or a local model folder"
+    )
 
 
 def finetune(task: TaskSpec, pairs: list[tuple[str, str]], base: str, out: Path, config: TrainConfig, progress: bool = True) -> Path:
