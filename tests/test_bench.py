@@ -185,7 +185,7 @@ def test_tasks_at_once_share_one_model_and_match_one_at_a_time(tiny_model_dir, t
     datasets and call counts (each eval's and each dataset's own). At once, the model was loaded
     once, not per task, and one backend call held the rows of both tasks."""
     from selfguide.backends import factory
-    from selfguide.benchmark import runner
+    from selfguide.benchmark import runner as bench_runner
 
     loads, base_calls = [], []
     real_make_backend = factory.make_backend
@@ -199,7 +199,7 @@ def test_tasks_at_once_share_one_model_and_match_one_at_a_time(tiny_model_dir, t
         return backend
 
     monkeypatch.setattr(factory, "make_backend", make_backend)
-    monkeypatch.setattr(runner, "GATHER", 0.5)  # the tasks' first calls meet however busy the CPU is
+    monkeypatch.setattr(bench_runner, "GATHER", 0.5)  # the tasks' first calls meet however busy the CPU is
     runs = {}
     for parallel in (1, 2):
         loads.clear()
