@@ -109,13 +109,14 @@ def test_missing_llama_cpp_names_the_extra(monkeypatch, tiny_gguf):
 
 def test_full_finetune_is_refused_with_the_rule(tiny_model_dir, tiny_gguf):
     from selfguide.backends.model_config import ModelConfig
-    from selfguide.backends.llamacpp import check_finetuned_on_llamacpp, finetuned_llamacpp_config
+    from selfguide.backends.capabilities import finetuned_config
+    from selfguide.backends.llamacpp import check_finetuned_on_llamacpp
 
     rule = "evaluate both prompting and finetuned with the hf backend"
     with pytest.raises(SelfGuideError, match=rule):
         check_finetuned_on_llamacpp(tiny_model_dir, tiny_gguf)
     with pytest.raises(SelfGuideError, match=rule):
-        finetuned_llamacpp_config(ModelConfig(name=str(tiny_gguf), backend="llamacpp"), None, tiny_model_dir)
+        finetuned_config(ModelConfig(name=str(tiny_gguf), backend="llamacpp"), None, tiny_model_dir)
 
 
 # -- the backend --------------------------------------------------------------------------------------
@@ -219,9 +220,9 @@ def test_a_peft_lora_runs_on_the_gguf_as_in_transformers(tiny_model_dir, tiny_gg
             torch.nn.init.normal_(param, std=0.5)
     model.save_pretrained(tmp_path / "adapter")
     from selfguide.backends.model_config import ModelConfig
-    from selfguide.backends.llamacpp import finetuned_llamacpp_config
+    from selfguide.backends.capabilities import finetuned_config
 
-    finetuned = finetuned_llamacpp_config(ModelConfig(name=str(tiny_gguf), backend="llamacpp"), tmp_path / "adapter")
+    finetuned = finetuned_config(ModelConfig(name=str(tiny_gguf), backend="llamacpp"), tmp_path / "adapter")
     assert (finetuned.backend, finetuned.adapter) == ("llamacpp", str(tmp_path / "adapter"))
     with_lora = LlamaCppBackend(str(tiny_gguf), adapter=str(tmp_path / "adapter"), n_ctx=256, n_threads=1)
     try:
@@ -236,3 +237,28 @@ def test_a_peft_lora_runs_on_the_gguf_as_in_transformers(tiny_model_dir, tiny_gg
         with_lora.close()
     assert np.abs(expected - plain).max() > 0.5  # the adapter matters
     assert np.abs(got - expected).max() < 1e-2 * max(1.0, np.abs(expected).max())
+
+
+def test_selfguide_run_on_the_llamacpp_backend(tiny_gguf, tmp_path):
+    """`selfguide run --backend llamacpp`: synthesis and both evals on the GGUF, training on its
+    converted transformers folder, the finetuned LoRA applied to the GGUF, every stack named."""
+    needs_llama_cpp()
+    import json
+
+    from conftest import REPO, SUPERNI
+    from typer.testing import CliRunner
+
+    from selfguide.cli import app
+
+    out = tmp_path / "run"
+    args = ["run", "task036", "--backend", "llamacpp", "--model", str(tiny_gguf), "--config", str(REPO / "configs" / "tiny.yaml"), "--set", "model.n_threads=1", "--out", str(out), "-q"]
+    result = CliRunner().invoke(app, args, env={"SELFGUIDE_SUPERNI": str(SUPERNI)})
+    assert result.exit_code == 0, result.output
+    stacks = json.loads((out / "stacks.json").read_text())
+    pairs = json.loads((out / "synth" / "summary.json").read_text())["pairs"]
+    trained = {"finetuned": "llama.cpp in-process"} if pairs else {}  # llama.cpp's samples decide whether the filters keep any
+    assert stacks == {"synthesis": "llama.cpp in-process", "prompting": "llama.cpp in-process", **trained}
+    if pairs:
+        assert (out / "train" / "adapter" / "adapter_config.json").is_file()
+        assert json.loads((out / "eval" / "finetuned" / "metrics.json").read_text())["n"] == 10
+    assert "llama.cpp" in (out / "report.md").read_text()

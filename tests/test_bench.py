@@ -172,7 +172,7 @@ def test_seeds_repeat_the_protocol_and_report_mean_and_spread(tiny_model_dir, tm
 
 def test_tasks_at_once_by_default_only_where_the_model_has_room():
     from selfguide.backends.model_config import ModelConfig
-    from selfguide.benchmark.superni import default_parallel
+    from selfguide.benchmark.runner import default_parallel
 
     assert default_parallel(ModelConfig(backend="openai")) == 4
     assert default_parallel(ModelConfig(backend="hf", device="cuda")) == 2
@@ -185,7 +185,7 @@ def test_tasks_at_once_share_one_model_and_match_one_at_a_time(tiny_model_dir, t
     datasets and call counts (each eval's and each dataset's own). At once, the model was loaded
     once, not per task, and one backend call held the rows of both tasks."""
     from selfguide.backends import factory
-    from selfguide.benchmark import superni
+    from selfguide.benchmark import runner as bench_runner
 
     loads, base_calls = [], []
     real_make_backend = factory.make_backend
@@ -199,7 +199,7 @@ def test_tasks_at_once_share_one_model_and_match_one_at_a_time(tiny_model_dir, t
         return backend
 
     monkeypatch.setattr(factory, "make_backend", make_backend)
-    monkeypatch.setattr(superni, "GATHER", 0.5)  # the tasks' first calls meet however busy the CPU is
+    monkeypatch.setattr(bench_runner, "GATHER", 0.5)  # the tasks' first calls meet however busy the CPU is
     runs = {}
     for parallel in (1, 2):
         loads.clear()
@@ -232,7 +232,7 @@ def test_the_first_error_of_tasks_at_once_stops_the_rest():
     from types import SimpleNamespace
 
     from selfguide import interruptible
-    from selfguide.benchmark.superni import run_parallel
+    from selfguide.benchmark.runner import run_parallel
     from selfguide.config import RunConfig
     from selfguide.errors import SelfGuideError
 

@@ -51,6 +51,10 @@ def test_run_writes_every_report_file(tiny_model_dir, tmp_path):
     assert rebuilt.exit_code == 0, rebuilt.output
     assert {name: (out / name).read_bytes() for name in written} == written
 
+    # One training fingerprint: the finished training's (done.json) is the one its checkpoints resume by.
+    done = json.loads((out / "train" / "done.json").read_text())
+    assert json.loads((out / "train" / "checkpoints" / "selfguide_run.json").read_text())["fingerprint"] == done["fingerprint"]
+
     # A second run reuses every call and the finished training.
     stamp = (out / "train" / "done.json").stat().st_mtime_ns
     again = runner.invoke(app, args, env=env)

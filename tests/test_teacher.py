@@ -15,6 +15,7 @@ from test_self_instruct import config as self_instruct_config
 from test_self_instruct import script as self_instruct_script
 
 from selfguide import api, layout, methods
+from selfguide.backends.resolve import require_teacher
 from selfguide.errors import BadInputError
 from selfguide.config import load_config
 from selfguide.io import read_jsonl, write_jsonl
@@ -78,7 +79,7 @@ def test_teacher_settings_are_checked():
     assert config.teacher.name == "some/teacher" and config.teacher.backend == "openai" and config.model.name == ""
     assert load_config().teacher is None
     with pytest.raises(BadInputError, match="teacher.base_url"):
-        api.require_teacher(config)
+        require_teacher(config)
 
 
 # ---- general-purpose data in `selfguide run` -------------------------------------------------

@@ -17,7 +17,8 @@ from selfguide.errors import SelfGuideError
 from selfguide.prompts.task import task_messages
 from selfguide.tasks.spec import Example, TaskSpec
 from selfguide.train.config import TrainConfig
-from selfguide.train.sft import build_trainer, build_training_rows, merge_adapter, train
+from selfguide.train.merge import merge_adapter
+from selfguide.train.sft import build_trainer, build_training_rows, train
 
 REPO = Path(__file__).resolve().parents[1]
 COLORS = ["red", "green", "blue", "red", "green", "blue", "red", "green"]

@@ -8,7 +8,6 @@ import pytest
 
 from scripted import scripted_model
 from selfguide.eval.user_oriented import UserOrientedConfig, evaluate_user_oriented
-from selfguide.prompts.task import instruction_messages
 
 
 def test_user_oriented_rouge_by_hand(tmp_path):

@@ -416,7 +416,7 @@ def bench_superni(
       selfguide bench superni --model lmsys/vicuna-7b-v1.5 --dry-run
       selfguide bench superni -m ./tiny-model --tasks task190,task036,task1516,task1562 --grid temperature=1.0 --grid epochs=1,2 --limit 5 -c configs/tiny.yaml
     """
-    from selfguide.api import require_model
+    from selfguide.backends.resolve import require_model
     from selfguide.benchmark.grid import parse_grid, parse_seeds, parse_setting
     from selfguide.benchmark.superni import parse_baselines
     from selfguide.benchmark.superni import BenchOptions, bench_superni_seeds, results_markdown, seeds_markdown
@@ -480,7 +480,7 @@ def bench_methods(
       selfguide bench methods --methods self-guide,few-shot-finetune,alpaca --tasks task1622,task346 --limit 100 -c configs/cpu.yaml
       selfguide bench methods --methods self-guide,configs/rebase-cpu.yaml --dry-run
     """
-    from selfguide.api import require_model
+    from selfguide.backends.resolve import require_model
     from selfguide.benchmark.grid import parse_seeds
     from selfguide.benchmark.methods import bench_methods_seeds, parse_recipes, results_markdown, seeds_markdown
     from selfguide.benchmark.superni import BenchOptions

@@ -30,16 +30,11 @@ from pathlib import Path
 from selfguide import global_rng
 from selfguide.backends.base import Backend, BackendInfo, CandidateScore, Completion, Request, ScoreRequest
 from selfguide.backends.batcher import Coalescer
+from selfguide.backends.capabilities import capabilities
 from selfguide.errors import BudgetExceeded, SelfGuideError
 from selfguide.progress import bar as progress_bar
 
 logger = logging.getLogger(__name__)
-
-
-SCORING_BACKENDS = frozenset({"hf"})
-# Backends that run one call at a time in this process: concurrent calls are merged (backends/batcher.py).
-# A server takes concurrent calls as they are.
-IN_PROCESS_BACKENDS = frozenset({"hf", "llamacpp", "vllm"})
 
 
 def request_key(info: BackendInfo, request: Request) -> str:
@@ -314,7 +309,7 @@ class CachedModel:
     @property
     def supports_scoring(self) -> bool:
         """Whether `score` works: log-likelihoods need the model in this process."""
-        return self.info.backend in SCORING_BACKENDS
+        return capabilities(self.info.backend).scores
 
     def score(self, requests: Sequence[ScoreRequest], desc: str = "scoring", progress: bool | None = None) -> list[list[CandidateScore]]:
         """Every request's candidate scores. One request is one call (for --max-calls); its scored
@@ -336,7 +331,7 @@ class CachedModel:
         """This model's backend: its own, or the one it shares (taken again when used after close())."""
         with self._loaded_lock:
             if self._loaded is None:
-                in_process = self.info.backend in IN_PROCESS_BACKENDS
+                in_process = capabilities(self.info.backend).in_process  # a server takes concurrent calls as they are
                 self._loaded = acquire_shared(self._share, self._make_backend, in_process) if self._share else LoadedBackend(self._make_backend, in_process)
             return self._loaded
 

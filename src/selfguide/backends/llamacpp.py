@@ -28,14 +28,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams
+from selfguide.backends.capabilities import FINETUNED_RULE
 from selfguide.backends.chat import encode_prompt, has_chat_template, render_prompt, stop_strings_for
-from selfguide.backends.model_config import ModelConfig
 from selfguide.errors import MissingDependencyError, SelfGuideError
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'selfguide[llamacpp]'"
-FINETUNED_RULE = "after training, evaluate both prompting and finetuned with the hf backend"
 
 
 def resolve_gguf(name: str | Path) -> Path:
@@ -75,20 +74,6 @@ def check_finetuned_on_llamacpp(trained: str | Path, base_gguf: str | Path) -> N
     Call it before evaluating a baseline on llamacpp: prompting and finetuned always share a backend."""
     with tempfile.TemporaryDirectory(prefix="selfguide-lora-") as workdir:
         resolve_lora(trained, resolve_gguf(base_gguf), Path(workdir))
-
-
-def finetuned_llamacpp_config(model: ModelConfig, adapter: str | Path | None, model_dir: str | Path | None = None) -> ModelConfig:
-    """The finetuned model on the llamacpp backend, on top of the GGUF the prompting baseline ran:
-    a LoRA adapter (`adapter`) is; a fully finetuned model (`model_dir`) is refused with the rule."""
-    if model_dir:
-        raise SelfGuideError(
-            f"{model_dir}: a fully finetuned model cannot run on the llamacpp backend beside its GGUF baseline; "
-            f"{FINETUNED_RULE} (or finetune a LoRA adapter: train.method=lora)"
-        )
-    if not adapter:
-        return model
-    check_finetuned_on_llamacpp(adapter, model.name)
-    return model.model_copy(update={"adapter": str(adapter)})
 
 
 def _import_llama_cpp():
@@ -286,4 +271,4 @@ class LlamaCppBackend:
         self._workdir.cleanup()
 
 
-__all__ = ["LlamaCppBackend", "check_finetuned_on_llamacpp", "finetuned_llamacpp_config", "resolve_gguf"]
+__all__ = ["LlamaCppBackend", "check_finetuned_on_llamacpp", "resolve_gguf"]

@@ -30,18 +30,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfguide import layout
-from selfguide.api import pairs_of, require_teacher, train_on_pairs, trained_model_config
 from selfguide.backends.cache import CachedModel
 from selfguide.backends.model_config import ModelConfig
+from selfguide.backends.resolve import require_teacher
 from selfguide.benchmark.grid import HELD_OUT
-from selfguide.benchmark.superni import TABLE_METRICS, Bench, BenchOptions, fmt, bench_per_seed, run_parallel, score_of, tasks_of, unchanged_if_empty, with_method
+from selfguide.benchmark.runner import Bench, BenchOptions, bench_per_seed, run_parallel, tasks_of, unchanged_if_empty, with_method
+from selfguide.benchmark.scores import TABLE_METRICS, fmt, score_of
 from selfguide.config import RunConfig, config_yaml, load_config
+from selfguide.engine import count_eval, make_data, train
 from selfguide.errors import BadInputError, SelfGuideError
-from selfguide.eval.evaluate import evaluate, planned_calls
+from selfguide.eval.evaluate import evaluate
 from selfguide.eval.user_oriented import evaluate_user_oriented, user_oriented_texts
+from selfguide.prompts.task import pair_of
 from selfguide.tasks.self_instruct import load_user_oriented
-from selfguide.io import read_json, read_jsonl, write_json, write_text
-from selfguide.methods import MethodConfig, MethodContext, get_method, method_config, synthesize
+from selfguide.io import write_json, write_text
+from selfguide.summary import read_summary
+from selfguide.methods import MethodConfig, MethodContext, get_method, method_config
 from selfguide.methods.baselines import GoldFinetuneConfig, PromptingConfig
 from selfguide.plan import Calls
 from selfguide.tasks.spec import TaskSpec
@@ -165,29 +169,23 @@ def general_row(bench: MethodsBench, recipe: Recipe, tasks: dict[str, TaskSpec],
     ctx = bench.context(None, config, folder / layout.SYNTH)
     ctx.eval_texts = tuple(eval_texts)
     row = {"method": recipe.synth.method, "general": True, "pairs": {}, "untrained": {}, "metrics": {}, "funnel": {GENERAL: None}, "user_oriented": None}
+    rows = make_data(bench.engine, method, ctx, config)
     if bench.dry_run:
-        for stage, calls in method.plan(ctx, config.synth).items():
-            bench.plan.add(f"synthesis: {stage}", calls)
-        rows = read_jsonl(folder / layout.SYNTH / layout.DATASET) if (folder / layout.SYNTH / layout.SUMMARY).exists() else None
         if rows is None or rows:
-            bench.plan.training_runs += 1
+            bench.tally.training_runs += 1
             for task in tasks.values():
-                bench.plan.add(f"eval: {recipe.name}", planned_calls(task, bench.model, config.eval))
+                count_eval(bench.engine, task, config, recipe.name)
             if user_oriented:
-                bench.plan.add(f"eval: {recipe.name} user-oriented", user_oriented_calls(config))
+                bench.tally.add(f"eval: {recipe.name} user-oriented", user_oriented_calls(config))
         return row
-    synthesize(method, ctx, config.synth)
-    rows = read_jsonl(folder / layout.SYNTH / layout.DATASET)
     row["funnel"][GENERAL] = funnel(folder / layout.SYNTH)
     for name in tasks:
         row["pairs"][name], row["untrained"][name] = len(rows), not rows
     if not rows:
         row["metrics"], row["user_oriented"] = dict(prompting), reference_user
         return row
-    settings = read_json(folder / layout.SYNTH / layout.SUMMARY).get("train") or {}
-    config = config.model_copy(update={"train": config.train.model_copy(update=settings)})
-    trained = train_on_pairs(config, None, pairs_of(rows), folder / layout.TRAIN, progress=bench.options.progress)
-    tuned = trained_model_config(config.model, trained)
+    trained = train(bench.engine, None, config, [pair_of(r) for r in rows], folder / layout.SYNTH, folder / layout.TRAIN)
+    tuned = bench.models.finetuned(trained)
 
     def evaluate_on(bench: MethodsBench, name: str) -> dict:
         task_model = bench.open_model(tuned)  # loaded once: `model` holds it for the row
@@ -214,11 +212,11 @@ def user_oriented_calls(config: RunConfig) -> Calls:
 
 def funnel(synth_dir: Path) -> dict | None:
     """What the method's data went through: its funnel rows and final pair count (summary.json)."""
-    path = synth_dir / layout.SUMMARY
-    if not path.exists():
+    summary = read_summary(synth_dir / layout.SUMMARY)
+    if summary is None:
         return None
-    summary = read_json(path)
-    return {"stages": summary.get("stages", []), "pairs": summary.get("pairs"), "model_calls": summary.get("model_calls_total") or summary.get("model_calls")}
+    calls = summary.calls_so_far()
+    return {"stages": [row.model_dump() for row in summary.stages], "pairs": summary.pairs, "model_calls": calls.model_dump() if calls else None}
 
 
 # ---- the bench -------------------------------------------------------------------------------
@@ -243,7 +241,7 @@ def bench_methods(base: RunConfig, options: BenchOptions, recipes: list[Recipe],
         reference_user = None
         if user_oriented:
             if dry_run:
-                bench.plan.add("eval: prompting user-oriented", user_oriented_calls(base))
+                bench.tally.add("eval: prompting user-oriented", user_oriented_calls(base))
             else:
                 reference_user = evaluate_user_oriented(bench.model, base.eval.user_oriented, options.out / USER_ORIENTED / REFERENCE, name=REFERENCE)
         rows = {}
@@ -264,7 +262,7 @@ def bench_methods(base: RunConfig, options: BenchOptions, recipes: list[Recipe],
             "recipes": {r.name: {"method": r.synth.method, "general": r.general, "teacher": r.teacher.name if r.teacher else None} for r in recipes},
         }
         if dry_run:
-            return summary | {"plan": bench.plan.as_dict()}
+            return summary | {"plan": bench.tally.as_dict()}
         summary |= {"prompting": {"metrics": prompting, "user_oriented": reference_user}, "rows": rows, "model_calls": bench.stats.as_dict()}
         write_json(options.out / "results.json", summary)
         write_text(options.out / "results.md", results_markdown(summary))

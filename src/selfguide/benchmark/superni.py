@@ -4,8 +4,9 @@ Tuning phase: every grid setting on every tuning task (validation sets), gain ov
 the max-min rule picks one setting. Held-out phase: that setting and the four baselines of
 the paper (docs/methods.md) on every held-out task (test sets). Every column is a method (selfguide.methods): it
 makes its data, then the model is finetuned on it and evaluated, or an inference-time method
-evaluates the model its own way. One code path serves the run and the dry run: in a dry run each
-stage only counts the model calls and training runs it would make.
+evaluates the model its own way, through the benchmarks' runner (benchmark/runner.py) and the run
+engine. One code path serves the run and the dry run: in a dry run each stage only counts the
+model calls and training runs it would make.
 
 Layout under --out: cache.sqlite (every model call), <phase>/<task>/prompting/,
 <phase>/<task>/synth-<T,input filter>/, <phase>/<task>/<setting>/{train,eval}/, heldout/<task>/
@@ -14,279 +15,24 @@ Layout under --out: cache.sqlite (every model call), <phase>/<task>/prompting/,
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import csv
-import dataclasses
 import io
-import queue
 import statistics
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfguide import interruptible, layout, progress
-from selfguide.api import pairs_of, train_on_pairs, trained_model_config
-from selfguide.backends.cache import CachedModel, CallCache, CallStats
-from selfguide.backends.factory import cached_model
-from selfguide.backends.model_config import ModelConfig
 from selfguide.benchmark.grid import HELD_OUT, PAPER_GAINS, TUNING, Setting, select_setting
-from selfguide.config import RunConfig, config_yaml, load_config
-from selfguide.errors import BadInputError, BudgetExceeded
-from selfguide.eval.evaluate import evaluate, planned_calls
-from selfguide.io import read_json, read_jsonl, write_json, write_text
-from selfguide.methods import MethodConfig, MethodContext, get_method, synthesize
+from selfguide.benchmark.runner import Bench, BenchOptions, bench_per_seed, run_parallel, tasks_of, unchanged_if_empty, with_method
+from selfguide.benchmark.scores import TABLE_METRICS, fmt, score_of
+from selfguide.config import RunConfig, config_yaml
+from selfguide.errors import BadInputError
+from selfguide.io import write_json, write_text
 from selfguide.methods.baselines import FewShotFinetuneConfig, GoldFinetuneConfig, PromptingConfig, PromptingWithFiltersConfig, SyntheticInContextConfig
-from selfguide.plan import Calls
-from selfguide.tasks.load import load_task
 from selfguide.tasks.spec import TaskSpec
-from selfguide.tasks.superni import find_superni_task, superni_root_default
 
 BASELINES = ["prompting", "few_shot_finetune", "synthetic_in_context", "prompting_with_filters", "self_guide", "gold_finetune"]
 
 
-@dataclass
-class BenchOptions:
-    out: Path
-    tasks: list[str] | None = None  # None: all 22
-    grid: list[Setting] = field(default_factory=list)
-    setting: Setting | None = None  # skips tuning
-    limit: int | None = None
-    eval_split: str = "selfguide"  # or "official"
-    max_calls: int | None = None
-    parallel: int | None = None  # tasks at once; None: default_parallel(model)
-    progress: bool = True
-    superni_root: Path | None = None
-    cache: Path | None = None  # unset: <out>/cache.sqlite
-    baselines: list[str] | None = None  # held-out columns to run besides prompting and self_guide; None: all
-
-
-@dataclass
-class Plan:
-    """What a dry run counts: model calls (at least / at most) and training runs."""
-
-    calls: int = 0  # certain
-    calls_upper: int = 0  # at most, when some stage sizes depend on what the filters keep
-    tokens_upper: int = 0
-    training_runs: int = 0
-    by_stage: dict = field(default_factory=dict)
-
-    def add(self, stage: str, calls: Calls) -> None:
-        self.calls += calls.at_least
-        self.calls_upper += calls.at_most
-        self.tokens_upper += calls.tokens
-        row = self.by_stage.setdefault(stage, [0, 0])
-        row[0] += calls.at_least
-        row[1] += calls.at_most
-
-    def as_dict(self) -> dict:
-        return {"model_calls_at_least": self.calls, "model_calls_at_most": self.calls_upper, "generated_tokens_at_most": self.tokens_upper, "training_runs": self.training_runs, "by_stage": self.by_stage}
-
-
-class Bench:
-    def __init__(self, base: RunConfig, options: BenchOptions, dry_run: bool = False):
-        self.base, self.options, self.dry_run = base, options, dry_run
-        self.plan = Plan()
-        self.made: dict[Path, list[dict] | None] = {}  # data folder -> its dataset rows
-        self.splits: dict[str, str] = {}  # the eval split each task was loaded with
-        self.counted: set[tuple[str, str]] = set()  # (task, calls key) whose synthesis calls the plan holds
-        self.stats = CallStats()  # every call of the bench (in a part's view, of the part), and the --max-calls budget
-        options.out.mkdir(parents=True, exist_ok=True)
-        self.cache = CallCache(options.cache or options.out / layout.CACHE)
-        self.open_models()
-
-    def open_models(self) -> None:
-        """The models the bench calls, counting into its stats."""
-        self.model = self.open_model(self.base.model)
-
-    def open_model(self, config: ModelConfig) -> CachedModel:
-        return cached_model(config, self.cache, max_calls=self.options.max_calls, progress=self.options.progress, stats=self.stats)
-
-    def close_models(self) -> None:
-        self.model.close()
-
-    def close(self) -> None:
-        self.close_models()
-        self.cache.close()
-
-    @contextlib.contextmanager
-    def part(self) -> Iterator[Bench]:
-        """The bench as one part of the work sees it while parts run at once (`run_parallel`): the
-        same models, each loaded once, through CachedModels of its own that count its calls apart
-        (so each eval's and each dataset's cost is its own) and into the bench's total and budget."""
-        view = copy.copy(self)
-        view.stats = CallStats(parent=self.stats)
-        view.open_models()
-        try:
-            yield view
-        finally:
-            view.close_models()
-
-    # ---- tasks -------------------------------------------------------------------------
-
-    def load(self, name: str, phase: str) -> TaskSpec | None:
-        path = find_superni_task(name, self.options.superni_root)
-        if path is None:
-            return None
-        split = "official"
-        if self.options.eval_split == "selfguide":
-            root = self.options.superni_root or superni_root_default()
-            candidate = "selfguide-validation" if phase == "tuning" else "selfguide-test"
-            folder = "validation" if phase == "tuning" else "test"
-            if (Path(root) / "selfguide_splits" / folder / f"{name}.jsonl").exists():
-                split = candidate
-        task = load_task(path, split, self.options.superni_root)  # type: ignore[arg-type]
-        self.splits[name] = split
-        if self.options.limit:
-            task = task.model_copy(update={"eval": task.eval[: self.options.limit]})
-        return task
-
-    def setting_config(self, setting: Setting) -> RunConfig:
-        return load_config(overrides=setting.overrides(), base=self.base)
-
-    # ---- one column: a method's data, then finetuning and evaluation (each runs or counts) ----
-
-    def system(
-        self, task: TaskSpec, config: RunConfig, folder: Path, name: str, data_folder: Path | None = None, calls_key: str | None = None
-    ) -> tuple[dict | None, list[dict] | None]:
-        """The method of `config.synth` makes its data in `data_folder` (default <folder>/synth); the
-        model is finetuned on it in <folder>/train and evaluated in <folder>/eval, or an
-        inference-time method evaluates the untrained model its own way in <folder>. Returns the
-        metrics (None in a dry run, or with no data to train on) and the data rows (None before they exist)."""
-        method = get_method(config.synth.method)
-        data_folder = data_folder or folder / layout.SYNTH
-        rows = self.data(task, config, data_folder, calls_key)
-        if method.evaluate is None:
-            return self.finetune_eval(task, config, rows, data_folder, folder, name), rows
-        ctx = self.context(task, config, data_folder)
-        if self.dry_run:
-            self.plan.add(f"eval: {name}", method.evaluate_plan(ctx, config.synth, config.eval))
-            return None, rows
-        return method.evaluate(ctx, config.synth, config.eval, folder, name), rows
-
-    def context(self, task: TaskSpec, config: RunConfig, data_folder: Path) -> MethodContext:
-        return MethodContext(task, self.model, data_folder, config.seed, progress=self.options.progress)
-
-    def data(self, task: TaskSpec, config: RunConfig, folder: Path, calls_key: str | None) -> list[dict] | None:
-        """The method's dataset rows, made once per folder. `calls_key` names what its model calls
-        depend on: settings that differ only after the calls (the output filter) share them
-        through the cache, so the dry run counts them once."""
-        if folder not in self.made:
-            method, ctx = get_method(config.synth.method), self.context(task, config, folder)
-            if self.dry_run:
-                key = (task.name, calls_key or str(folder))
-                if key not in self.counted:
-                    self.counted.add(key)
-                    for stage, calls in method.plan(ctx, config.synth).items():
-                        self.plan.add(f"synthesis: {stage}", calls)
-                done = (folder / layout.SUMMARY).exists()
-                self.made[folder] = read_jsonl(folder / layout.DATASET) if done else None
-            else:
-                synthesize(method, ctx, config.synth)
-                self.made[folder] = read_jsonl(folder / layout.DATASET)
-        return self.made[folder]
-
-    def finetune_eval(self, task: TaskSpec, config: RunConfig, rows: list[dict] | None, data_folder: Path, folder: Path, name: str) -> dict | None:
-        if self.dry_run:
-            if rows is None or rows:
-                self.plan.training_runs += 1
-                self.plan.add(f"eval: {name}", planned_calls(task, self.model, config.eval))
-            return None
-        if not rows:
-            return None
-        # A method may ask for training settings of its own (few-shot finetuning: 3 epochs).
-        settings = read_json(data_folder / layout.SUMMARY).get("train") or {}
-        config = config.model_copy(update={"train": config.train.model_copy(update=settings)})
-        trained = train_on_pairs(config, task, pairs_of(rows), folder / layout.TRAIN, progress=self.options.progress)
-        model = self.open_model(trained_model_config(config.model, trained))
-        try:
-            return evaluate(task, model, config.eval, folder / layout.EVAL, name=name)
-        finally:
-            model.close()
-
-
-def with_method(config: RunConfig, method: MethodConfig) -> RunConfig:
-    return config.model_copy(update={"synth": method})
-
-
-def unchanged_if_empty(metrics: dict | None, rows: list[dict] | None, prompting: dict | None) -> dict | None:
-    """No data to finetune on leaves the model as it was: its score is prompting's."""
-    return metrics if metrics is not None or rows is None else prompting
-
-
 # ---- phases --------------------------------------------------------------------------------
-
-
-def tasks_of(groups: dict[str, list[str]], wanted: list[str] | None) -> list[str]:
-    names = [name for group in groups.values() for name in group]
-    return [n for n in names if wanted is None or n in wanted]
-
-
-GATHER = 0.02  # seconds a task's call to the in-process model waits for other tasks' calls, to share one backend call
-
-
-def default_parallel(model: ModelConfig) -> int:
-    """Tasks at once when --parallel is not given: 4 on a server; 2 for an hf model on a GPU, where
-    one task's calls leave the model room for another's, but each task's finetuned model is a full
-    copy of the weights (its LoRA merged) beside the base; 1 for a model in-process on the CPU,
-    where tasks at once only share out its cores, and for vLLM, where each finetuned model is an
-    engine that takes its own share of GPU memory (model.gpu_memory_utilization)."""
-    if model.backend == "openai":
-        return 4
-    if model.backend == "hf":
-        import torch
-
-        on_gpu = model.device.startswith("cuda") or (model.device == "auto" and torch.cuda.is_available())
-        return 2 if on_gpu else 1
-    return 1
-
-
-def run_parallel(bench: Bench, names: list[str], work: Callable[[Bench, str], object], model: CachedModel | None = None) -> dict:
-    """`work(bench, name)` for every name, up to --parallel at once, each in a thread with its own
-    view of the bench (`Bench.part`). A server takes the threads' calls as they come; an in-process
-    model is loaded once and merges their calls into shared batches (the threads are producers of
-    `model`, the bench's by default, so their calls to it gather: backends/batcher.py), and
-    trainings take turns (selfguide/global_rng.py). The first error, or Ctrl-C, stops the run at
-    once: work not started is cancelled, and the work running is left to its daemon thread (its
-    finished calls are cached), except at the --max-calls budget, where the running work stops at
-    the budget too and is waited for."""
-    workers = min(bench.options.parallel or default_parallel(bench.base.model), len(names))
-    if workers <= 1 or bench.dry_run:
-        return {name: work(bench, name) for name in names}
-    futures: dict[str, Future] = {name: Future() for name in names}
-    todo: queue.SimpleQueue = queue.SimpleQueue()
-    for item in futures.items():
-        todo.put(item)
-
-    def serve() -> None:
-        with (model or bench.model).producer(GATHER):
-            while True:
-                try:
-                    name, future = todo.get_nowait()
-                except queue.Empty:
-                    return
-                if not future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    with bench.part() as part, progress.labelled(name):
-                        result = work(part, name)
-                except BaseException as err:  # handed to the main thread through the future
-                    future.set_exception(err)
-                else:
-                    future.set_result(result)  # once the part's models are closed
-
-    for k in range(workers):
-        interruptible.work_thread(serve, f"bench-{k}")
-    try:
-        interruptible.results(futures.values())
-    except BaseException as err:
-        for future in futures.values():
-            future.cancel()
-        if isinstance(err, BudgetExceeded):
-            interruptible.wait_all(futures.values())
-        raise
-    return {name: future.result() for name, future in futures.items()}
 
 
 def tuning_phase(bench: Bench, tasks: dict[str, TaskSpec]) -> dict:
@@ -403,7 +149,7 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
             "chosen_by": "--setting" if options.setting else "max-min gain over tuning tasks",
         }
         if dry_run:
-            summary["plan"] = bench.plan.as_dict()
+            summary["plan"] = bench.tally.as_dict()
             summary["grid_size"] = 0 if options.setting is not None else len(options.grid)
             return summary
         summary |= {"tuning": tuned, "heldout": heldout, "model_calls": bench.stats.as_dict()}
@@ -411,39 +157,6 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
         return summary
     finally:
         bench.close()
-
-
-def summed_plans(plans: list[dict]) -> dict:
-    """The dry-run plans of several seeds' runs, added up."""
-    plan = {key: sum(p[key] for p in plans) for key in ("model_calls_at_least", "model_calls_at_most", "generated_tokens_at_most", "training_runs")}
-    plan["by_stage"] = {stage: [sum(p["by_stage"].get(stage, [0, 0])[i] for p in plans) for i in (0, 1)] for stage in plans[0]["by_stage"]}
-    return plan
-
-
-def bench_per_seed(
-    base: RunConfig, options: BenchOptions, seeds: list[int], run: Callable[[RunConfig, BenchOptions], dict], dry_run: bool, shared_keys: tuple[str, ...], markdown: Callable[[dict], str]
-) -> dict:
-    """`run` once per seed (synthesis and training seeds alike), each in <out>/seed-<s>/ with one
-    shared call cache; then the seeds' runs in <out>/results.* (`markdown` makes results.md), with
-    `shared_keys` taken from the first run. One seed runs in <out> itself."""
-
-    def seeded(seed: int) -> RunConfig:
-        return base.model_copy(update={"seed": seed, "train": base.train.model_copy(update={"seed": seed})})
-
-    if len(seeds) == 1:
-        return run(seeded(seeds[0]), options)
-    runs = {}
-    for seed in seeds:
-        seed_options = dataclasses.replace(options, out=options.out / f"seed-{seed}", cache=options.cache or options.out / layout.CACHE)
-        runs[seed] = run(seeded(seed), seed_options)
-    first = runs[seeds[0]]
-    if dry_run:
-        return first | {"plan": summed_plans([r["plan"] for r in runs.values()]), "seeds": seeds}
-    summary = {key: first[key] for key in shared_keys}
-    summary |= {"seeds": seeds, "per_seed": {str(seed): r for seed, r in runs.items()}}
-    write_json(options.out / "results.json", summary)
-    write_text(options.out / "results.md", markdown(summary))
-    return summary
 
 
 def bench_superni_seeds(base: RunConfig, options: BenchOptions, seeds: list[int], dry_run: bool = False) -> dict:
@@ -487,14 +200,6 @@ def seeds_markdown(summary: dict) -> str:
 # ---- results -------------------------------------------------------------------------------
 
 
-# The paper reports exact match on classification and ROUGE-L on generation, whatever SuperNI's
-# per-category choice (task346, Pos Tagging, would be ROUGE-L there); the tables follow the paper.
-TABLE_METRICS = {
-    "superni": {"classification": "exact_match", "generation": "rougeL"},
-    "paper": {"classification": "paper_accuracy", "generation": "paper_char_lcs_f1"},
-}
-
-
 def parse_baselines(spec: str) -> list[str]:
     names = [name.strip() for name in spec.split(",") if name.strip()]
     optional = [c for c in BASELINES if c not in ("prompting", "self_guide")]
@@ -533,11 +238,6 @@ def result_rows(heldout: dict, family: str) -> list[dict]:
     return rows
 
 
-def score_of(metrics: dict, metric: str) -> float:
-    family = "paper" if metric.startswith("paper_") else "superni"
-    return metrics[family][metric]
-
-
 def results_markdown(summary: dict) -> str:
     lines = ["# SELF-GUIDE on SuperNI", ""]
     setting = summary["chosen_setting"]
@@ -572,12 +272,6 @@ def results_markdown(summary: dict) -> str:
             label = f"**{key}**" if key == tuning["chosen"] else key
             lines.append(f"| {label} | " + " | ".join(fmt(gains[n], signed=True) for n in names) + f" | {fmt(min(gains.values()), signed=True)} |")
     return "\n".join(lines) + "\n"
-
-
-def fmt(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
 def write_results(out: Path, summary: dict) -> None:

@@ -49,6 +49,7 @@ class MethodContext:
     teacher: CachedModel | None = None  # writes and/or labels the data when given
     eval_texts: tuple[str, ...] = ()  # evaluation inputs the synthetic data must not reproduce
     progress: bool = True
+    weights: str | None = None  # the weights the run finetunes (backends/resolve.py): where a method trains models of its own
 
     @property
     def writer(self) -> CachedModel:

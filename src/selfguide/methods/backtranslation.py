@@ -173,7 +173,7 @@ register(TaskBacktranslationConfig, run=run_task, plan=plan_task, title="Instruc
 
 
 def run_stages(ctx: MethodContext, config: BacktranslationBase, spec: Spec, make_row) -> dict:
-    base = base_weights(ctx.model, config.base_model)
+    base = base_weights(ctx, config.base_model)
     models = ctx.out_dir / MODELS
     corpus = corpus_stage(config, spec)
     write_jsonl(ctx.out_dir / CORPUS, corpus)

@@ -24,7 +24,6 @@ Runs unchanged under `accelerate launch` (DDP): only the main process writes the
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -40,6 +39,7 @@ from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.prompts.task import Pair, pair_messages
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TRACKER_PACKAGES, TrainConfig, trackers
+from selfguide.train.reuse import training_fingerprint
 from selfguide.train.shared_prefix import attention_mask_for, shared_prefix_collator, useful_shared_prefix
 
 logger = logging.getLogger(__name__)
@@ -352,7 +352,7 @@ def train(
         trainer, resolved, dropped = build_trainer(task, pairs, model, out_dir, config, callbacks=[callback], progress=progress)
         state = trainer.args.distributed_state
         n_train = len(trainer.train_dataset)
-        fingerprint = run_fingerprint(model, resolved, trainer.train_dataset["input_ids"])
+        fingerprint = training_fingerprint(task, pairs, model, config)
 
         last = last_checkpoint(checkpoints) if resume else None
         if last is not None and _read_json(checkpoints / layout.TRAIN_FINGERPRINT).get("fingerprint") != fingerprint:
@@ -399,33 +399,6 @@ def train(
     return result
 
 
-def merge_adapter(base_model: str, adapter_dir: Path, out_dir: Path) -> Path:
-    """Fold a LoRA adapter into its base model and save a plain model folder (with tokenizer) to `out_dir`.
-
-    The merge runs in fp32; the result is saved in the base model's own dtype.
-    """
-    import torch
-    from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise SelfGuideError(f"{adapter_dir}: not a LoRA adapter folder (no adapter_config.json)")
-    base_dtype = getattr(AutoConfig.from_pretrained(base_model), "dtype", None)
-    if isinstance(base_dtype, str):
-        base_dtype = getattr(torch, base_dtype, None)
-    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    with global_rng.LOCK:  # PEFT draws on the global generator as it builds the adapter (selfguide/global_rng.py)
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    if isinstance(base_dtype, torch.dtype) and base_dtype.is_floating_point:
-        merged = merged.to(base_dtype)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(out_dir)
-    tokenizer_source = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_model
-    AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(out_dir)
-    return out_dir
-
-
 def JsonlLogCallback(path: Path):
     """A TrainerCallback appending every Trainer log (the loss per step, then the end-of-training summary) to a
     JSONL file, one flushed line per log, from the main process only. Built lazily so that importing this module
@@ -459,17 +432,6 @@ def last_checkpoint(folder: Path) -> Path | None:
         if path.is_dir() and _checkpoint_step(path) is not None and (path / "trainer_state.json").is_file()
     ]
     return max(complete, key=_checkpoint_step) if complete else None
-
-
-def run_fingerprint(model: str, config: TrainConfig, input_ids: list[list[int]]) -> str:
-    """A hash of what decides the training run, to refuse resuming someone else's checkpoints."""
-    digest = hashlib.sha256()
-    model = str(Path(model).resolve()) if Path(model).is_dir() else str(model)
-    settings = config.model_dump(exclude={"report_to"})  # trackers don't change the run
-    digest.update(json.dumps({"model": model, "config": settings}, sort_keys=True).encode())
-    for ids in input_ids:
-        digest.update(json.dumps(list(ids)).encode())
-    return digest.hexdigest()
 
 
 def _checkpoint_step(path: Path) -> int | None:
