@@ -60,6 +60,8 @@ ParallelOpt = Annotated[
         "those of one task at a time; in bf16/fp16 the batch layout changes samples, and the data can differ much (later input rounds build on earlier ones), unless model.batch_invariant.",
     ),
 ]
+ExecutorOpt = Annotated[Literal["local", "ray"], typer.Option("--executor", help="local: parts run here (default); ray: each independent part (task, setting, method) is a Ray task with retries, on a Ray cluster or a local Ray (pip install 'selfguide[ray]'; docs/scale-out.md).")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="--executor ray: the Ray cluster to join, e.g. ray://head:10001 or auto (default: $RAY_ADDRESS, else a local Ray started here).")]
 
 
 # The setting each command-line flag sets, and the flag's name for error messages.
@@ -389,6 +391,8 @@ def bench_superni(
     parallel: ParallelOpt = None,
     baselines: Annotated[Optional[str], typer.Option(help="Held-out columns to run besides prompting and self_guide, e.g. few_shot_finetune,gold_finetune (default: all of few_shot_finetune, synthetic_in_context, prompting_with_filters, gold_finetune).")] = None,
     seeds: SeedsOpt = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
     config: ConfigOpt = None,
@@ -422,6 +426,8 @@ def bench_superni(
         parallel=parallel,
         progress=not quiet,
         baselines=parse_baselines(baselines) if baselines else None,
+        executor=executor,
+        ray_address=ray_address,
     )
     seed_list = parse_seeds(seeds) if seeds else [cfg.seed]
     summary = bench_superni_seeds(cfg, options, seed_list, dry_run=dry_run)
@@ -452,6 +458,8 @@ def bench_methods(
     max_calls: MaxCallsOpt = None,
     parallel: ParallelOpt = None,
     seeds: SeedsOpt = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
     config: ConfigOpt = None,
@@ -476,7 +484,7 @@ def bench_methods(
     cfg = require_model(cfg)
     recipes = parse_recipes(methods_, cfg)
     names = [n.strip() for item in tasks or [] for n in item.split(",") if n.strip()] or None
-    options = BenchOptions(out=out, tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, parallel=parallel, progress=not quiet)
+    options = BenchOptions(out=out, tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, parallel=parallel, progress=not quiet, executor=executor, ray_address=ray_address)
     seed_list = parse_seeds(seeds) if seeds else [cfg.seed]
     summary = bench_methods_seeds(cfg, options, recipes, seed_list, user_oriented, dry_run=dry_run)
     if summary["missing_tasks"]:
