@@ -505,6 +505,23 @@ def print_bench_plan(plan: dict) -> None:
     typer.echo(f"training runs: {plan['training_runs']}")
 
 
+cache_app = typer.Typer(help="The model-call cache (SQLite, keyed by content).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("merge")
+def cache_merge(
+    sources: Annotated[list[Path], typer.Argument(help="Cache files to merge (cache.sqlite of runs, or workers' shards).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The cache to merge into (made if missing; its own calls are kept).")],
+) -> None:
+    """Merge call caches: every call of the sources that --out lacks is added (keys are content
+    hashes, so the same call is never stored twice). Example: selfguide cache merge a.sqlite b.sqlite -o cache.sqlite"""
+    from selfguide.scale.shard_cache import merge_caches
+
+    added = merge_caches(sources, out)
+    typer.echo(f"{out}: {added} calls added")
+
+
 @app.command("tiny-model")
 def tiny_model(
     out: Annotated[Path, typer.Argument(help="Folder to write the model and tokenizer into.")] = Path("tiny-model"),
