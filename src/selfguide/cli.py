@@ -61,6 +61,7 @@ ParallelOpt = Annotated[
     ),
 ]
 ExecutorOpt = Annotated[Literal["local", "ray"], typer.Option("--executor", help="local: parts run here (default); ray: each independent part (task, setting, method) is a Ray task with retries, on a Ray cluster or a local Ray (pip install 'selfguide[ray]'; docs/scale-out.md).")]
+NumProcessesOpt = Annotated[Optional[int], typer.Option("--num-processes", min=1, help="Train in N processes (DDP: one per GPU, or over gloo on the CPU); batch size is per process. The run synthesizes and evaluates once (docs/scale-out.md).")]
 RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="--executor ray: the Ray cluster to join, e.g. ray://head:10001 or auto (default: $RAY_ADDRESS, else a local Ray started here).")]
 
 
@@ -82,6 +83,7 @@ FLAG_SETTINGS = {
     "method": ("synth.method", "--method"),
     "train_method": ("train.method", "--method"),
     "epochs": ("train.epochs", "--epochs"),
+    "num_processes": ("train.num_processes", "--num-processes"),
     "input_column": ("dataset.input_column", "--input-column"),
     "output_column": ("dataset.output_column", "--output-column"),
     "instruction": ("dataset.instruction", "--instruction"),
@@ -230,6 +232,7 @@ def train(
     train_method: Annotated[Optional[Literal["lora", "full"]], typer.Option("--method", help="lora (default) or full.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
+    num_processes: NumProcessesOpt = None,
     wait: WaitOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
 ) -> None:
@@ -245,7 +248,7 @@ def train(
     if dataset.is_dir():
         dataset_path = layout.dataset_path(dataset)
         run_config = dataset / layout.CONFIG if (dataset / layout.CONFIG).exists() else None
-    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, train_method=train_method, epochs=epochs)
+    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, train_method=train_method, epochs=epochs, num_processes=num_processes)
     result = api.train(cfg, dataset_path, out, merge=merge, wait=wait, progress=not quiet)
     typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
     typer.echo(f"{'adapter' if result.is_adapter else 'model'}: {result.model_dir}")
@@ -313,6 +316,7 @@ def run(
     teacher: TeacherOpt = None,
     teacher_backend: TeacherBackendOpt = None,
     teacher_base_url: TeacherBaseUrlOpt = None,
+    num_processes: NumProcessesOpt = None,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
 ) -> None:
@@ -326,7 +330,7 @@ def run(
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit,
                        input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method,
-                       teacher=teacher, teacher_backend=teacher_backend, teacher_base_url=teacher_base_url)
+                       teacher=teacher, teacher_backend=teacher_backend, teacher_base_url=teacher_base_url, num_processes=num_processes)
     result = api.run(cfg, progress=not quiet, wait=wait)
     for line in result.headline:
         typer.echo(line)
