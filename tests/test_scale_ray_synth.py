@@ -44,3 +44,12 @@ def test_http_synthesis_on_ray_gives_the_openai_backends_dataset(tmp_path, capsy
             assert code == 0, err
             runs[executor] = (out / "synth" / "dataset.jsonl").read_text(), keys(out / "cache.sqlite")
     assert runs["ray"] == runs["local"] and runs["local"][0].count("\n") > 0
+
+    # A request the server refuses is an error row: the call fails as on the openai backend (one
+    # line, exit 2), and the requests answered beside it are cached.
+    with fake_openai(reply=reply, faults=["400"]) as (fake, url):
+        out = tmp_path / "refused"
+        args = ["synthesize", str(task), "-m", "fake-model", "--backend", "openai", "--base-url", url, "-o", str(out), "--quiet", "--set", "model.executor=ray"]
+        code, _, err = run_cli(args, capsys, monkeypatch)
+    assert code == 2 and "failed on Ray" in err and "injected bad request" in err and "Traceback" not in err
+    assert 0 < len(keys(out / "cache.sqlite")) < fake.chat_requests

@@ -100,12 +100,13 @@ def run_on_ray(bench, names: list[str], work: Callable) -> dict:
 
 def result_of(ray, ref, name: str):
     """The part's result, or its own error (a SelfGuideError stays one line)."""
-    from ray.exceptions import RayTaskError, WorkerCrashedError
+    from ray.exceptions import RayError, RayTaskError
 
     try:
         return ray.get(ref)
     except RayTaskError as err:
         cause = err.cause
         raise cause if isinstance(cause, Exception) else err from None
-    except WorkerCrashedError:
-        raise SelfGuideError(f"bench part {name!r}: its Ray worker died {MAX_RETRIES + 1} times; finished calls are cached: rerun to continue") from None
+    except RayError as err:  # its worker or node died, or ran out of memory, every try
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise SelfGuideError(f"bench part {name!r} failed on Ray after {MAX_RETRIES} retries ({type(err).__name__}: {first}); finished calls are cached: rerun to continue") from None
