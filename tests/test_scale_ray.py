@@ -31,7 +31,8 @@ def bench_args(tiny_model_dir: Path, out: Path, *extra: str) -> list[str]:
     return [
         "bench", "superni", "--model", str(tiny_model_dir), "--tasks", "task1562,task1622", "--limit", "1", "--setting", SETTING,
         "--baselines", "prompting", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", "synth.inputs.rounds=1",
-        "--set", "synth.outputs.n=2", "--set", "model.device=cpu", "--set", "model.dtype=float32", "--out", str(out), "--quiet", *extra,
+        "--set", "synth.outputs.n=2", "--set", "synth.inputs.max_new_tokens=12", "--set", "synth.outputs.max_new_tokens=4", "--set", "eval.max_new_tokens=4",
+        "--set", "model.device=cpu", "--set", "model.dtype=float32", "--out", str(out), "--quiet", *extra,
     ]
 
 
