@@ -7,8 +7,10 @@
 Each executor runs the same bench (one setting, prompting and SELF-GUIDE per task: one part per
 task) from an empty folder, in float32 on the CPU. Prints wall time and parts/s for both, the
 ratio, and whether the two gave the same results.json. Ray's start is timed apart (it is paid once
-per driver). On a machine with few cores expect little: the local executor already runs one part
-at a time on all cores, Ray runs parts side by side, each loading its own model.
+per driver). On a machine with few cores expect little: the local executor runs one part at a
+time with torch on every core, Ray runs parts side by side, one thread each (Ray sets
+OMP_NUM_THREADS to a task's CPUs), each loading its own model. On a machine shared with other
+work the thread count matters more than the executor: compare with OMP_NUM_THREADS=1 for the local run.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ def main() -> None:
 
     from selfguide.tinymodel import build_tiny_model
 
+    import torch
+
     parts = len(args.tasks.split(","))
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_model(Path(tmp) / "tiny")
         local = run_bench(model, args.tasks, Path(tmp) / "local", args.limit)
@@ -74,9 +79,9 @@ def main() -> None:
         cpus = ray.cluster_resources().get("CPU", 0)
         ray.shutdown()
         same = without(json.loads((Path(tmp) / "local" / "results.json").read_text())) == without(json.loads((Path(tmp) / "ray" / "results.json").read_text()))
-    print(f"{parts} parts (tasks {args.tasks}, {args.limit} eval items each), tiny model, float32, CPU")
-    print(f"local: {local:7.1f} s  {parts / local:.3f} parts/s")
-    print(f"ray:   {on_ray:7.1f} s  {parts / on_ray:.3f} parts/s  ({cpus:g} Ray CPUs; Ray's own start {ray_start:.1f} s, not included)")
+    print(f"{parts} parts (tasks {args.tasks}, {args.limit} eval items each), tiny model, float32, CPU; load average {load:.1f} on {os.cpu_count()} cores at the start")
+    print(f"local: {local:7.1f} s  {parts / local:.3f} parts/s  (one part at a time, torch on {torch.get_num_threads()} threads)")
+    print(f"ray:   {on_ray:7.1f} s  {parts / on_ray:.3f} parts/s  ({cpus:g} Ray CPUs, a part per CPU, torch on 1 thread each as Ray sets it; Ray's own start {ray_start:.1f} s, not included)")
     print(f"ray/local parts/s: {local / on_ray:.2f}x; same results.json (wall times aside): {same}")
 
 
