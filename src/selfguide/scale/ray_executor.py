@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 from selfguide.backends.cache import CallStats
 from selfguide.backends.model_config import ModelConfig
