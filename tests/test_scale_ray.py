@@ -31,7 +31,7 @@ def bench_args(tiny_model_dir: Path, out: Path, *extra: str) -> list[str]:
     return [
         "bench", "superni", "--model", str(tiny_model_dir), "--tasks", "task1562,task1622", "--limit", "1", "--setting", SETTING,
         "--baselines", "prompting", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", "synth.inputs.rounds=1",
-        "--set", "synth.outputs.n=2", "--set", "synth.inputs.max_new_tokens=12", "--set", "synth.outputs.max_new_tokens=4", "--set", "eval.max_new_tokens=4",
+        "--set", "synth.outputs.n=2", "--set", "eval.max_new_tokens=4",
         "--set", "model.device=cpu", "--set", "model.dtype=float32", "--out", str(out), "--quiet", *extra,
     ]
 
@@ -127,6 +127,7 @@ def local_run(tiny_model_dir, tmp_path_factory):
 
 def test_ray_executor_gives_the_local_results_and_calls(tiny_model_dir, tmp_path, ray_cluster, local_run):
     local_out, local = local_run
+    assert all(task["pairs"] for run in local["per_seed"].values() for task in run["heldout"].values())  # the parts train too
     out = tmp_path / "bench"
     on_ray = bench(tiny_model_dir, out, "--seeds", "0,1", "--executor", "ray")
     assert on_ray == local  # every score, pair count and call count, per seed and summed
