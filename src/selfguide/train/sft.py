@@ -38,9 +38,9 @@ from selfguide import global_rng, layout
 from selfguide.backends.chat import encode_prompt, render_answer
 from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.prompts.task import Pair, pair_messages
-from selfguide.train.launch import launched, train_in_processes
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TRACKER_PACKAGES, TrainConfig, trackers
+from selfguide.train.launch import launched, train_in_processes
 from selfguide.train.shared_prefix import attention_mask_for, shared_prefix_collator, useful_shared_prefix
 
 logger = logging.getLogger(__name__)
