@@ -80,3 +80,15 @@ def superni_store(tmp_path_factory, superni_dir):
 
     config = DatastoreConfig(sources=[SuperNISource(root=str(superni_dir), tasks=STORE_TASKS)], cache_dir=str(tmp_path_factory.mktemp("datastores")))
     return open_datastore(config), config
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray, started once per session (Ray has no local mode): 2 CPUs, no GPU, a small
+    object store. Workers inherit this environment: the SuperNI data, and no network."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("SELFGUIDE_SUPERNI", str(SUPERNI))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    context = ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    yield context.address_info["gcs_address"]
+    ray.shutdown()

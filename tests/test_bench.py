@@ -237,7 +237,7 @@ def test_the_first_error_of_tasks_at_once_stops_the_rest():
     from selfguide.errors import SelfGuideError
 
     def fake_bench():
-        bench = SimpleNamespace(base=RunConfig(), options=SimpleNamespace(parallel=2), dry_run=False, model=SimpleNamespace(producer=lambda gather: contextlib.nullcontext()))
+        bench = SimpleNamespace(base=RunConfig(), options=SimpleNamespace(parallel=2, executor="local"), dry_run=False, model=SimpleNamespace(producer=lambda gather: contextlib.nullcontext()))
         bench.part = lambda: contextlib.nullcontext(bench)
         return bench
 

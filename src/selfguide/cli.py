@@ -60,6 +60,9 @@ ParallelOpt = Annotated[
         "those of one task at a time; in bf16/fp16 the batch layout changes samples, and the data can differ much (later input rounds build on earlier ones), unless model.batch_invariant.",
     ),
 ]
+ExecutorOpt = Annotated[Literal["local", "ray"], typer.Option("--executor", help="local: parts run here (default); ray: each independent part (task, setting, method) is a Ray task with retries, on a Ray cluster or a local Ray (pip install 'selfguide[ray]'; docs/scale-out.md).")]
+NumProcessesOpt = Annotated[Optional[int], typer.Option("--num-processes", min=1, help="Train in N processes (DDP: one per GPU, or over gloo on the CPU); batch size is per process. The run synthesizes and evaluates once (docs/scale-out.md).")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="--executor ray: the Ray cluster to join, e.g. ray://head:10001 or auto (default: $RAY_ADDRESS, else a local Ray started here).")]
 
 
 # The setting each command-line flag sets, and the flag's name for error messages.
@@ -80,6 +83,7 @@ FLAG_SETTINGS = {
     "method": ("synth.method", "--method"),
     "train_method": ("train.method", "--method"),
     "epochs": ("train.epochs", "--epochs"),
+    "num_processes": ("train.num_processes", "--num-processes"),
     "input_column": ("dataset.input_column", "--input-column"),
     "output_column": ("dataset.output_column", "--output-column"),
     "instruction": ("dataset.instruction", "--instruction"),
@@ -228,6 +232,7 @@ def train(
     train_method: Annotated[Optional[Literal["lora", "full"]], typer.Option("--method", help="lora (default) or full.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
+    num_processes: NumProcessesOpt = None,
     wait: WaitOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
 ) -> None:
@@ -243,7 +248,7 @@ def train(
     if dataset.is_dir():
         dataset_path = layout.dataset_path(dataset)
         run_config = dataset / layout.CONFIG if (dataset / layout.CONFIG).exists() else None
-    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, train_method=train_method, epochs=epochs)
+    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, train_method=train_method, epochs=epochs, num_processes=num_processes)
     result = api.train(cfg, dataset_path, out, merge=merge, wait=wait, progress=not quiet)
     typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
     typer.echo(f"{'adapter' if result.is_adapter else 'model'}: {result.model_dir}")
@@ -311,6 +316,7 @@ def run(
     teacher: TeacherOpt = None,
     teacher_backend: TeacherBackendOpt = None,
     teacher_base_url: TeacherBaseUrlOpt = None,
+    num_processes: NumProcessesOpt = None,
     quiet: QuietOpt = False,
     wait: WaitOpt = False,
 ) -> None:
@@ -324,7 +330,7 @@ def run(
 
     cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit,
                        input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method,
-                       teacher=teacher, teacher_backend=teacher_backend, teacher_base_url=teacher_base_url)
+                       teacher=teacher, teacher_backend=teacher_backend, teacher_base_url=teacher_base_url, num_processes=num_processes)
     result = api.run(cfg, progress=not quiet, wait=wait)
     for line in result.headline:
         typer.echo(line)
@@ -402,6 +408,8 @@ def bench_superni(
     parallel: ParallelOpt = None,
     baselines: Annotated[Optional[str], typer.Option(help="Held-out columns to run besides prompting and self_guide, e.g. few_shot_finetune,gold_finetune (default: all of few_shot_finetune, synthetic_in_context, prompting_with_filters, gold_finetune).")] = None,
     seeds: SeedsOpt = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
     config: ConfigOpt = None,
@@ -435,6 +443,8 @@ def bench_superni(
         parallel=parallel,
         progress=not quiet,
         baselines=parse_baselines(baselines) if baselines else None,
+        executor=executor,
+        ray_address=ray_address,
     )
     seed_list = parse_seeds(seeds) if seeds else [cfg.seed]
     summary = bench_superni_seeds(cfg, options, seed_list, dry_run=dry_run)
@@ -465,6 +475,8 @@ def bench_methods(
     max_calls: MaxCallsOpt = None,
     parallel: ParallelOpt = None,
     seeds: SeedsOpt = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     backend: BackendOpt = None,
     base_url: BaseUrlOpt = None,
     config: ConfigOpt = None,
@@ -489,7 +501,7 @@ def bench_methods(
     cfg = require_model(cfg)
     recipes = parse_recipes(methods_, cfg)
     names = [n.strip() for item in tasks or [] for n in item.split(",") if n.strip()] or None
-    options = BenchOptions(out=out, tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, parallel=parallel, progress=not quiet)
+    options = BenchOptions(out=out, tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, parallel=parallel, progress=not quiet, executor=executor, ray_address=ray_address)
     seed_list = parse_seeds(seeds) if seeds else [cfg.seed]
     summary = bench_methods_seeds(cfg, options, recipes, seed_list, user_oriented, dry_run=dry_run)
     if summary["missing_tasks"]:
@@ -508,6 +520,23 @@ def print_bench_plan(plan: dict) -> None:
     typer.echo(f"model calls: {low if low == high else f'{low} to {high} (some stages need one call per item the filters keep)'}")
     typer.echo(f"generated tokens: at most {plan['generated_tokens_at_most']}")
     typer.echo(f"training runs: {plan['training_runs']}")
+
+
+cache_app = typer.Typer(help="The model-call cache (SQLite, keyed by content).", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("merge")
+def cache_merge(
+    sources: Annotated[list[Path], typer.Argument(help="Cache files to merge (cache.sqlite of runs, or workers' shards).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The cache to merge into (made if missing; its own calls are kept).")],
+) -> None:
+    """Merge call caches: every call of the sources that --out lacks is added (keys are content
+    hashes, so the same call is never stored twice). Example: selfguide cache merge a.sqlite b.sqlite -o cache.sqlite"""
+    from selfguide.scale.shard_cache import merge_caches
+
+    added = merge_caches(sources, out)
+    typer.echo(f"{out}: {added} calls added")
 
 
 @app.command("tiny-model")

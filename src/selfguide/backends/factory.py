@@ -38,6 +38,10 @@ def backend_info(config: ModelConfig) -> BackendInfo:
 
 
 def make_backend(config: ModelConfig) -> Backend:
+    if config.executor == "ray" and config.adapter is None:
+        from selfguide.scale.ray_synth import RayDataBackend
+
+        return RayDataBackend(config, backend_info(config))
     if config.backend == "hf":
         from selfguide.backends.hf import HFBackend
 

@@ -48,6 +48,15 @@ class ModelConfig(BaseModel):
     retry_backoff: float = Field(1.0, ge=0, description="Seconds before the first retry; doubles each retry, up to 60 (openai).")
     send_top_k: bool = Field(True, description="Send top_k (vLLM/SGLang accept it; hosted OpenAI does not).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take (vllm).")
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="local: the backend runs here; ray: uncached calls go out as a Ray Dataset through Ray Data LLM (openai: "
+        "HTTP requests to base_url; vllm: a pool of vLLM engines), same cache keys (pip install 'selfguide[ray]'; docs/scale-out.md). "
+        "A finetuned model (an adapter) still runs locally.",
+    )
+    replicas: int = Field(1, ge=1, description="executor ray: vLLM engines (vllm), or HTTP requests in flight (openai).")
+    tensor_parallel_size: int = Field(1, ge=1, description="executor ray, vllm: GPUs per engine.")
+    ray_address: str | None = Field(None, description="executor ray: the Ray cluster to join (default: $RAY_ADDRESS, else a local Ray).")
     n_ctx: int = Field(4096, ge=16, description="Context window in tokens, prompt plus answer; sizes llama.cpp's KV cache (llamacpp).")
     n_threads: int | None = Field(None, ge=1, description="CPU threads llama.cpp computes with; unset: as many as torch uses (llamacpp). On a CPU shared with other jobs, 1 is often faster.")
     n_batch: int = Field(512, ge=1, description="Prompt tokens llama.cpp evaluates per forward pass (llamacpp).")

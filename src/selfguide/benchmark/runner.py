@@ -49,6 +49,8 @@ class BenchOptions:
     superni_root: Path | None = None
     cache: Path | None = None  # unset: <out>/cache.sqlite
     baselines: list[str] | None = None  # held-out columns to run besides prompting and self_guide; None: all
+    executor: str = "local"  # or "ray": each part a Ray task (scale/ray_executor.py)
+    ray_address: str | None = None  # the Ray cluster to join; None: the one this process runs in, or a new local one
 
 
 class Bench:
@@ -188,6 +190,10 @@ def run_parallel(bench: Bench, names: list[str], work: Callable[[Bench, str], ob
     once: work not started is cancelled, and the work running is left to its daemon thread (its
     finished calls are cached), except at the --max-calls budget, where the running work stops at
     the budget too and is waited for."""
+    if bench.options.executor == "ray" and not bench.dry_run:  # --executor ray: each part a Ray task
+        from selfguide.scale.ray_executor import run_on_ray
+
+        return run_on_ray(bench, names, work)
     workers = min(bench.options.parallel or default_parallel(bench.base.model), len(names))
     if workers <= 1 or bench.dry_run:
         return {name: work(bench, name) for name in names}

@@ -84,6 +84,22 @@ class TrainConfig(BaseModel, extra="forbid"):
         "when training on a CUDA GPU (TRL's default), off on CPU, where memory is plentiful and the recomputed "
         "forward would cost about a third of every step.",
     )
+    # Left out of dumps at their defaults (exclude_if), so the fingerprints of trainings made before these
+    # fields existed still match: a rerun after an upgrade reuses them.
+    num_processes: int = Field(
+        1,
+        ge=1,
+        exclude_if=lambda value: value == 1,
+        description="Train in this many processes (DDP through accelerate's launcher: one per GPU, or over gloo on "
+        "the CPU); batch_size is per process, so the global batch is batch_size x num_processes. The run itself "
+        "stays one process: it synthesizes and evaluates once. See docs/scale-out.md.",
+    )
+    accelerate_config: str | None = Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description="With num_processes > 1: an accelerate config file for the launcher, e.g. FSDP2 or DeepSpeed "
+        "ZeRO-3 for method full (TRL publishes examples/accelerate_configs/); unset: plain DDP.",
+    )
     seed: int | None = Field(None, description="Seed for adapter initialisation, data order and dropout; unset: the run's `seed`.")
     save_every_epoch: bool = Field(
         True,

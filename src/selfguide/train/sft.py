@@ -39,6 +39,7 @@ from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.prompts.task import Pair, pair_messages
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TRACKER_PACKAGES, TrainConfig, trackers
+from selfguide.train.launch import launched, train_in_processes
 from selfguide.train.reuse import training_fingerprint
 from selfguide.train.shared_prefix import attention_mask_for, shared_prefix_collator, useful_shared_prefix
 
@@ -342,6 +343,8 @@ def train(
     written by the same run (same model, config and data); without it, old checkpoints are removed.
     """
     out_dir = Path(out_dir)
+    if config.num_processes > 1 and not launched():  # N ranks in processes of their own (train/launch.py)
+        return train_in_processes(task, pairs, model, out_dir, config, resume=resume, progress=progress)
     log_path = out_dir / layout.TRAIN_LOG
     config_path = out_dir / layout.TRAIN_CONFIG
     checkpoints = out_dir / layout.CHECKPOINTS
