@@ -73,6 +73,21 @@ def read_jsonl_objects(path: Path, what: str, expected_object: str) -> list[tupl
     return rows
 
 
+def read_dataset_rows(path: Path) -> list[dict]:
+    """The rows of a dataset.jsonl (from `synthesize`, or the user's): each an object with string
+    `input` and `output`, and optionally a string `instruction`; one clear error otherwise."""
+    from selfguide.errors import BadInputError
+
+    expected = "an object with string 'input' and 'output' (and optionally 'instruction')"
+    rows = []
+    for lineno, row in read_jsonl_objects(path, "dataset.jsonl of {input, output} (from `selfguide synthesize`)", expected):
+        for key in ("input", "output", "instruction"):
+            if (row.get(key) is not None or key != "instruction") and not isinstance(row.get(key), str):
+                raise BadInputError(path, f"line {lineno} field {key!r}", "a string", describe(row.get(key)))
+        rows.append(row)
+    return rows
+
+
 # Bounds on what a user's task, config or JSONL file may hold: far above any real file, far below
 # what would exhaust memory or the stack (an alias bomb of a few hundred bytes expands to billions).
 MAX_FILE_BYTES = 64 * 2**20

@@ -31,7 +31,7 @@ from selfguide.api import pairs_of, train_on_pairs, trained_model_config
 from selfguide.backends.cache import CachedModel, CallCache, CallStats
 from selfguide.backends.factory import cached_model
 from selfguide.backends.model_config import ModelConfig
-from selfguide.benchmark.grid import HELD_OUT, PAPER_GAINS, TUNING, Setting, select_setting
+from selfguide.benchmark.grid import PAPER_GAINS, TUNING, Setting, extra_held_out, select_setting
 from selfguide.config import RunConfig, config_yaml, load_config
 from selfguide.errors import BadInputError, BudgetExceeded
 from selfguide.eval.evaluate import evaluate, planned_calls
@@ -39,6 +39,7 @@ from selfguide.io import read_json, read_jsonl, write_json, write_text
 from selfguide.methods import MethodConfig, MethodContext, get_method, synthesize
 from selfguide.methods.baselines import FewShotFinetuneConfig, GoldFinetuneConfig, PromptingConfig, PromptingWithFiltersConfig, SyntheticInContextConfig
 from selfguide.plan import Calls
+from selfguide.runfolder import make_folder
 from selfguide.tasks.load import load_task
 from selfguide.tasks.spec import TaskSpec
 from selfguide.tasks.superni import find_superni_task, superni_root_default
@@ -92,8 +93,12 @@ class Bench:
         self.splits: dict[str, str] = {}  # the eval split each task was loaded with
         self.counted: set[tuple[str, str]] = set()  # (task, calls key) whose synthesis calls the plan holds
         self.stats = CallStats()  # every call of the bench (in a part's view, of the part), and the --max-calls budget
-        options.out.mkdir(parents=True, exist_ok=True)
-        self.cache = CallCache(options.cache or options.out / layout.CACHE)
+        cache = options.cache or options.out / layout.CACHE
+        if dry_run and not Path(cache).exists():
+            cache = ":memory:"  # a dry run creates nothing, not even the bench folder
+        else:
+            make_folder(options.out)
+        self.cache = CallCache(cache)
         self.open_models()
 
     def open_models(self) -> None:
@@ -373,7 +378,7 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
     bench = Bench(base, options, dry_run)
     try:
         missing, tuning, held_out = [], {}, {}
-        for phase, groups, into in (("tuning", TUNING, tuning), ("heldout", HELD_OUT, held_out)):
+        for phase, groups, into in (("tuning", TUNING, tuning), ("heldout", extra_held_out(options.tasks), held_out)):
             if phase == "tuning" and options.setting is not None:
                 continue
             for name in tasks_of(groups, options.tasks):
@@ -382,7 +387,8 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
                     missing.append(name)
                 else:
                     into[name] = task
-        write_text(options.out / "config.yaml", config_yaml(base))
+        if not dry_run:
+            write_text(options.out / "config.yaml", config_yaml(base))
         tuned = tuning_phase(bench, tuning) if tuning else {}
         if options.setting is not None:
             chosen = options.setting
