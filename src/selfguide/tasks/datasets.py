@@ -12,6 +12,7 @@ inputs, targets) needs no column flags:
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Literal
@@ -57,6 +58,9 @@ def open_splits(spec: str) -> dict:
     name, _, config = spec[len(PREFIX) :].partition(":")
     if spec.startswith(PREFIX) and not name.strip():
         raise BadInputError(spec, "dataset", "hf:NAME[:CONFIG] with a dataset name, e.g. hf:imdb", "no name")
+    quiet = logging.getLogger("datasets")  # its builders log a failing file's traceback before raising
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         if spec.startswith(PREFIX):
             loaded = datasets.load_dataset(name, config or None)
@@ -70,6 +74,8 @@ def open_splits(spec: str) -> dict:
         cause = err.__cause__ or err
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
         raise BadInputError(spec, "dataset", "a loadable dataset (hf:NAME[:CONFIG], a datasets folder or a parquet file)", f"{type(cause).__name__}: {first}") from None
+    finally:
+        quiet.setLevel(level)
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
 
 
