@@ -88,6 +88,7 @@ def workdir(tmp_path, monkeypatch):
         (tmp_path / name).write_text(text, encoding="utf-8", errors="surrogatepass")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SELFGUIDE_SUPERNI", str(SUPERNI))
+    monkeypatch.setenv("SELFGUIDE_SELF_INSTRUCT", str(SUPERNI.parent / "self_instruct"))
     monkeypatch.setenv("SELFGUIDE_CACHE", str(tmp_path / "user-cache"))
     monkeypatch.setattr(model_source, "installed_default_gguf", lambda: None)
     return tmp_path
