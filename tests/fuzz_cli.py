@@ -221,7 +221,18 @@ def with_flags(rng: random.Random, case: Case, pool: dict[str, list[str]]) -> Ca
     return case
 
 
-GENERATORS = [task_case, config_case, dataset_case, bench_case, export_case]
+def train_case(rng: random.Random) -> Case:
+    """A dataset.jsonl (rows possibly wrong) trained on with a task; stops before training."""
+    rows = [dict(DATA_ROW, id=f"r{i}") for i in range(3)]
+    if rng.random() < 0.6:
+        rows[rng.randrange(3)] = mutate(rng, DATA_ROW, ["input", "output", "instruction"])
+    text = "".join(json.dumps(r) + "\n" for r in rows) + (rng.choice(["{oops\n", "[1]\n", "7\n"]) if rng.random() < 0.15 else "")
+    files = {"data.jsonl": text.encode("utf-8", "surrogatepass"), "task.yaml": dump(random.Random(0), {k: v for k, v in TASK.items() if k != "eval"}, False)}
+    pool = {"--epochs": ["0", "-1", "1", "x", "nan"], "--method": ["lora", "full", "qlora"], "--out": FLAG_VALUES["--out"], "--seed": FLAG_VALUES["--seed"], "--task": ["task.yaml", "missing.yaml", "task036", ""]}
+    return with_flags(rng, Case("train", ["train", "data.jsonl", "--task", "task.yaml", "-m", "{model}"], files), pool)
+
+
+GENERATORS = [task_case, config_case, dataset_case, bench_case, export_case, train_case]
 
 
 def generate(seed: int, count: int) -> list[Case]:
@@ -229,8 +240,9 @@ def generate(seed: int, count: int) -> list[Case]:
     return [rng.choice(GENERATORS)(rng) for _ in range(count)]
 
 
-class Reached(Exception):
-    """A command passed every check and reached the work the fuzzer does not run."""
+class Reached(BaseException):
+    """A command passed every check and reached the work the fuzzer does not run (a BaseException,
+    so that the CLI's handler of unexpected errors lets it through)."""
 
 
 def stub_heavy_work(monkeypatch) -> None:
@@ -287,7 +299,7 @@ def run_case(case: Case, index: int, root: Path, model: Path, base_run: Path) ->
         code = exit_.code
     except Reached:
         code = 0
-    except BaseException as raised:  # noqa: BLE001 (what main let through is the finding)
+    except Exception as raised:  # what main let through is the finding
         code = f"raised {type(raised).__name__}"
     finally:
         os.chdir(cwd)

@@ -227,3 +227,9 @@ def test_tiny_model_on_a_full_disk_is_one_line(workdir, capsys, monkeypatch):
     monkeypatch.setattr(selfguide.tinymodel, "build_tiny_model", full)
     code, _, err = run_cli(["tiny-model", str(workdir / "tm")], capsys, monkeypatch)
     assert code == 2 and "no space left" in err and err.count("\n") == 1
+
+
+def test_max_new_tokens_beyond_the_models_context_is_refused_before_loading(workdir, capsys, monkeypatch, tiny_model_dir):
+    args = ["synthesize", str(workdir / "task.yaml"), "-m", str(tiny_model_dir), "--dry-run", "--set", "synth.outputs.max_new_tokens=1000000"]
+    line = one_line_refusal(args, workdir, capsys, monkeypatch)
+    assert "synth.outputs.max_new_tokens" in line and "context" in line

@@ -29,6 +29,34 @@ def check_run_config(config: RunConfig, *, serve_check: bool = True) -> None:
             raise BadInputError(name_flag, describe_path(model.name), "an existing model folder or .gguf file, or a Hub id (user/name)", "no such file or folder")
         if section == "teacher" and model.backend == "openai" and model.base_url and serve_check:
             check_teacher_server(model)
+    data = config.model_dump(mode="json")
+    writer = config.teacher or config.model
+    for section, model in (("synth", writer), ("eval", config.model)):
+        check_new_tokens(data[section], section, model.name if model.backend in ("hf", "vllm") else "")
+
+
+def check_new_tokens(data: object, where: str, model_name: str) -> None:
+    """Every `max_new_tokens` under `where` fits the local model's context window (an allocation
+    error deep in generation otherwise)."""
+    context = model_context(model_name)
+    if context is None or not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        if key == "max_new_tokens" and isinstance(value, int) and value >= context:
+            raise BadInputError(f"{where}.{key}", str(value), f"fewer new tokens than the model's context of {context} (max_position_embeddings)")
+        check_new_tokens(value, f"{where}.{key}", model_name)
+
+
+def model_context(name: str) -> int | None:
+    """A local model folder's context window, from its config.json; None when unknown."""
+    import json
+
+    path = Path(name).expanduser() / "config.json" if name else None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("max_position_embeddings") if path and path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def looks_like_path(name: str) -> bool:
