@@ -233,3 +233,15 @@ def test_max_new_tokens_beyond_the_models_context_is_refused_before_loading(work
     args = ["synthesize", str(workdir / "task.yaml"), "-m", str(tiny_model_dir), "--dry-run", "--set", "synth.outputs.max_new_tokens=1000000"]
     line = one_line_refusal(args, workdir, capsys, monkeypatch)
     assert "synth.outputs.max_new_tokens" in line and "context" in line
+
+
+def test_backtranslation_checks_its_corpus_first_and_finds_seeds_through_the_environment(workdir, capsys, monkeypatch, tiny_model_dir):
+    base = ["synthesize", "--method", "backtranslation", "-m", str(tiny_model_dir), "--dry-run"]
+    assert "synth.corpus" in one_line_refusal(base, workdir, capsys, monkeypatch)
+    (workdir / "docs.jsonl").write_text('{"text": "A document long enough to be a segment of its own."}\n')
+    (workdir / "seeds").mkdir()
+    (workdir / "seeds" / "seed_tasks.jsonl").write_text('{"instruction": 5}\n')
+    (workdir / "seeds" / "user_oriented_instructions.jsonl").symlink_to(SUPERNI.parent / "self_instruct" / "user_oriented_instructions.jsonl")
+    monkeypatch.setenv("SELFGUIDE_SELF_INSTRUCT", str(workdir / "seeds"))
+    line = one_line_refusal([*base, "--set", f"synth.corpus.paths=[{workdir / 'docs.jsonl'}]"], workdir, capsys, monkeypatch)
+    assert str(workdir / "seeds" / "seed_tasks.jsonl") in line and "line 1" in line
