@@ -42,6 +42,7 @@ CASES = [
     ("bench-methods-task-path", ["bench", "methods", "--methods", "few-shot-finetune", "--tasks", "../tasks/task036", "-m", "m", "--dry-run", "-o", "{out}"], ["--tasks", "no path"]),
     ("bench-superni-task-glob", ["bench", "superni", "--tasks", "task03*", "-m", "m", "--dry-run"], ["--tasks", "no path, no pattern"]),
     ("synthesize-empty-out", ["synthesize", "{task.yaml}", "-m", "m", "--out", ""], ["--out", "empty"]),
+    ("tiny-model-empty-out", ["tiny-model", ""], ["OUT", "empty"]),
     ("bench-empty-out", ["bench", "superni", "-m", "m", "--out", "", "--dry-run"], ["--out", "empty"]),
     # 2. bounded parsing
     ("alias-bomb-task", ["inspect", "{bomb_task.yaml}"], ["bomb_task.yaml", "aliases expanded"]),
@@ -204,12 +205,9 @@ def test_ctrl_c_during_train_says_training_stopped(workdir, capsys, monkeypatch,
 
 
 def test_an_unexpected_error_is_one_line_naming_a_log_with_the_traceback(workdir, capsys, monkeypatch):
-    from selfguide import cli_options
-
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(cli_options, "build_config", broken)
     monkeypatch.setattr("selfguide.cli.build_config", broken)
     code, _, err = run_cli(["config"], capsys, monkeypatch)
     lines = err.strip().splitlines()

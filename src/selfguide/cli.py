@@ -267,7 +267,7 @@ app.add_typer(bench_app, name="bench")
 
 @app.command("tiny-model")
 def tiny_model(
-    out: Annotated[Path, typer.Argument(help="Folder to write the model and tokenizer into.")] = Path("tiny-model"),
+    out: Annotated[str, typer.Argument(help="Folder to write the model and tokenizer into.")] = "tiny-model",
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
 ) -> None:
     """Write a tiny random Llama-style model with a locally trained tokenizer (no download),
@@ -275,13 +275,15 @@ def tiny_model(
     from selfguide.runfolder import make_folder
     from selfguide.tinymodel import build_tiny_model
 
-    make_folder(out, "OUT")
+    if not out.strip():
+        raise BadInputError("OUT", "value", "a folder path", "an empty string")
+    make_folder(Path(out), "OUT")
     try:
-        built = build_tiny_model(out, seed=seed)
+        built = build_tiny_model(Path(out), seed=seed)
     except Exception as err:  # safetensors reports a full disk in its own exception type
         if "No space left" not in str(err) and not (isinstance(err, OSError) and err.errno == 28):
             raise
-        raise BadInputError("OUT", str(out), "a folder with room for the model (a few MB)", "no space left on the device") from None
+        raise BadInputError("OUT", out, "a folder with room for the model (a few MB)", "no space left on the device") from None
     typer.echo(f"tiny model: {built}")
 
 
