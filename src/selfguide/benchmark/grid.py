@@ -147,22 +147,20 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def parse_tasks(items: list[str] | None, superni_root: str | Path | None = None, *, tuning: bool = True) -> list[str] | None:
-    """`--tasks`: SuperNI task names (repeatable or comma-separated), each in the data and given
-    once; None when not given. A name is also a folder name under --out, so it is a plain taskNNN:
+    """`--tasks`: SuperNI task names (repeatable or comma-separated, a repeat counted once), each
+    in the data; None when not given. A name is also a folder name under --out, so it is a plain taskNNN:
     no path, no pattern. `tuning=False` (--setting, no tuning phase) refuses tuning tasks."""
     from selfguide.tasks.superni import find_superni_task, superni_root_default
 
     if items is None:
         return None
-    names = [name.strip() for item in items for name in item.split(",") if name.strip()]
+    names = list(dict.fromkeys(name.strip() for item in items for name in item.split(",") if name.strip()))  # each once, in order
     if not names:
         raise BadInputError("--tasks", "value", "SuperNI task names such as task190,task036", "none")
     tuning_tasks = {name for group in TUNING.values() for name in group}
-    for i, name in enumerate(names):
+    for name in names:
         if not re.fullmatch(r"task\d+", name):
             raise BadInputError("--tasks", describe(name), "a SuperNI task name such as task036 (no path, no pattern)")
-        if name in names[:i]:
-            raise BadInputError("--tasks", name, "each task once", "given twice")
         if find_superni_task(name, superni_root) is None:
             raise BadInputError("--tasks", name, f"a task in {superni_root or superni_root_default()}/tasks (set SELFGUIDE_SUPERNI)", "no such task")
         if not tuning and name in tuning_tasks:
