@@ -54,6 +54,7 @@ CASES = [
     ("bench-task-typo", ["bench", "superni", "--tasks", "tsk190", "-m", "m", "--dry-run"], ["--tasks", "tsk190"]),
     ("bench-task-missing", ["bench", "superni", "--tasks", "task284", "-m", "m", "--dry-run"], ["--tasks", "task284", "no such task"]),
     ("bench-tuning-task-with-setting", ["bench", "superni", "--tasks", "task190", "--setting", "temperature=1.0", "-m", "m", "--dry-run"], ["--tasks", "task190", "tuning task"]),
+    ("bench-no-tuning-task", ["bench", "superni", "--tasks", "task1516", "-m", "m", "--dry-run"], ["--tasks", "tuning task", "--setting"]),
     ("bench-tasks-comma", ["bench", "superni", "--tasks", ",", "-m", "m", "--dry-run"], ["--tasks"]),
     ("bench-grid-and-setting", ["bench", "superni", "--grid", "epochs=1", "--setting", "epochs=1", "-m", "m", "--dry-run"], ["--grid", "--setting"]),
     ("bench-baselines-comma", ["bench", "superni", "--baselines", ",", "-m", "m", "--dry-run"], ["--baselines"]),

@@ -61,6 +61,9 @@ def bench_superni(
     if grid and setting is not None:
         raise BadInputError("--grid", "value", "either --grid (tune over it) or --setting (no tuning), not both")
     names = parse_tasks(tasks, tuning=setting is None)
+    tuning_tasks = [name for group in TUNING.values() for name in group]
+    if names and setting is None and not set(names) & set(tuning_tasks):
+        raise BadInputError("--tasks", "value", f"a tuning task to choose the setting on ({', '.join(tuning_tasks[:3])}, ...), or --setting", "none")
     chosen_baselines = parse_baselines(baselines) if baselines is not None else None
     if chosen_baselines == []:
         raise BadInputError("--baselines", "value", "comma-separated column names, e.g. few_shot_finetune,gold_finetune", "none")
