@@ -145,7 +145,7 @@ def set_dotted(data: dict, dotted: str, value: object) -> None:
             node[key] = {}
         child = node[key]
         if not isinstance(child, dict):
-            raise BadInputError("--set", dotted, f"{key!r} to be a section, not a value")
+            raise BadInputError("--set", describe(dotted), f"{describe(key)} to be a section, not a value")
         node = child
     node[keys[-1]] = value
 

@@ -82,7 +82,7 @@ def open_splits(spec: str) -> dict:
 def pick_column(spec: str, columns: list[str], given: str | None, defaults: tuple[str, ...], flag: str) -> str:
     if given is not None:
         if given not in columns:
-            raise BadInputError(spec, f"{flag} {given!r}", f"one of the columns {columns}")
+            raise BadInputError(spec, f"{flag} {describe(given)}", f"one of the columns {columns}")
         return given
     found = next((name for name in defaults if name in columns), None)
     if found is None:
@@ -95,7 +95,7 @@ def keep_where(spec: str, split, where: str | None):
         return split
     column, sep, value = where.partition("=")
     if not sep or column not in split.column_names:
-        raise BadInputError(spec, f"dataset.where {where!r}", f"column=value with a column among {split.column_names}")
+        raise BadInputError(spec, f"dataset.where {describe(where)}", f"column=value with a column among {split.column_names}")
     if value.endswith("*"):
         return split.filter(lambda row: str(row[column]).startswith(value[:-1]))
     return split.filter(lambda row: str(row[column]) == value)
@@ -174,7 +174,7 @@ def instruction_from(spec: str, demos: list[dict], columns: list[str], column: s
     if column is None:
         raise BadInputError(spec, "--instruction", "the task instruction (this dataset has no instruction column)", "none given")
     if column not in columns:
-        raise BadInputError(spec, f"dataset.instruction_column {column!r}", f"one of the columns {columns}")
+        raise BadInputError(spec, f"dataset.instruction_column {describe(column)}", f"one of the columns {columns}")
     return str(demos[0][column]).strip()
 
 

@@ -17,7 +17,7 @@ def read_structured_file(path: Path, what: str = "task file") -> object:
 def own_task(path: Path, data: dict) -> TaskSpec:
     unknown = set(data) - {"name", "instruction", "examples", "type", "labels", "eval", "category"}
     if unknown:
-        raise BadInputError(path, f"field {sorted(unknown)[0]!r}", "one of name, instruction, examples, type, labels, eval, category")
+        raise BadInputError(path, f"field {describe(sorted(map(str, unknown))[0])}", "one of name, instruction, examples, type, labels, eval, category")
     instruction = data.get("instruction")
     if not isinstance(instruction, str) or not instruction.strip():
         raise BadInputError(path, "field 'instruction'", "a non-empty string", describe(instruction))
@@ -35,7 +35,7 @@ def own_task(path: Path, data: dict) -> TaskSpec:
             raise BadInputError(path, "field 'labels'", "no labels for a generation task")
         for i, example in enumerate(examples):
             if example.output.strip() not in labels:
-                raise BadInputError(path, f"examples[{i}].output", f"one of the labels {labels}", repr(example.output))
+                raise BadInputError(path, f"examples[{i}].output", f"one of the labels {labels}", describe(example.output))
     eval_items: list[EvalItem] = []
     if data.get("eval") is not None:
         eval_file = data["eval"]
