@@ -1,10 +1,11 @@
 """The CLI fuzzer (tests/fuzz_cli.py) on a longer grid than the test suite's slice.
 
-    python bench/fuzz_cli.py                      # 1,000 cases from seed 1, about 8 minutes on 2 cores
+    python bench/fuzz_cli.py                      # 1,000 cases from seed 1, 10-25 minutes on 2 busy cores
     python bench/fuzz_cli.py --cases 200 --seed 7
 
-Prints the cases by command and exit code, then each problem: an exit other than 0 or 2, an
-exit 2 that is not one `error:` line, or a file written outside --out. Exits 1 if there is any.
+Prints each problem as it is found (an exit other than 0 or 2, an exit 2 that is not one
+`error:` line, or a file written outside --out), then the cases by command and exit code. Exits 1
+if there is any problem.
 """
 
 from __future__ import annotations
@@ -42,13 +43,11 @@ def main() -> None:
     patch.setattr(model_source, "installed_default_gguf", lambda: None)  # no installed model stands in for a missing --model
     started = time.monotonic()
     (root / "cases").mkdir()
-    outcomes, problems = fuzz(args.seed, args.cases, root / "cases", model, patch)
+    outcomes, problems = fuzz(args.seed, args.cases, root / "cases", model, patch, on_problem=lambda problem: print(f"  found: {problem[:500]}", flush=True))
     patch.undo()
     for (command, code), n in sorted(outcomes.items(), key=str):
         print(f"{command:>10} exit {code}: {n}")
     print(f"{args.cases} cases from seed {args.seed} in {time.monotonic() - started:.0f} s: {len(problems)} problems (cases in {root})")
-    for problem in problems:
-        print(f"  {problem[:500]}")
     sys.exit(1 if problems else 0)
 
 

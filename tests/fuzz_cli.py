@@ -335,8 +335,9 @@ def make_base_run(root: Path, model: Path) -> Path:
     return root / "base-run"
 
 
-def fuzz(seed: int, count: int, root: Path, model: Path, monkeypatch) -> tuple[Counter, list[str]]:
-    """Run `count` cases from `seed` under `root`: (cases by command and exit code, problems found)."""
+def fuzz(seed: int, count: int, root: Path, model: Path, monkeypatch, on_problem=None) -> tuple[Counter, list[str]]:
+    """Run `count` cases from `seed` under `root`: (cases by command and exit code, problems found,
+    each also passed to `on_problem` as it is found)."""
     stub_heavy_work(monkeypatch)
     base_run = make_base_run(root, model)
     outcomes: Counter = Counter()
@@ -346,4 +347,6 @@ def fuzz(seed: int, count: int, root: Path, model: Path, monkeypatch) -> tuple[C
         outcomes[(case.command, code)] += 1
         if problem:
             problems.append(problem)
+            if on_problem:
+                on_problem(problem)
     return outcomes, problems
