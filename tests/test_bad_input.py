@@ -78,7 +78,7 @@ CASES = [
     ("run-corrupt-cache", ["synthesize", "{task.yaml}", "-m", "m", "--out", "{corrupt_run}"], ["cache.sqlite", "not a usable SQLite", "rerun"]),
     ("run-served-name-not-weights", ["run", "{task.yaml}", "-m", "qwen2.5:1.5b", "--backend", "openai", "--base-url", "{dead}", "-o", "{out}"], ["--model", "qwen2.5:1.5b", "train.model"]),
     ("run-bad-train-model", ["run", "{task.yaml}", "-m", "m", "--set", "train.model=a:b", "-o", "{out}"], ["train.model", "a:b"]),
-    ("run-limit-zero", ["run", "{task.yaml}", "-m", "m", "--limit", "0", "--config", "{good_config.yaml}"], ["--limit", "eval.limit"]),
+    ("run-limit-zero", ["run", "{task.yaml}", "-m", "m", "--limit", "0", "--config", "{good_config.yaml}"], ["--limit", "greater than or equal to 1"]),
     # train: datasets, run folders, flags
     ("train-missing-dataset", ["train", "{missing.jsonl}", "--task", "{task.yaml}", "-m", "m"], ["missing.jsonl", "no such file"]),
     ("train-bad-json-line", ["train", "{dataset_bad_json.jsonl}", "--task", "{task.yaml}", "-m", "m"], ["dataset_bad_json.jsonl", "line 2", "JSON"]),

@@ -47,10 +47,11 @@ def test_grid_parsing():
 
 
 def bench_args(tiny_model_dir: Path, out: Path, *extra: str) -> list[str]:
+    tuned = "--setting" not in extra  # with --setting nothing is tuned: no grid, no tuning task
+    grid = ["--grid", "temperature=1.0", "--grid", "input_length_filter=false", "--grid", "output_length_filter=false", "--grid", "epochs=1,2"] if tuned else []
     return [
-        "bench", "superni", "--model", str(tiny_model_dir), "--tasks", "task190,task1562", "--limit", "5",
-        "--grid", "temperature=1.0", "--grid", "input_length_filter=false", "--grid", "output_length_filter=false",
-        "--grid", "epochs=1,2", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", "synth.inputs.rounds=2",
+        "bench", "superni", "--model", str(tiny_model_dir), "--tasks", "task190,task1562" if tuned else "task1562", "--limit", "5", *grid,
+        "--config", str(REPO / "configs" / "tiny.yaml"), "--set", "synth.inputs.rounds=2",
         "--set", "synth.outputs.n=3", "--out", str(out), "--quiet", *extra,
     ]
 

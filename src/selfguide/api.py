@@ -32,7 +32,7 @@ from selfguide.backends.resolve import RunModels, resolve_models
 from selfguide.config import RunConfig, config_yaml
 from selfguide.engine import Engine, Folders, evaluate_untrained, finetune_evaluate
 from selfguide.errors import BadInputError, SelfGuideError
-from selfguide.io import read_jsonl_objects, write_json, write_text
+from selfguide.io import read_dataset_rows, write_json, write_text
 from selfguide.ledger import record_invocation
 from selfguide.methods import DEFAULT_METHOD, Method, MethodContext, get_method
 from selfguide.methods import synthesize as run_method
@@ -54,6 +54,8 @@ def open_run(config: RunConfig, task: TaskSpec | None, *, wait: bool = False) ->
     """The run folder, locked for the block, with the resolved config written into it."""
     with open_run_folder(run_dir(config, task), wait=wait) as out:
         write_text(out / layout.CONFIG, config_yaml(config))
+        if task is not None:  # what the run was made from, so that it exports and reruns anywhere
+            write_text(out / layout.RUN_TASK, task.model_dump_json(exclude={"dev"}, indent=1))
         yield out
 
 
@@ -208,13 +210,10 @@ def train_on_pairs(models: RunModels, task: TaskSpec | None, pairs: list[Pair], 
 
 
 def read_pairs(dataset_path: Path) -> list[Pair]:
-    expected = "an object with string 'input' and 'output' (and optionally 'instruction')"
-    rows = []
-    for lineno, row in read_jsonl_objects(dataset_path, "dataset.jsonl of {input, output} (from `selfguide synthesize`)", expected):
-        texts = [row.get("input"), row.get("output")] + ([row["instruction"]] if row.get("instruction") is not None else [])
-        if not all(isinstance(text, str) for text in texts):
-            raise BadInputError(dataset_path, f"line {lineno}", expected, repr(row)[:60])
-        rows.append(row)
+    return pairs_of(read_dataset_rows(dataset_path))
+
+
+def pairs_of(rows: list[dict]) -> list[Pair]:
     return [pair_of(row) for row in rows]
 
 

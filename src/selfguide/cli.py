@@ -1,7 +1,8 @@
 """`selfguide` on the command line: each command loads a config, calls the API, prints paths.
 
 User errors (bad files, missing model, bad settings) print one line and exit 2; a --max-calls
-stop exits 3. Run `selfguide COMMAND --help` for examples.
+stop exits 3; anything unexpected prints one line naming a log file with the traceback and exits
+1. Run `selfguide COMMAND --help` for examples.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from selfguide import interruptible, layout
-from selfguide.errors import SelfGuideError
+from selfguide.cli_bench import bench_app
+from selfguide.cli_options import CONFIG, DATASET, MODEL, TEACHER, MaybeTaskArg, NumProcessesOpt, TaskArg, build_config, checked, shared, task_config
+from selfguide.errors import BadInputError, SelfGuideError
 
 app = typer.Typer(
     name="selfguide",
@@ -23,81 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-TaskArg = Annotated[str, typer.Argument(help="Task file (YAML/JSON, ours or SuperNI), a SuperNI task name like task036, or a dataset: hf:NAME[:CONFIG], a datasets folder, a .parquet file.")]
-# General-purpose methods (self-instruct, alpaca) make data for no one task; a task is then an eval target.
-MaybeTaskArg = Annotated[Optional[str], typer.Argument(metavar="TASK", show_default=False, help="A task as for the other commands; optional for general-purpose methods (--method self-instruct, alpaca), whose rows carry their own instructions.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local model folder or .gguf file (default: SmolLM2-135M-Instruct); the served model name (openai).")]
-BackendOpt = Annotated[Optional[Literal["hf", "openai", "vllm", "llamacpp"]], typer.Option(help="hf (transformers, default), openai (any OpenAI-compatible server), vllm, llamacpp (GGUF files through llama-cpp-python).")]
-BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Server URL for --backend openai, e.g. http://127.0.0.1:8000/v1.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default runs/<task name>).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file (see `selfguide config`).")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting: --set synth.inputs.temperature=0.7 (repeatable).")]
-SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for every sampling decision and training.")]
-SplitOpt = Annotated[Optional[Literal["official", "selfguide-test", "selfguide-validation"]], typer.Option(help="SuperNI eval set: official (first 100), selfguide-test, selfguide-validation.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-InputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks (hf:NAME[:CONFIG], a datasets folder, a .parquet file): the input column.")]
-OutputColumnOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the answer column (a class-label column gives label names).")]
-InstructionOpt = Annotated[Optional[str], typer.Option(help="Dataset tasks: the task instruction (unless the dataset has an instruction column).")]
-DemosOpt = Annotated[Optional[int], typer.Option(help="Dataset tasks: demos drawn from the train split, which the eval never sees (default 5).")]
-WaitOpt = Annotated[bool, typer.Option("--wait", help="If another selfguide process is using the run folder, wait for it instead of stopping.")]
-TeacherOpt = Annotated[Optional[str], typer.Option("--teacher", help="A model that writes and labels the data instead of --model, which is still the one trained and evaluated (distillation): hub id, folder, .gguf file or served name.")]
-TeacherBackendOpt = Annotated[Optional[Literal["hf", "openai", "vllm", "llamacpp"]], typer.Option("--teacher-backend", help="The teacher's backend (default hf), as --backend.")]
-TeacherBaseUrlOpt = Annotated[Optional[str], typer.Option("--teacher-base-url", help="The teacher's server URL for --teacher-backend openai.")]
-MethodOpt = Annotated[Optional[str], typer.Option("--method", help="How the training data is made (default self-guide); `selfguide methods` lists them.")]
-# The two benchmarks' shared options.
-BenchLimitOpt = Annotated[Optional[int], typer.Option(help="Evaluate on the first N items of each eval set.")]
-BenchSplitOpt = Annotated[Literal["selfguide", "official"], typer.Option(help="selfguide: the authors' test (and, for tuning, validation) splits where present, official first 100 otherwise; official: always the first 100.")]
-MaxCallsOpt = Annotated[Optional[int], typer.Option(help="Stop cleanly after this many new model calls; rerun to continue.")]
-SeedsOpt = Annotated[Optional[str], typer.Option(help="Run once per seed (synthesis and training), e.g. --seeds 0,1,2, and report mean and spread (default: --seed alone).")]
-ParallelOpt = Annotated[
-    Optional[int],
-    typer.Option(
-        min=1,
-        help="Tasks at once, each in a thread (default: 4 on a server, 2 for an hf model on a GPU; 1 for vLLM and for a model in-process "
-        "on the CPU, where tasks at once only share out the cores). An in-process model is loaded once and merges the tasks' calls "
-        "into shared batches; trainings run one at a time; each finetuned model is loaded on its own. In float32 the results are "
-        "those of one task at a time; in bf16/fp16 the batch layout changes samples, and the data can differ much (later input rounds build on earlier ones), unless model.batch_invariant.",
-    ),
-]
-ExecutorOpt = Annotated[Literal["local", "ray"], typer.Option("--executor", help="local: parts run here (default); ray: each independent part (task, setting, method) is a Ray task with retries, on a Ray cluster or a local Ray (pip install 'selfguide[ray]'; docs/scale-out.md).")]
-NumProcessesOpt = Annotated[Optional[int], typer.Option("--num-processes", min=1, help="Train in N processes (DDP: one per GPU, or over gloo on the CPU); batch size is per process. The run synthesizes and evaluates once (docs/scale-out.md).")]
-RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="--executor ray: the Ray cluster to join, e.g. ray://head:10001 or auto (default: $RAY_ADDRESS, else a local Ray started here).")]
-
-
-# The setting each command-line flag sets, and the flag's name for error messages.
-FLAG_SETTINGS = {
-    "task": ("task", "TASK"),
-    "model": ("model.name", "--model"),
-    "backend": ("model.backend", "--backend"),
-    "base_url": ("model.base_url", "--base-url"),
-    "adapter": ("model.adapter", "--adapter"),
-    "out": ("out", "--out"),
-    "seed": ("seed", "--seed"),
-    "eval_split": ("eval_split", "--eval-split"),
-    "limit": ("eval.limit", "--limit"),
-    "user_oriented_limit": ("eval.user_oriented.limit", "--limit"),
-    "teacher": ("teacher.name", "--teacher"),
-    "teacher_backend": ("teacher.backend", "--teacher-backend"),
-    "teacher_base_url": ("teacher.base_url", "--teacher-base-url"),
-    "method": ("synth.method", "--method"),
-    "train_method": ("train.method", "--method"),
-    "epochs": ("train.epochs", "--epochs"),
-    "num_processes": ("train.num_processes", "--num-processes"),
-    "input_column": ("dataset.input_column", "--input-column"),
-    "output_column": ("dataset.output_column", "--output-column"),
-    "instruction": ("dataset.instruction", "--instruction"),
-    "demos": ("dataset.demos", "--demos"),
-}
-
-
-def build_config(config_file: Optional[Path], overrides: Optional[list[str]], **values):
-    from selfguide.config import load_config
-
-    settings = {FLAG_SETTINGS[name][0]: str(value) if isinstance(value, Path) else value for name, value in values.items()}
-    flags = {FLAG_SETTINGS[name][0]: FLAG_SETTINGS[name][1] for name in values}
-    return load_config(config_file, overrides, settings, flags=flags)
-
 
 def print_version(value: bool) -> None:
     if value:
@@ -116,19 +44,20 @@ def main_options(
 
 
 @app.command()
+@shared("eval_split", *DATASET, "config", "set_")
 def inspect(
     task: TaskArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    eval_split: SplitOpt = None,
+    opts: dict = None,  # type: ignore[assignment]
 ) -> None:
-    """Show what selfguide understood of a task: type, labels, counts, length windows.
+    """Show what selfguide understood of a task (file, SuperNI name or dataset): type, labels, counts.
 
     Example: selfguide inspect task036
     """
+    from selfguide.run_task import load_run_task
     from selfguide.stages.filters import length_window
-    from selfguide.tasks.load import load_task
 
-    spec = load_task(task, eval_split)  # type: ignore[arg-type]
+    spec = load_run_task(task_config(opts, task))
     info = {
         "name": spec.name,
         "source": spec.source,
@@ -153,27 +82,11 @@ def inspect(
 
 
 @app.command()
+@shared(*MODEL, "out", *CONFIG, "eval_split", *DATASET, "method", *TEACHER, "quiet", "wait")
 def synthesize(
     task: MaybeTaskArg = None,
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    out: OutOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    seed: SeedOpt = None,
-    eval_split: SplitOpt = None,
-    input_column: InputColumnOpt = None,
-    output_column: OutputColumnOpt = None,
-    instruction: InstructionOpt = None,
-    demos: DemosOpt = None,
-    method: MethodOpt = None,
-    teacher: TeacherOpt = None,
-    teacher_backend: TeacherBackendOpt = None,
-    teacher_base_url: TeacherBaseUrlOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls each stage would make; call nothing.")] = False,
-    quiet: QuietOpt = False,
-    wait: WaitOpt = False,
+    opts: dict = None,  # type: ignore[assignment]
 ) -> None:
     """Write a synthetic dataset for a task (SELF-GUIDE by default: inputs, filters, labels, vote).
 
@@ -187,13 +100,11 @@ def synthesize(
     from selfguide import api
     from selfguide.stages.funnel import summary_markdown
 
-    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split,
-                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method,
-                       teacher=teacher, teacher_backend=teacher_backend, teacher_base_url=teacher_base_url)
+    cfg = checked(task_config(opts, task), dry_run)
     if dry_run:
         print_plan(api.plan(cfg))
         return
-    result = api.synthesize(cfg, progress=not quiet, wait=wait)
+    result = api.synthesize(cfg, progress=not opts["quiet"], wait=opts["wait"])
     typer.echo(summary_markdown(result.summary))
     typer.echo(f"dataset: {result.dataset_path}")
     typer.echo(f"run folder: {result.out_dir}")
@@ -221,20 +132,16 @@ def methods() -> None:
 
 
 @app.command()
+@shared("model", "out", *CONFIG, "wait")
 def train(
-    dataset: Annotated[Path, typer.Argument(help="A dataset.jsonl of {input, output}, or a run folder (uses its synth/dataset.jsonl).")],
+    dataset: Annotated[Path, typer.Argument(help="A dataset.jsonl of {input, output}, or a run folder (uses its synth/dataset.jsonl and config.yaml, with --config laid over it).")],
     task: Annotated[Optional[str], typer.Option(help="The task whose prompt the model is trained on (default: the run folder's).")] = None,
-    model: ModelOpt = None,
-    out: OutOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    seed: SeedOpt = None,
     train_method: Annotated[Optional[Literal["lora", "full"]], typer.Option("--method", help="lora (default) or full.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Epochs (default 3).")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Also write a merged full model folder (LoRA).")] = False,
     num_processes: NumProcessesOpt = None,
-    wait: WaitOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary line.")] = False,
+    opts: dict = None,  # type: ignore[assignment]
 ) -> None:
     """Finetune the model on a synthetic dataset with the task prompt (LoRA by default).
 
@@ -244,12 +151,19 @@ def train(
     """
     from selfguide import api
 
-    dataset_path, run_config = dataset, None
+    from selfguide.config import load_config
+
+    dataset_path, base = dataset, None
     if dataset.is_dir():
         dataset_path = layout.dataset_path(dataset)
-        run_config = dataset / layout.CONFIG if (dataset / layout.CONFIG).exists() else None
-    cfg = build_config(config or run_config, set_, task=task, model=model, seed=seed, train_method=train_method, epochs=epochs, num_processes=num_processes)
-    result = api.train(cfg, dataset_path, out, merge=merge, wait=wait, progress=not quiet)
+        if (dataset / layout.CONFIG).exists():  # the run's own settings (its task above all), --config laid over them
+            base = load_config(dataset / layout.CONFIG)
+    out = opts.pop("out")
+    if out is not None and not out.strip():
+        raise BadInputError("--out", "value", "a folder path", "an empty string")
+    cfg = checked(build_config(opts, base, task=task, train_method=train_method, epochs=epochs, num_processes=num_processes))
+    interrupted_hint[0] = "interrupted: training stopped; rerun the same command to train again (a finished training is reused)"
+    result = api.train(cfg, dataset_path, Path(out) if out else None, merge=merge, wait=opts["wait"], progress=not quiet)
     typer.echo(f"{'reused' if result.reused else 'trained'} on {result.n_train} pairs ({result.n_dropped_too_long} dropped as too long)")
     typer.echo(f"{'adapter' if result.is_adapter else 'model'}: {result.model_dir}")
     if result.merged_dir:
@@ -258,20 +172,13 @@ def train(
 
 
 @app.command("eval")
+@shared(*MODEL, "out", *CONFIG, "eval_split", "quiet", "wait")
 def eval_(
     task: MaybeTaskArg = None,
-    model: ModelOpt = None,
     adapter: Annotated[Optional[str], typer.Option(help="A PEFT adapter folder to apply (the finetuned model).")] = None,
-    backend: BackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N items.")] = None,
-    out: OutOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    eval_split: SplitOpt = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on the first N items.")] = None,
     user_oriented: Annotated[bool, typer.Option("--user-oriented", help="Evaluate on Self-Instruct's 252 user-oriented instructions (ROUGE-L) instead of a task; TASK is not needed.")] = False,
-    quiet: QuietOpt = False,
-    wait: WaitOpt = False,
+    opts: dict = None,  # type: ignore[assignment]
 ) -> None:
     """Greedy predictions on the task's eval set, scored with SuperNI and paper metrics.
 
@@ -282,11 +189,9 @@ def eval_(
     """
     from selfguide import api
 
-    limits = {"user_oriented_limit": limit} if user_oriented else {"limit": limit}
-    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, eval_split=eval_split, **limits)
-    if out:
-        cfg.out = str(out)
-    metrics = api.evaluate(cfg, adapter=adapter, progress=not quiet, wait=wait, user_oriented=user_oriented)
+    limits = {"eval_user_oriented_limit": limit} if user_oriented else {"limit": limit}
+    cfg = checked(task_config(opts, task, **limits))
+    metrics = api.evaluate(cfg, adapter=adapter, progress=not opts["quiet"], wait=opts["wait"], user_oriented=user_oriented)
     run_out = Path(cfg.out or Path("runs") / metrics.get("task", cfg.synth.method))  # as `run`: runs/<task>/eval/<name>/
     if user_oriented:
         typer.echo(json.dumps({k: metrics[k] for k in ("name", "eval", "n", "rougeL")}, indent=2))
@@ -297,28 +202,12 @@ def eval_(
 
 
 @app.command()
+@shared(*MODEL, "out", *CONFIG, "eval_split", *DATASET, "method", *TEACHER, "quiet", "wait")
 def run(
     task: MaybeTaskArg = None,
-    model: ModelOpt = None,
-    backend: BackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    out: OutOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    seed: SeedOpt = None,
-    eval_split: SplitOpt = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate on the first N eval items.")] = None,
-    input_column: InputColumnOpt = None,
-    output_column: OutputColumnOpt = None,
-    instruction: InstructionOpt = None,
-    demos: DemosOpt = None,
-    method: MethodOpt = None,
-    teacher: TeacherOpt = None,
-    teacher_backend: TeacherBackendOpt = None,
-    teacher_base_url: TeacherBaseUrlOpt = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate on the first N eval items.")] = None,
     num_processes: NumProcessesOpt = None,
-    quiet: QuietOpt = False,
-    wait: WaitOpt = False,
+    opts: dict = None,  # type: ignore[assignment]
 ) -> None:
     """The whole loop: synthesize, finetune, evaluate against prompting, write the report.
 
@@ -328,10 +217,8 @@ def run(
     """
     from selfguide import api
 
-    cfg = build_config(config, set_, task=task, model=model, backend=backend, base_url=base_url, out=out, seed=seed, eval_split=eval_split, limit=limit,
-                       input_column=input_column, output_column=output_column, instruction=instruction, demos=demos, method=method,
-                       teacher=teacher, teacher_backend=teacher_backend, teacher_base_url=teacher_base_url, num_processes=num_processes)
-    result = api.run(cfg, progress=not quiet, wait=wait)
+    cfg = checked(task_config(opts, task, limit=limit, num_processes=num_processes))
+    result = api.run(cfg, progress=not opts["quiet"], wait=opts["wait"])
     for line in result.headline:
         typer.echo(line)
     metric = result.baseline["reported_metric"]
@@ -354,7 +241,7 @@ def run(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (from `selfguide run` or `synthesize`).")],
     format: Annotated[str, typer.Option("--format", "-f", help="hf (parquet + card, Hub layout), parquet, alpaca, sharegpt (LLaMA-Factory, axolotl), openai (fine-tuning chat JSONL).")] = "hf",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder to write (default <run>/export/<format>/).")] = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder to write (default <run>/export/<format>/).")] = None,
     push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Upload the folder as this Hub dataset repo (user/name); token from $HF_TOKEN.")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the Hub repo as private.")] = False,
     license: Annotated[str, typer.Option(help="The dataset card's license id (e.g. apache-2.0); 'other' says the model's terms apply.")] = "other",
@@ -390,138 +277,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder (from `sel
         typer.echo(path)
 
 
-bench_app = typer.Typer(help="Benchmarks: the paper's protocol as one command.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-
-
-@bench_app.command("superni")
-def bench_superni(
-    model: ModelOpt = None,
-    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="Only these tasks (repeatable or comma-separated), e.g. --tasks task190,task036.")] = None,
-    limit: BenchLimitOpt = None,
-    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="Narrow an axis of the grid: --grid temperature=0.7,1.0 --grid epochs=1 (axes: temperature, input_length_filter, output_length_filter, epochs).")] = None,
-    setting: Annotated[Optional[str], typer.Option(help="Skip tuning and use this setting, e.g. temperature=0.8,input_length_filter=true,output_length_filter=false,epochs=3.")] = None,
-    eval_split: BenchSplitOpt = "selfguide",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/bench-superni"),
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs the grid implies; run nothing.")] = False,
-    max_calls: MaxCallsOpt = None,
-    parallel: ParallelOpt = None,
-    baselines: Annotated[Optional[str], typer.Option(help="Held-out columns to run besides prompting and self_guide, e.g. few_shot_finetune,gold_finetune (default: all of few_shot_finetune, synthetic_in_context, prompting_with_filters, gold_finetune).")] = None,
-    seeds: SeedsOpt = None,
-    executor: ExecutorOpt = "local",
-    ray_address: RayAddressOpt = None,
-    backend: BackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    seed: SeedOpt = None,
-    quiet: QuietOpt = False,
-) -> None:
-    """Reproduce the SELF-GUIDE evaluation on the SuperNI tasks: tune one setting on the tuning
-    tasks (max-min gain), then compare it with four baselines on the held-out tasks.
-
-    Examples:
-      selfguide bench superni --model lmsys/vicuna-7b-v1.5 --dry-run
-      selfguide bench superni -m ./tiny-model --tasks task190,task036,task1516,task1562 --grid temperature=1.0 --grid epochs=1,2 --limit 5 -c configs/tiny.yaml
-    """
-    from selfguide.backends.resolve import require_model
-    from selfguide.benchmark.grid import parse_grid, parse_seeds, parse_setting
-    from selfguide.benchmark.superni import parse_baselines
-    from selfguide.benchmark.superni import BenchOptions, bench_superni_seeds, results_markdown, seeds_markdown
-
-    cfg = build_config(config, set_, model=model, backend=backend, base_url=base_url, seed=seed, limit=limit)
-    cfg = require_model(cfg)
-    names = [n.strip() for item in tasks or [] for n in item.split(",") if n.strip()] or None
-    options = BenchOptions(
-        out=out,
-        tasks=names,
-        grid=parse_grid(grid),
-        setting=parse_setting(setting) if setting else None,
-        limit=limit,
-        eval_split=eval_split,
-        max_calls=max_calls,
-        parallel=parallel,
-        progress=not quiet,
-        baselines=parse_baselines(baselines) if baselines else None,
-        executor=executor,
-        ray_address=ray_address,
-    )
-    seed_list = parse_seeds(seeds) if seeds else [cfg.seed]
-    summary = bench_superni_seeds(cfg, options, seed_list, dry_run=dry_run)
-    if summary["missing_tasks"]:
-        typer.echo(f"missing here (skipped): {', '.join(summary['missing_tasks'])}")
-    if dry_run:
-        if summary["grid_size"]:
-            typer.echo(f"grid: {summary['grid_size']} settings")
-        else:
-            typer.echo(f"setting: {summary['chosen_setting']['key']} (--setting; no tuning)")
-        print_bench_plan(summary["plan"])
-        return
-    typer.echo(seeds_markdown(summary) if "per_seed" in summary else results_markdown(summary))
-    typer.echo(f"results: {out / 'results.md'} (and results.csv, results.json)")
-
-
-@bench_app.command("methods")
-def bench_methods(
-    methods_: Annotated[list[str], typer.Option("--methods", help="The rows (repeatable or comma-separated): method names, e.g. self-guide,alpaca,few-shot-finetune, or YAML configs whose synth section (and teacher) makes the row, e.g. configs/rebase-cpu.yaml.")],
-    model: ModelOpt = None,
-    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="SuperNI tasks to evaluate on (repeatable or comma-separated; default: the 14 held-out tasks).")] = None,
-    limit: BenchLimitOpt = None,
-    user_oriented: Annotated[Optional[bool], typer.Option("--user-oriented/--no-user-oriented", help="Also score on Self-Instruct's 252 user-oriented instructions (default: when a general-purpose method is a row).")] = None,
-    user_oriented_limit: Annotated[Optional[int], typer.Option(help="Score on the first N user-oriented instructions only.")] = None,
-    eval_split: BenchSplitOpt = "selfguide",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Benchmark folder.")] = Path("runs/bench-methods"),
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the model calls, generated tokens and training runs; run nothing.")] = False,
-    max_calls: MaxCallsOpt = None,
-    parallel: ParallelOpt = None,
-    seeds: SeedsOpt = None,
-    executor: ExecutorOpt = "local",
-    ray_address: RayAddressOpt = None,
-    backend: BackendOpt = None,
-    base_url: BaseUrlOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    seed: SeedOpt = None,
-    quiet: QuietOpt = False,
-) -> None:
-    """Compare methods on one model and the same SuperNI tasks: each row makes its data, the model
-    is finetuned on it and evaluated; prompting is the reference row. Model, training and eval
-    settings come from --config for every row.
-
-    Examples:
-      selfguide bench methods --methods self-guide,few-shot-finetune,alpaca --tasks task1622,task346 --limit 100 -c configs/cpu.yaml
-      selfguide bench methods --methods self-guide,configs/rebase-cpu.yaml --dry-run
-    """
-    from selfguide.backends.resolve import require_model
-    from selfguide.benchmark.grid import parse_seeds
-    from selfguide.benchmark.methods import bench_methods_seeds, parse_recipes, results_markdown, seeds_markdown
-    from selfguide.benchmark.superni import BenchOptions
-
-    cfg = build_config(config, set_, model=model, backend=backend, base_url=base_url, seed=seed, limit=limit, user_oriented_limit=user_oriented_limit)
-    cfg = require_model(cfg)
-    recipes = parse_recipes(methods_, cfg)
-    names = [n.strip() for item in tasks or [] for n in item.split(",") if n.strip()] or None
-    options = BenchOptions(out=out, tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, parallel=parallel, progress=not quiet, executor=executor, ray_address=ray_address)
-    seed_list = parse_seeds(seeds) if seeds else [cfg.seed]
-    summary = bench_methods_seeds(cfg, options, recipes, seed_list, user_oriented, dry_run=dry_run)
-    if summary["missing_tasks"]:
-        typer.echo(f"missing here (skipped): {', '.join(summary['missing_tasks'])}")
-    if dry_run:
-        print_bench_plan(summary["plan"])
-        return
-    typer.echo(seeds_markdown(summary) if "per_seed" in summary else results_markdown(summary))
-    typer.echo(f"results: {out / 'results.md'} (and results.json)")
-
-
-def print_bench_plan(plan: dict) -> None:
-    for stage, (low, high) in plan["by_stage"].items():
-        typer.echo(f"  {stage}: {low if low == high else f'{low} to {high}'} model calls")
-    low, high = plan["model_calls_at_least"], plan["model_calls_at_most"]
-    typer.echo(f"model calls: {low if low == high else f'{low} to {high} (some stages need one call per item the filters keep)'}")
-    typer.echo(f"generated tokens: at most {plan['generated_tokens_at_most']}")
-    typer.echo(f"training runs: {plan['training_runs']}")
-
-
 cache_app = typer.Typer(help="The model-call cache (SQLite, keyed by content).", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
@@ -541,11 +297,9 @@ def cache_merge(
 
 @app.command("tiny-model")
 def tiny_model(
-    out: Annotated[Path, typer.Argument(help="Folder to write the model and tokenizer into.")] = Path("tiny-model"),
+    out: Annotated[str, typer.Argument(help="Folder to write the model and tokenizer into.")] = "tiny-model",
     seed: Annotated[int, typer.Option(help="Seed for the random weights.")] = 0,
-    architecture: Annotated[
-        str, typer.Option(help="llama, qwen2, qwen3, gemma2, gemma3 (text), mistral (sliding window) or phi3.")
-    ] = "llama",
+    architecture: Annotated[str, typer.Option(help="llama, qwen2, qwen3, gemma2, gemma3 (text), mistral (sliding window) or phi3.")] = "llama",
     chat_template: Annotated[bool, typer.Option(help="Off: a base model with no chat template.")] = True,
 ) -> None:
     """Write a tiny random model (Llama-style unless --architecture says otherwise) with a locally
@@ -553,22 +307,28 @@ def tiny_model(
     from selfguide.runfolder import make_folder
     from selfguide.tinymodel import ARCHITECTURES, build_tiny_model
 
+    if not out.strip():
+        raise BadInputError("OUT", "value", "a folder path", "an empty string")
     if architecture not in ARCHITECTURES:
         raise typer.BadParameter(f"one of {', '.join(ARCHITECTURES)}", param_hint="--architecture")
-    make_folder(out, "OUT")
-    typer.echo(f"tiny model: {build_tiny_model(out, architecture=architecture, chat_template=chat_template, seed=seed)}")
+    make_folder(Path(out), "OUT")
+    try:
+        built = build_tiny_model(Path(out), architecture=architecture, chat_template=chat_template, seed=seed)
+    except Exception as err:  # safetensors reports a full disk in its own exception type
+        if "No space left" not in str(err) and not (isinstance(err, OSError) and err.errno == 28):
+            raise
+        raise BadInputError("OUT", out, "a folder with room for the model (a few MB)", "no space left on the device") from None
+    typer.echo(f"tiny model: {built}")
 
 
 @app.command()
-def config(
-    config_file: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
+@shared("config", "set_")
+def config(opts: dict = None) -> None:  # type: ignore[assignment]
     """Print the resolved config as YAML, each setting's description as a comment above it: the
     defaults, or a file with overrides applied. The output loads back as a --config file."""
     from selfguide.config_comments import config_yaml_with_comments
 
-    typer.echo(config_yaml_with_comments(build_config(config_file, set_)), nl=False)
+    typer.echo(config_yaml_with_comments(build_config(opts)), nl=False)
 
 
 @app.command()
@@ -609,6 +369,21 @@ def quiet_libraries() -> None:
         pass
 
 
+# What to say after a Ctrl-C; a command that makes no model calls says its own.
+interrupted_hint = ["interrupted: finished model calls are cached; rerun the same command to continue"]
+
+
+def log_unexpected() -> str:
+    """Write the current exception's traceback to a log file; return its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="selfguide-error-", suffix=".log")
+    with open(fd, "w", encoding="utf-8") as log:
+        log.write(f"selfguide {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    return path
+
+
 def main() -> None:
     import errno
 
@@ -628,18 +403,22 @@ def main() -> None:
     except ClickException as err:  # a usage error (unknown option, bad value): one line, not a panel
         where = f"{err.ctx.command_path}: " if getattr(err, "ctx", None) is not None else ""
         hint = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) is not None else ""
-        typer.echo(f"error: {where}{err.format_message()}{hint}", err=True)
+        typer.echo(f"error: {where}{' '.join(err.format_message().split())}{hint}", err=True)
         sys.exit(err.exit_code)
     except SelfGuideError as err:
-        typer.echo(f"error: {redact_url(str(err))}", err=True)
+        typer.echo(f"error: {' '.join(redact_url(str(err)).split())}", err=True)
         interruptible.leave(err.exit_code)
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        typer.echo(f"error: {err.filename or 'a file'}: disk full; finished model calls are cached: free space and rerun the same command to continue", err=True)
-        interruptible.leave(2)
     except (KeyboardInterrupt, typer.Abort):
         code = 130
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            typer.echo(f"error: unexpected {type(err).__name__}; the traceback is in {log_unexpected()}", err=True)
+            interruptible.leave(1)
+        typer.echo(f"error: {err.filename or 'a file'}: disk full; finished model calls are cached: free space and rerun the same command to continue", err=True)
+        interruptible.leave(2)
+    except Exception as err:  # a bug: one line for the user, the traceback for the report
+        typer.echo(f"error: unexpected {type(err).__name__}; the traceback is in {log_unexpected()}", err=True)
+        interruptible.leave(1)
     if code == 130:  # typer turns Ctrl-C into exit code 130
-        typer.echo("interrupted: finished model calls are cached; rerun the same command to continue", err=True)
+        typer.echo(interrupted_hint[0], err=True)
     interruptible.leave(code if isinstance(code, int) else 0)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 from selfguide.backends.model_config import ModelConfig
 from selfguide.errors import BadInputError
+from selfguide.io import describe, parse_structured, read_structured
 from selfguide.eval.evaluate import EvalConfig
 from selfguide.methods import DEFAULT_METHOD, MethodConfig, get_method, method_config
 from selfguide.redact import redact_url
@@ -61,10 +62,8 @@ def load_config(
     data: dict = base.model_dump(mode="json") if base is not None else {}
     source = "command line"
     if path is not None:
-        from selfguide.tasks.files import read_structured_file
-
         source = str(path)
-        loaded = read_structured_file(Path(path))
+        loaded = read_structured(Path(path), "config file")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -75,12 +74,21 @@ def load_config(
         if value is not None:
             set_setting(data, dotted, value)
             origin[dotted] = (flags or {}).get(dotted, "command line")
+    parsed = []
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise BadInputError("--set", repr(item), "key.path=value, e.g. synth.inputs.temperature=0.7")
-        set_setting(data, key.strip(), parse_value(key.strip(), raw))
-        origin[key.strip()] = f"--set {key.strip()}"
+            raise BadInputError("--set", describe(item), "key.path=value, e.g. synth.inputs.temperature=0.7")
+        parsed.append((key.strip(), parse_value(key.strip(), raw)))
+    keys = [key for key, _ in parsed]
+    repeated = next((key for key in keys if keys.count(key) > 1), None)
+    if repeated:
+        raise BadInputError(f"--set {repeated}", "value", "each setting once", "given twice")
+    # A method switch starts the synth section afresh, so it goes first: a `--set synth.x=...`
+    # written before `--set synth.method=...` on the command line is kept, not dropped.
+    for key, value in sorted(parsed, key=lambda item: item[0] != "synth.method"):
+        set_setting(data, key, value)
+        origin[key] = f"--set {key}"
     synth = data.get("synth")
     if isinstance(synth, dict) and "method" in synth:
         get_method(str(synth["method"]), origin.get("synth.method", source))  # an unknown name, named with its flag
@@ -89,15 +97,16 @@ def load_config(
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        got = repr(first.get("input"))[:60] if first["type"] != "extra_forbidden" else None
+        got = describe(first.get("input")) if first["type"] != "extra_forbidden" else None
         if first["type"] == "extra_forbidden":
             expected = "a known setting (see `selfguide config`)"
         elif first["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, "
             expected = str(first["ctx"]["error"])
         else:
             expected = first["msg"].lower()
-        given_by = next((flag for dotted, flag in origin.items() if where == dotted or where.startswith(dotted + ".")), source)
-        raise BadInputError(given_by, f"field {where!r}", expected, got) from None
+        # The flag that set this field, a section above it, or a field inside it (an unknown section).
+        given_by = next((flag for dotted, flag in origin.items() if where == dotted or where.startswith(dotted + ".") or dotted.startswith(where + ".")), source)
+        raise BadInputError(given_by, f"field {describe(where)}", expected, got) from None
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -116,10 +125,9 @@ def parse_value(key: str, raw: str) -> object:
     if not raw.strip():
         return ""
     try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or "not valid YAML"
-        raise BadInputError(f"--set {key}", repr(raw), "a YAML value (quote text with special characters)", problem) from None
+        return parse_structured(raw, f"--set {key}", is_json=False)
+    except BadInputError as err:
+        raise BadInputError(f"--set {key}", describe(raw), "a YAML value (quote text with special characters)", err.got) from None
 
 
 def set_setting(data: dict, dotted: str, value: object) -> None:
@@ -137,7 +145,7 @@ def set_dotted(data: dict, dotted: str, value: object) -> None:
             node[key] = {}
         child = node[key]
         if not isinstance(child, dict):
-            raise BadInputError("--set", dotted, f"{key!r} to be a section, not a value")
+            raise BadInputError("--set", describe(dotted), f"{describe(key)} to be a section, not a value")
         node = child
     node[keys[-1]] = value
 

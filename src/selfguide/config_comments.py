@@ -14,6 +14,7 @@ WIDTH = 100
 def commented_yaml(model: BaseModel, indent: int = 0) -> str:
     lines: list[str] = []
     pad = " " * indent
+    dumped_fields = model.model_dump(mode="json")  # plain values: a list of models (datastore sources) included
     for name, field in type(model).model_fields.items():
         value = getattr(model, name)
         if field.description:
@@ -23,7 +24,7 @@ def commented_yaml(model: BaseModel, indent: int = 0) -> str:
             lines.append(f"{pad}{name}:")
             lines.append(commented_yaml(value, indent + 2).rstrip("\n"))
         else:
-            dumped = yaml.safe_dump(value if not isinstance(value, BaseModel) else value.model_dump(mode="json"), default_flow_style=True, width=10**6, allow_unicode=True)
+            dumped = yaml.safe_dump(dumped_fields[name], default_flow_style=True, width=10**6, allow_unicode=True)
             lines.append(f"{pad}{name}: {dumped.strip().removesuffix('...').strip()}")
     return "\n".join(lines) + "\n"
 

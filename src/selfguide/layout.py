@@ -27,6 +27,7 @@ REPORT_HTML = "report.html"
 PLOTS = "plots"
 TASK_FILE = "task.yaml"  # a task built in memory, saved into its run folder
 TASK_EVAL_FILE = "task_eval.jsonl"
+RUN_TASK = "task.json"  # the run's task as it was loaded (without its dev items): what the run was made from
 
 # The method's folder and the files a method writes there.
 SYNTH = "synth"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import math
+import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from selfguide.errors import BadInputError
+from selfguide.io import describe
 
 TUNING = {
     "classification": ["task190", "task199", "task200", "task738", "task937", "task1385", "task1386"],
@@ -72,27 +76,33 @@ def parse_grid(specs: list[str] | None) -> list[Setting]:
         key, sep, values = spec.partition("=")
         key = key.strip()
         if not sep or key not in axes or not values.strip():
-            raise BadInputError("--grid", repr(spec), f"AXIS=v1,v2 with AXIS one of {', '.join(GRID_AXES)}")
-        axes[key] = [parse_value(key, v.strip(), spec) for v in values.split(",")]
+            raise BadInputError("--grid", describe(spec), f"AXIS=v1,v2 with AXIS one of {', '.join(GRID_AXES)}")
+        axes[key] = [parse_value(key, v.strip(), spec, "--grid") for v in values.split(",")]
     return [Setting(*combo) for combo in itertools.product(*axes.values())]
 
 
 def parse_setting(spec: str) -> Setting:
     """`temperature=0.7,input_length_filter=true,output_length_filter=false,epochs=3` (missing keys: paper's first)."""
     values = {k: v[0] for k, v in GRID_AXES.items()}
+    given: set[str] = set()
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, sep, value = part.partition("=")
         if not sep or key.strip() not in GRID_AXES:
-            raise BadInputError("--setting", repr(part), f"AXIS=value with AXIS one of {', '.join(GRID_AXES)}")
-        values[key.strip()] = parse_value(key.strip(), value.strip(), spec)
+            raise BadInputError("--setting", describe(part), f"AXIS=value with AXIS one of {', '.join(GRID_AXES)}")
+        if key.strip() in given:
+            raise BadInputError("--setting", key.strip(), "each axis once", "given twice")
+        given.add(key.strip())
+        values[key.strip()] = parse_value(key.strip(), value.strip(), spec, "--setting")
+    if not given:
+        raise BadInputError("--setting", describe(spec), f"AXIS=value pairs with AXIS one of {', '.join(GRID_AXES)}")
     return Setting(**values)
 
 
-def parse_value(axis: str, raw: str, spec: str) -> float | bool | int:
+def parse_value(axis: str, raw: str, spec: str, flag: str) -> float | bool | int:
     try:
         if axis == "temperature":
             value = float(raw)
-            if value < 0:
+            if not math.isfinite(value) or value < 0:
                 raise ValueError
             return value
         if axis == "epochs":
@@ -106,7 +116,7 @@ def parse_value(axis: str, raw: str, spec: str) -> float | bool | int:
         return lowered in ("true", "on", "1")
     except ValueError:
         expected = {"temperature": "a number >= 0", "epochs": "a whole number >= 1"}.get(axis, "true or false")
-        raise BadInputError("--grid/--setting", f"{axis} in {spec!r}", expected, repr(raw)) from None
+        raise BadInputError(flag, f"{axis} in {describe(spec)}", expected, describe(raw)) from None
 
 
 def select_setting(gains: dict[str, dict[str, float]]) -> tuple[str, float]:
@@ -130,7 +140,36 @@ def parse_seeds(spec: str) -> list[int]:
     try:
         seeds = [int(part) for part in spec.split(",") if part.strip()]
     except ValueError:
-        raise BadInputError("--seeds", repr(spec), "comma-separated whole numbers, e.g. 0,1,2") from None
+        raise BadInputError("--seeds", describe(spec), "comma-separated whole numbers, e.g. 0,1,2") from None
     if not seeds or len(set(seeds)) != len(seeds):
-        raise BadInputError("--seeds", repr(spec), "at least one seed, each once, e.g. 0,1,2")
+        raise BadInputError("--seeds", describe(spec), "at least one seed, each once, e.g. 0,1,2")
     return seeds
+
+
+def parse_tasks(items: list[str] | None, superni_root: str | Path | None = None, *, tuning: bool = True) -> list[str] | None:
+    """`--tasks`: SuperNI task names (repeatable or comma-separated, a repeat counted once), each
+    in the data; None when not given. A name is also a folder name under --out, so it is a plain taskNNN:
+    no path, no pattern. `tuning=False` (--setting, no tuning phase) refuses tuning tasks."""
+    from selfguide.tasks.superni import find_superni_task, superni_root_default
+
+    if items is None:
+        return None
+    names = list(dict.fromkeys(name.strip() for item in items for name in item.split(",") if name.strip()))  # each once, in order
+    if not names:
+        raise BadInputError("--tasks", "value", "SuperNI task names such as task190,task036", "none")
+    tuning_tasks = {name for group in TUNING.values() for name in group}
+    for name in names:
+        if not re.fullmatch(r"task\d+", name):
+            raise BadInputError("--tasks", describe(name), "a SuperNI task name such as task036 (no path, no pattern)")
+        if find_superni_task(name, superni_root) is None:
+            raise BadInputError("--tasks", name, f"a task in {superni_root or superni_root_default()}/tasks (set SELFGUIDE_SUPERNI)", "no such task")
+        if not tuning and name in tuning_tasks:
+            raise BadInputError("--tasks", name, "a held-out task: with --setting nothing is tuned", "a tuning task")
+    return names
+
+
+def extra_held_out(names: list[str] | None) -> dict[str, list[str]]:
+    """The held-out groups with the tasks of `names` outside the paper's 22 added as held-out tasks."""
+    known = {name for groups in (TUNING, HELD_OUT) for group in groups.values() for name in group}
+    extra = [name for name in names or [] if name not in known]
+    return {**HELD_OUT, "chosen": extra} if extra else HELD_OUT

@@ -236,7 +236,8 @@ def bench_methods(base: RunConfig, options: BenchOptions, recipes: list[Recipe],
                 tasks[name] = task
         if not tasks:
             raise SelfGuideError(f"no task to benchmark on: {', '.join(missing)} not found in the SuperNI data")
-        write_text(options.out / layout.CONFIG, config_yaml(base))
+        if not dry_run:
+            write_text(options.out / layout.CONFIG, config_yaml(base))
         prompting = run_parallel(bench, list(tasks), lambda part, name: part.system(tasks[name], with_method(base, PromptingConfig()), options.out / name / REFERENCE, REFERENCE)[0])
         reference_user = None
         if user_oriented:

@@ -30,6 +30,7 @@ from selfguide.errors import BudgetExceeded
 from selfguide.io import write_json, write_text
 from selfguide.methods import MethodConfig, MethodContext, get_method
 from selfguide.prompts.task import pair_of
+from selfguide.runfolder import make_folder
 from selfguide.tasks.load import load_task
 from selfguide.tasks.spec import TaskSpec
 from selfguide.tasks.superni import find_superni_task, superni_root_default
@@ -62,8 +63,12 @@ class Bench:
         self.splits: dict[str, str] = {}  # the eval split each task was loaded with
         self.counted: set[tuple[str, str]] = set()  # (task, calls key) whose synthesis calls the tally holds
         self.stats = CallStats()  # every call of the bench (in a part's view, of the part), and the --max-calls budget
-        options.out.mkdir(parents=True, exist_ok=True)
-        self.cache = CallCache(options.cache or options.out / layout.CACHE)
+        cache = options.cache or options.out / layout.CACHE
+        if dry_run and not Path(cache).exists():
+            cache = ":memory:"  # a dry run creates nothing, not even the bench folder
+        else:
+            make_folder(options.out)
+        self.cache = CallCache(cache)
         self.open_models()
 
     def open_models(self) -> None:

@@ -20,7 +20,7 @@ import io
 import statistics
 from pathlib import Path
 
-from selfguide.benchmark.grid import HELD_OUT, PAPER_GAINS, TUNING, Setting, select_setting
+from selfguide.benchmark.grid import PAPER_GAINS, TUNING, Setting, extra_held_out, select_setting
 from selfguide.benchmark.runner import Bench, BenchOptions, bench_per_seed, run_parallel, tasks_of, unchanged_if_empty, with_method
 from selfguide.benchmark.scores import TABLE_METRICS, fmt, score_of
 from selfguide.config import RunConfig, config_yaml
@@ -119,7 +119,7 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
     bench = Bench(base, options, dry_run)
     try:
         missing, tuning, held_out = [], {}, {}
-        for phase, groups, into in (("tuning", TUNING, tuning), ("heldout", HELD_OUT, held_out)):
+        for phase, groups, into in (("tuning", TUNING, tuning), ("heldout", extra_held_out(options.tasks), held_out)):
             if phase == "tuning" and options.setting is not None:
                 continue
             for name in tasks_of(groups, options.tasks):
@@ -128,7 +128,8 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
                     missing.append(name)
                 else:
                     into[name] = task
-        write_text(options.out / "config.yaml", config_yaml(base))
+        if not dry_run:
+            write_text(options.out / "config.yaml", config_yaml(base))
         tuned = tuning_phase(bench, tuning) if tuning else {}
         if options.setting is not None:
             chosen = options.setting

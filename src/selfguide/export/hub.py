@@ -22,8 +22,12 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False, commit_mes
     if not token:
         raise SelfGuideError(f"--push-to-hub: set ${TOKEN_ENV} to a Hugging Face write token (it is read from the environment only)")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise SelfGuideError(f"--push-to-hub: expected a repo id like user/name, got {repo_id!r}")
+        raise SelfGuideError(f"--push-to-hub: expected a repo id like user/name, got {repo_id[:100]!r}")
     api = HfApi(token=token)
-    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder), commit_message=commit_message)
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder), commit_message=commit_message)
+    except Exception as err:  # offline, a dead endpoint, a refused token: the export folder is written either way
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise SelfGuideError(f"--push-to-hub {repo_id}: upload failed ({type(err).__name__}: {first}); the export is in {folder}") from None
     return str(url)

@@ -29,7 +29,7 @@ Files in `<run>/synth/`:
 
 from __future__ import annotations
 
-import json
+import glob
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +42,7 @@ from selfguide import layout
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
 from selfguide.errors import BadInputError
-from selfguide.io import read_jsonl, write_jsonl
+from selfguide.io import describe, read_jsonl, read_jsonl_objects, write_jsonl
 from selfguide.methods import MethodConfig, MethodContext, register
 from selfguide.prompts.task import task_messages
 from selfguide.stages.finetune import base_weights, finetune, finetuned_model
@@ -59,7 +59,6 @@ CORPUS = "corpus.jsonl"
 CANDIDATES = "candidates.jsonl"
 MODELS = "models"
 PAPER = "[Instruction backtranslation](https://arxiv.org/abs/2308.06259) (Li et al., ICLR 2024)"
-SELF_INSTRUCT_SEEDS = "../shared/self_instruct/seed_tasks.jsonl"
 
 
 class SamplingConfig(BaseModel):
@@ -95,7 +94,7 @@ class BacktranslationBase(MethodConfig):
 
 class BacktranslationConfig(BacktranslationBase):
     method: Literal["backtranslation"] = "backtranslation"
-    seed_file: str = Field(SELF_INSTRUCT_SEEDS, description="Seed pairs: Self-Instruct's seed_tasks.jsonl, or JSONL of {instruction, input, output}.")
+    seed_file: str | None = Field(None, description="Seed pairs: Self-Instruct's seed_tasks.jsonl, or JSONL of {instruction, input, output}; unset: seed_tasks.jsonl in $SELFGUIDE_SELF_INSTRUCT.")
 
 
 class TaskBacktranslationConfig(BacktranslationBase):
@@ -122,7 +121,10 @@ class Spec:
 
 
 def general_spec(ctx: MethodContext, config: BacktranslationConfig) -> Spec:
-    seeds = read_seeds(Path(config.seed_file), config.max_seeds)
+    from selfguide.tasks.self_instruct import SEED_TASKS_FILE, data_file
+
+    check_corpus(config.corpus)  # before the seeds: without a corpus there is nothing to do at all
+    seeds = read_seeds(data_file(config.seed_file, SEED_TASKS_FILE), config.max_seeds)
     return Spec(BACKWARD, seeds, seeds, list(ctx.eval_texts), instruction_of=lambda text: text)
 
 
@@ -322,20 +324,26 @@ def task_row(row_id: str, task_input: str, output: str, provenance: dict) -> dic
 def read_seeds(path: Path, limit: int | None) -> list[tuple[str, str]]:
     """(instruction, output) pairs: Self-Instruct seed tasks (instruction + first instance) or
     {instruction, input, output} lines; a non-empty input is appended to the instruction."""
-    if not path.is_file():
-        raise BadInputError(path, "seed_file", "a JSONL file of seed tasks (Self-Instruct's seed_tasks.jsonl or {instruction, input, output})", "no such file")
+    expected = "a seed with a non-empty string instruction and output (Self-Instruct's seed_tasks.jsonl or {instruction, input, output})"
     seeds = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for lineno, row in read_jsonl_objects(path, "seed file (synth.seed_file, or seed_tasks.jsonl in $SELFGUIDE_SELF_INSTRUCT)", expected):
         instance = (row.get("instances") or [row])[0]
-        instruction, output = row.get("instruction"), instance.get("output")
-        if not isinstance(instruction, str) or not isinstance(output, str) or not instruction.strip() or not output.strip():
-            raise BadInputError(path, f"line {lineno}", "a seed with a non-empty string instruction and output")
-        source_input = (instance.get("input") or "").strip()
+        instance = instance if isinstance(instance, dict) else {}
+        instruction, output, source_input = row.get("instruction"), instance.get("output"), instance.get("input")
+        if not isinstance(instruction, str) or not isinstance(output, str) or not instruction.strip() or not output.strip() or not isinstance(source_input or "", str):
+            raise BadInputError(path, f"line {lineno}", expected)
+        source_input = (source_input or "").strip()
         seeds.append((f"{instruction.strip()}\n\n{source_input}" if source_input else instruction.strip(), output.strip()))
     return seeds[:limit]
+
+
+def check_corpus(corpus: CorpusConfig) -> None:
+    """Some documents to read, and every file pattern matching something."""
+    if not (corpus.paths or corpus.superni or corpus.dataset):
+        raise BadInputError("synth.corpus", "paths", "documents to read: synth.corpus.paths, synth.corpus.superni or synth.corpus.dataset", "none")
+    for pattern in corpus.paths:
+        if not glob.glob(pattern) and not Path(pattern).exists():
+            raise BadInputError("synth.corpus.paths", describe(pattern), "files that exist (a JSONL or text file, or a glob)", "no such file")
 
 
 def require_generation_task(ctx: MethodContext) -> TaskSpec:

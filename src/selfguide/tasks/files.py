@@ -3,39 +3,21 @@ loader shares: structured files, demo lists, eval JSONL."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import yaml
-
 from selfguide.errors import BadInputError
-from selfguide.io import read_jsonl_objects
+from selfguide.io import describe, read_jsonl_objects, read_structured
 from selfguide.tasks.spec import EvalItem, Example, TaskSpec, infer_type
 
 
-def read_structured_file(path: Path) -> object:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInputError(path, "file", "an existing task file", "no such file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(path, "file", "a readable UTF-8 text file", str(err)) from None
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as err:
-        raise BadInputError(path, f"line {err.lineno} column {err.colno}", "valid JSON", err.msg) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "content"
-        raise BadInputError(path, where, "valid YAML", getattr(err, "problem", None) or str(err)) from None
+def read_structured_file(path: Path, what: str = "task file") -> object:
+    return read_structured(path, what)
 
 
 def own_task(path: Path, data: dict) -> TaskSpec:
     unknown = set(data) - {"name", "instruction", "examples", "type", "labels", "eval", "category"}
     if unknown:
-        raise BadInputError(path, f"field {sorted(unknown)[0]!r}", "one of name, instruction, examples, type, labels, eval, category")
+        raise BadInputError(path, f"field {describe(sorted(map(str, unknown))[0])}", "one of name, instruction, examples, type, labels, eval, category")
     instruction = data.get("instruction")
     if not isinstance(instruction, str) or not instruction.strip():
         raise BadInputError(path, "field 'instruction'", "a non-empty string", describe(instruction))
@@ -53,7 +35,7 @@ def own_task(path: Path, data: dict) -> TaskSpec:
             raise BadInputError(path, "field 'labels'", "no labels for a generation task")
         for i, example in enumerate(examples):
             if example.output.strip() not in labels:
-                raise BadInputError(path, f"examples[{i}].output", f"one of the labels {labels}", repr(example.output))
+                raise BadInputError(path, f"examples[{i}].output", f"one of the labels {labels}", describe(example.output))
     eval_items: list[EvalItem] = []
     if data.get("eval") is not None:
         eval_file = data["eval"]
@@ -111,10 +93,3 @@ def load_eval_jsonl(path: Path, input_key: str = "input", output_key: str = "out
     if not items:
         raise BadInputError(path, "file", "at least one eval line", "an empty file")
     return items
-
-
-def describe(value: object) -> str:
-    if value is None:
-        return "nothing"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import get_args
 
 from selfguide.errors import BadInputError
+from selfguide.io import describe
 from selfguide.tasks.files import own_task, read_structured_file
 from selfguide.tasks.spec import EvalSplit, TaskSpec
 from selfguide.tasks.superni import find_superni_task, superni_root_default, superni_task
@@ -19,7 +20,7 @@ def load_task(path: str | Path, eval_split: EvalSplit | None = None, superni_roo
     or the SELF-GUIDE authors' "selfguide-test" / "selfguide-validation" split files.
     """
     if eval_split is not None and eval_split not in get_args(EvalSplit):
-        raise BadInputError("--eval-split", "value", f"one of {', '.join(get_args(EvalSplit))}", repr(eval_split))
+        raise BadInputError("--eval-split", "value", f"one of {', '.join(get_args(EvalSplit))}", describe(eval_split))
     path = Path(path)
     if not path.exists() and re.fullmatch(r"task\d+", str(path)):
         found = find_superni_task(str(path), superni_root)

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from selfguide.errors import BadInputError
-from selfguide.io import read_jsonl_objects
+from selfguide.io import describe, read_jsonl_objects
 
 SEED_TASKS_FILE = "seed_tasks.jsonl"
 USER_ORIENTED_FILE = "user_oriented_instructions.jsonl"
@@ -62,7 +62,7 @@ def _load(path: Path, what: str) -> list[SeedTask]:
         ok = isinstance(row.get("instruction"), str) and isinstance(instances, list) and instances
         ok = ok and all(isinstance(i, dict) and isinstance(i.get("input"), str) and isinstance(i.get("output"), str) for i in instances)
         if not ok:
-            raise BadInputError(path, f"line {lineno}", expected, repr(row)[:60])
+            raise BadInputError(path, f"line {lineno}", expected, describe(row.get("instruction")))
         tasks.append(
             SeedTask(
                 id=str(row.get("id", f"line_{lineno}")),
