@@ -12,15 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
-# Pages that land with other branches of issue 22's work. A link to one of them is checked like any
-# other once the file exists; until then its check is skipped, visibly, with this reason. Delete an
-# entry once its page is merged.
-PENDING = {
-    "docs/scale-out.md": "arrives with the scale-out work",
-    "docs/quality.md": "arrives with the data-quality work",
-    "docs/model-families.md": "arrives with the model-families work",
-}
-
 FENCE = re.compile(r"^(```|~~~)")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -82,8 +73,6 @@ def test_relative_link_resolves(page: Path, target: str):
     path_part, _, anchor = target.partition("#")
     resolved = (page.parent / path_part).resolve() if path_part else page
     where = resolved.relative_to(ROOT).as_posix() if resolved.is_relative_to(ROOT) else str(resolved)
-    if not resolved.exists() and where in PENDING:
-        pytest.skip(f"{where} {PENDING[where]}")
     assert resolved.exists(), f"{page.relative_to(ROOT)} links to {target}, which does not exist"
     if anchor:
         assert resolved.suffix == ".md", f"{page.relative_to(ROOT)}: anchor on a non-Markdown file: {target}"
