@@ -118,5 +118,8 @@ def worst_stage(stages: list[dict]) -> str | None:
 
 
 def headline(run_dir: Path) -> list[str]:
-    """The verdict line, then the why line."""
-    return [verdict_line(Path(run_dir)), why_line(Path(run_dir))]
+    """The verdict line, the why line, and which system to deploy (once prompting was evaluated)."""
+    from selfguide.report.deploy import recommendation  # deploy reads run folders with this module's helpers
+
+    rec = recommendation(Path(run_dir))
+    return [verdict_line(Path(run_dir)), why_line(Path(run_dir))] + ([rec["line"]] if rec else [])
