@@ -16,6 +16,7 @@ import yaml
 from selfguide import layout
 from selfguide.eval.stats import PairedComparison, paired_bootstrap
 from selfguide.stages.funnel import chance_note
+from selfguide.stages.self_label import diagnostic_text
 
 
 def read_json(path: Path) -> dict | None:
@@ -100,6 +101,8 @@ def why_line(run_dir: Path) -> str:
             f"before training, the model's own labels scored {accuracy['accuracy']:.1f} {accuracy.get('metric', '')} "
             f"on {accuracy.get('n', '?')} {accuracy.get('source', 'gold items')} ({accuracy.get('labeler', '?')} labels){chance_note(accuracy)}"
         )
+        if split := diagnostic_text(accuracy):
+            parts[-1] += f": {split}"
     missing = (summary.get("labels") or {}).get("missing_from_final")
     if missing and done:
         parts.append(f"the synthetic data had no pair labelled {', '.join(map(repr, missing))}, so finetuning taught fewer answers than the task has")
