@@ -60,3 +60,13 @@ def test_the_recommendation_is_in_the_run_summary(tmp_path):
     write_recommendation(tmp_path)
     summary = json.loads((tmp_path / layout.SUMMARY).read_text())
     assert summary["kept"] == 1 and summary["recommendation"]["system"] == "prompting"
+
+
+def test_never_a_system_below_prompting(tmp_path):
+    """Finetuning clearly beats prompting; label scoring on the finetuned model is not clearly better, so the simpler one wins."""
+    n = 60
+    write_eval(tmp_path, layout.PROMPTING, [i % 3 == 0 for i in range(n)], [i % 3 == 0 for i in range(n)])  # 33 and 33
+    write_eval(tmp_path, layout.FINETUNED, [i % 3 != 2 for i in range(n)], [i % 3 != 2 or i % 10 == 0 for i in range(n)])  # 67 and ~70
+    rec = recommendation(tmp_path)
+    assert rec["system"] == "the finetuned model" and rec["vs_prompting"]["low"] > 0
+    assert rec["score"] > rec["systems"][0]["score"] and rec["systems"][3]["score"] > rec["score"]

@@ -3,10 +3,10 @@
 The systems are prompting, prompting with label scoring (classification on an in-process model),
 the finetuned model, and the finetuned model with label scoring, each scored per eval item in
 eval/<name>/predictions.jsonl. The recommendation is the simplest system (in that order) that no
-other system beats with a paired-bootstrap 95% interval above 0: a gain that may be noise does not
-justify training and serving a finetuned model. The system with the highest mean is never beaten
-that way, so there is always an answer, and "prompting with label scoring; finetuning did not
-help" is one.
+other system beats with a paired-bootstrap 95% interval above 0, among prompting and the systems
+that beat prompting that way: a gain that may be noise does not justify training and serving a
+finetuned model, and the recommendation is never a system below prompting. "Prompting with label
+scoring; finetuning did not help this task" is a valid answer.
 """
 
 from __future__ import annotations
@@ -63,7 +63,10 @@ def recommend(found: list[System]) -> dict | None:
         return None
     base = found[0]
     beats = {(a.name, b.name): paired_bootstrap(b.scores, a.scores) for a in found for b in found if a is not b}
-    chosen = next(s for s in found if not any(beats[(other.name, s.name)].low > 0 for other in found if other is not s))
+    # Only prompting, or a system that clearly beats it, can be recommended: never one below prompting.
+    eligible = [base] + [s for s in found[1:] if beats[(s.name, base.name)].low > 0]
+    unbeaten = [s for s in eligible if not any(beats[(other.name, s.name)].low > 0 for other in found if other is not s)]
+    chosen = unbeaten[0] if unbeaten else max(eligible, key=lambda s: mean(s.scores))
     result = {
         "system": chosen.name,
         "finetuned": chosen.finetuned,
