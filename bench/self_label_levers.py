@@ -32,11 +32,11 @@ LEVERS = {
 def main(tasks: list[str], seeds: list[int], cache_path: str) -> None:
     cache = CallCache(cache_path)
     model = None
-    for name in tasks:
-        config = require_model(run_config(name, config="configs/cpu.yaml", eval_split="selfguide-validation"))
-        task = load_run_task(config)
-        model = model or cached_model(config.model, cache, progress=False)
-        for seed in seeds:
+    for seed in seeds:  # every task once before the next seed
+        for name in tasks:
+            config = require_model(run_config(name, config="configs/cpu.yaml", eval_split="selfguide-validation"))
+            task = load_run_task(config)
+            model = model or cached_model(config.model, cache, progress=False)
             started = time.perf_counter()
             for lever, update in LEVERS.items():
                 outputs = config.synth.outputs.model_copy(update=update)
