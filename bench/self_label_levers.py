@@ -4,13 +4,16 @@ setting of configs/cpu.yaml. The samples are drawn once per (task, seed) and cac
 votes again, so the levers cost nothing beyond the first.
 
     nice -n 10 python bench/self_label_levers.py task036,task039,task121,task1195 0,1,2 /tmp/q/levers.sqlite >> levers.jsonl
+    python bench/self_label_levers.py --table levers.jsonl     # the Markdown table of docs/quality.md
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
+from collections import defaultdict
 
 from selfguide.api import require_model
 from selfguide.arguments import run_config
@@ -44,5 +47,27 @@ def main(tasks: list[str], seeds: list[int], cache_path: str) -> None:
                 print(json.dumps({"task": name, "seed": seed, "lever": lever, "seconds": round(time.perf_counter() - started, 1), **result}), flush=True)
 
 
+def table(rows: list[dict]) -> str:
+    """One line per task and lever: each measure's mean (± SD over seeds where there are several)."""
+    measures = ["pass_rate", "passed_accuracy", "accuracy", "prompting_accuracy", "prompting_on_passed", "label_gain"]
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row["task"], row["lever"])].append(row)
+
+    def cell(values: list) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "-"
+        return f"{statistics.fmean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+    lines = ["| task | lever | seeds | pass rate % | passed labels | all items (dropped = 0) | prompting, all items | prompting on passed | label gain |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for (task, lever), group in groups.items():
+        lines.append(f"| {task} | {lever} | {len(group)} | " + " | ".join(cell([r.get(m) for r in group]) for m in measures) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1].split(","), [int(s) for s in sys.argv[2].split(",")], sys.argv[3])
+    if sys.argv[1] == "--table":
+        print(table([json.loads(line) for line in open(sys.argv[2], encoding="utf-8") if line.strip()]))
+    else:
+        main(sys.argv[1].split(","), [int(s) for s in sys.argv[2].split(",")], sys.argv[3])
