@@ -7,7 +7,7 @@ import pytest
 from scripted import scripted_model
 from selfguide.stages.annotate import OutputGenConfig
 from selfguide.stages.funnel import chance_note
-from selfguide.stages.self_label import SelfLabelConfig, self_label_accuracy
+from selfguide.stages.self_label import SelfLabelConfig, diagnostic_text, self_label_accuracy
 from selfguide.tasks.spec import EvalItem, Example, TaskSpec
 
 GOLD = {f"item {i}": ("yes" if i % 2 else "no") for i in range(30)}
@@ -70,3 +70,25 @@ def test_off_when_items_is_zero(tmp_path):
     model, backend = scripted_model(lambda *a: "yes", tmp_path / "c.sqlite")
     assert self_label_accuracy(task(), model, OutputGenConfig(), SelfLabelConfig(items=0), seed=0) is None
     assert backend.calls == 0
+
+
+def test_pass_rate_apart_from_the_quality_of_passed_labels_and_prompting_on_the_same_items(tmp_path):
+    """Half the items split the vote; the other half pass with the right label, which greedy prompting gets wrong."""
+    items = list(GOLD.items())[:10]
+
+    def script(messages, params, j):
+        text = messages[-1]["content"]
+        right = GOLD[text]
+        if params.temperature == 0:  # greedy prompting: always the wrong label
+            return "no" if right == "yes" else "yes"
+        return right if int(text.split()[1]) < 5 else ["yes", "no", "maybe", "perhaps"][j % 4]
+
+    model, _ = scripted_model(script, tmp_path / "c.sqlite")
+    spec = task().model_copy(update={"dev": [EvalItem(input=t, references=[a]) for t, a in items]})
+    result = self_label_accuracy(spec, model, OutputGenConfig(n=4, min_vote_share=0.5), SelfLabelConfig(items=10, prompting=True), seed=0)
+    assert (result["pass_rate"], result["passed_accuracy"]) == (50.0, 100.0)
+    assert result["accuracy"] == 50.0  # what the old number mixed together
+    assert (result["prompting_accuracy"], result["prompting_on_passed"], result["label_gain"]) == (0.0, 0.0, 100.0)
+    assert diagnostic_text(result) == "5 of 10 passed the vote and scored 100.0 exact_match, prompting 0.0 on the same items (+100.0)"
+    off = self_label_accuracy(spec, model, OutputGenConfig(n=4, min_vote_share=0.5), SelfLabelConfig(items=10), seed=0)
+    assert "prompting_accuracy" not in off and off["passed_accuracy"] == 100.0

@@ -308,7 +308,20 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
         write_model_card(out, task, models.config)
         result.report_paths = write_report(out, task, models.config)  # after the ledger has this invocation
         result.headline = headline(out)
+        write_recommendation(out)
     return result
+
+
+def write_recommendation(out: Path) -> None:
+    """Which system to deploy, as the `recommendation` key of <run>/summary.json (other keys kept)."""
+    from selfguide.report.deploy import recommendation
+
+    path = out / layout.SUMMARY
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    write_json(path, {**summary, "recommendation": recommendation(out)})
 
 
 def run_stages(models: RunModels, task: TaskSpec, out: Path, progress: bool) -> RunResult:

@@ -64,6 +64,12 @@ class SelfGuideConfig(MethodConfig):
     )
     outputs: OutputGenConfig = Field(default_factory=OutputGenConfig)
     self_label: SelfLabelConfig = Field(default_factory=SelfLabelConfig)
+    demo_copies: int = Field(
+        0,
+        ge=0,
+        description="Add each demo to the training pairs this many times (0 = off, the paper): the demos are the only gold "
+        "pairs there are, and the copies weight them against the self-labelled ones. Not in the paper.",
+    )
     pipeline: bool = Field(
         False,
         description="Label each round's kept inputs while the next rounds are written, and run the self-label diagnostic "
@@ -139,7 +145,7 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
         pairs, unbalanced = voted, []
 
     by_id = {r["id"]: r for r in candidates}
-    dataset = [dataset_row(pair, by_id[pair["input_id"]]) for pair in pairs]
+    dataset = [dataset_row(pair, by_id[pair["input_id"]]) for pair in pairs] + demo_rows(task, config.demo_copies)
     write_jsonl(ctx.out_dir / layout.DATASET, dataset)
     write_jsonl(ctx.out_dir / layout.DROPS, drop_rows(candidates, annotations, unbalanced))
     summary = summarize(task, candidates, annotations, unbalanced, dataset)
@@ -230,6 +236,15 @@ def dataset_row(pair: dict, candidate: dict) -> dict:
     }
 
 
+def demo_rows(task: TaskSpec, copies: int) -> list[dict]:
+    """Each demo `copies` times, as training pairs."""
+    return [
+        {"id": f"demo{i}-{copy}", "input": demo.input, "output": demo.output, "provenance": {"demo": True}}
+        for copy in range(copies)
+        for i, demo in enumerate(task.examples)
+    ]
+
+
 def drop_rows(candidates: list[dict], annotations: list[dict], unbalanced: list[dict]) -> list[dict]:
     rows = []
     for r in candidates:
@@ -260,6 +275,8 @@ def summarize(task: TaskSpec, candidates: list[dict], annotations: list[dict], u
             stage_row("class_balance", "pair", [("dropped", "class_balance") if a["input_id"] in unbalanced_ids else ("kept", None) for a in voted])
         )
     summary = {"task": task.name, "type": task.type, "stages": stages, "pairs": len(dataset)}
+    if demos := sum(bool(row["provenance"].get("demo")) for row in dataset):
+        summary["demo_pairs"] = demos
     if task.is_classification:
         summary["labels"] = {
             "pseudo_labels_of_kept_inputs": dict(Counter(r["pseudo_label"] for r in candidates if r["status"] == "kept")),

@@ -33,7 +33,7 @@ def render_markdown(blocks: list[Block], base: Path) -> str:
         elif isinstance(block, Details):
             out.append(f"<details><summary>{md_text(block.summary)}</summary>\n\n```yaml\n{block.text.rstrip()}\n```\n\n</details>")
         elif isinstance(block, Verdict):
-            out.append("\n".join(f"> **{md_text(line)}**" if i == 0 else f"> {md_text(line)}" for i, line in enumerate(block.lines)).replace("\n", "\n>\n", 1))
+            out.append("\n>\n".join(f"> **{md_text(line)}**" if i == 0 else f"> {md_text(line)}" for i, line in enumerate(block.lines)))  # a paragraph each
         elif isinstance(block, FileLinks):
             out.append("\n".join(f"- [{md_text(p)}]({p})" for p in block.paths))
     return "\n\n".join(out) + "\n"

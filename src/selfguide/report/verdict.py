@@ -16,6 +16,7 @@ import yaml
 from selfguide import layout
 from selfguide.eval.stats import PairedComparison, paired_bootstrap
 from selfguide.stages.funnel import chance_note
+from selfguide.stages.self_label import diagnostic_text
 from selfguide.summary import StageRow, read_summary
 
 
@@ -106,6 +107,8 @@ def why_line(run_dir: Path) -> str:
             f"before training, the model's own labels scored {accuracy.accuracy:.1f} {accuracy.metric} "
             f"on {accuracy.n} {accuracy.source} ({accuracy.labeler} labels){chance_note(accuracy)}"
         )
+        if split := diagnostic_text(accuracy.model_dump()):
+            parts[-1] += f": {split}"
     missing = summary.labels.missing_from_final if summary.labels is not None else []
     if missing and done:
         parts.append(f"the synthetic data had no pair labelled {', '.join(map(repr, missing))}, so finetuning taught fewer answers than the task has")
@@ -122,5 +125,8 @@ def worst_stage(stages: list[StageRow]) -> str | None:
 
 
 def headline(run_dir: Path) -> list[str]:
-    """The verdict line, then the why line."""
-    return [verdict_line(Path(run_dir)), why_line(Path(run_dir))]
+    """The verdict line, the why line, and which system to deploy (once prompting was evaluated)."""
+    from selfguide.report.deploy import recommendation  # deploy reads run folders with this module's helpers
+
+    rec = recommendation(Path(run_dir))
+    return [verdict_line(Path(run_dir)), why_line(Path(run_dir))] + ([rec["line"]] if rec else [])

@@ -12,8 +12,8 @@ from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
 from selfguide.eval.label_scores import label_probabilities
 from selfguide.prompts.task import task_messages
-from selfguide.stages.filters import Drop, NoiseConfig, check_length, check_noise, length_window, noise_terms_for, normalize_label
-from selfguide.stages.vote import vote_answer, vote_drop
+from selfguide.stages.filters import Drop, NoiseConfig, check_length, check_noise, check_rewrite, length_window, noise_terms_for, normalize_label, rewrite_window
+from selfguide.stages.vote import consensus_answer, vote_answer, vote_drop
 from selfguide.tasks.spec import TaskSpec
 
 
@@ -30,7 +30,22 @@ class OutputGenConfig(BaseModel):
     length_filter: bool = Field(True, description="Generation tasks: keep samples inside the demo outputs' mean +/- 2 std character window.")
     degenerate_width: float = Field(0.5, gt=0, description="When the output window is empty: mean x (1 +/- this).")
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    rewrite_filter: bool = Field(
+        False,
+        description="Generation tasks: keep samples whose ROUGE-L F1 with their input lies inside the demos' mean +/- 2 std, "
+        "so the answers rewrite their input as much as the demos' do (on a repair task, a copy of a fluent input is "
+        "dropped). Not in the paper.",
+    )
+    rewrite_degenerate_width: float = Field(0.1, gt=0, description="When the demos' rewrite window is empty (one demo, or all alike): mean +/- this.")
     min_vote_share: float = Field(0.3, ge=0, le=1, description="The winning answer must hold this share of the surviving samples.")
+    vote: Literal["majority", "consensus"] = Field(
+        "majority",
+        description="Generation tasks: 'majority' keeps the most frequent answer when it holds min_vote_share of the samples "
+        "(the paper); 'consensus' keeps the sample with the highest mean ROUGE-L F1 to the other samples (minimum Bayes "
+        "risk, universal self-consistency) when that mean reaches min_consensus: free text seldom repeats exactly. "
+        "Classification always takes the majority.",
+    )
+    min_consensus: float = Field(0.5, ge=0, le=1, description="vote 'consensus': the winner's mean ROUGE-L F1 to the other samples needed to keep the input.")
     balance_classes: bool = Field(True, description="Classification: downsample every label to the rarest one present.")
     labeler: Literal["auto", "score", "sample"] = Field(
         "auto",
@@ -75,12 +90,20 @@ def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: Out
     all_completions = model.generate(requests, desc="labelling inputs", progress=progress)
     window = length_window([len(e.output) for e in task.examples], config.degenerate_width)
     terms = noise_terms_for(config.noise, task.is_classification)
+    rewrites = (
+        rewrite_window([(e.input, e.output) for e in task.examples], config.rewrite_degenerate_width)
+        if config.rewrite_filter and not task.is_classification
+        else None
+    )
+    consensus = config.vote == "consensus" and not task.is_classification
     records = []
     for record, completions in zip(inputs, all_completions):
         samples = []
         for completion in completions:
             text = completion.text.strip()
             drop = check_sample(text, task, config, window, terms)
+            if drop is None and rewrites is not None:
+                drop = check_rewrite(text, record["text"], rewrites)
             label = normalize_label(text, task.labels) if task.is_classification and task.labels else None
             samples.append(
                 {
@@ -91,7 +114,8 @@ def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: Out
                     "detail": None if drop is None else drop.detail,
                 }
             )
-        vote = vote_answer([s["answer"] for s in samples if s["status"] == "kept"], config.min_vote_share)
+        kept = [s["answer"] for s in samples if s["status"] == "kept"]
+        vote = consensus_answer(kept, config.min_consensus) if consensus else vote_answer(kept, config.min_vote_share)
         drop = vote_drop(vote, task)
         records.append(
             {

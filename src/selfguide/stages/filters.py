@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfguide.eval.metrics import rouge_l
+
 # Chatbot boilerplate that marks a sample as the model talking about the task rather than doing it.
 DEFAULT_NOISE_PHRASES = [
     "Sure, I'd be happy to help",
@@ -89,6 +91,29 @@ def check_length(text: str, window: tuple[int, int]) -> Drop | None:
         return Drop("too_short", f"{len(text)} < {lo}")
     if len(text) >= hi:
         return Drop("too_long", f"{len(text)} >= {hi}")
+    return None
+
+
+def rewrite_window(demos: list[tuple[str, str]], degenerate_width: float = 0.1) -> tuple[float, float]:
+    """[lo, hi] of ROUGE-L F1 between a demo's input and its output, mean +/- 2 sigma (population
+    std) clamped to [0, 1]: how much the task's answers rewrite their input. An empty window (one
+    demo, or all alike) gets mean +/- degenerate_width."""
+    values = [rouge_l(output, [text]) for text, output in demos]
+    mean, std = statistics.fmean(values), statistics.pstdev(values)
+    if std == 0:
+        std = degenerate_width / 2
+    return max(0.0, mean - 2 * std), min(1.0, mean + 2 * std)
+
+
+def check_rewrite(text: str, source: str, window: tuple[float, float]) -> Drop | None:
+    """Drop an answer that keeps more (or less) of its input than the demos' answers do: on a task
+    that repairs its input, a copy of a fluent input is no answer."""
+    lo, hi = window
+    value = rouge_l(text, [source])
+    if value > hi:
+        return Drop("rewrites_too_little", f"{value:.2f} > {hi:.2f}")
+    if value < lo:
+        return Drop("rewrites_too_much", f"{value:.2f} < {lo:.2f}")
     return None
 
 

@@ -15,6 +15,7 @@ from collections import Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfguide.backends.cache import CachedModel, derive_seed
+from selfguide.eval.evaluate import eval_requests
 from selfguide.eval.metrics import exact_match, rouge_l
 from selfguide.stages.annotate import OutputGenConfig, annotate, uses_label_scores
 from selfguide.tasks.spec import TaskSpec
@@ -24,6 +25,11 @@ class SelfLabelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: int = Field(20, ge=0, description="Gold items to self-label (0 = off); a task without gold items outside its eval set uses its demos, each held out in turn.")
+    prompting: bool = Field(
+        False,
+        description="Also answer the same gold items by greedy prompting (one more call per item), so the labels that "
+        "passed the vote can be compared with what prompting already gets right on the same items (configs/cpu.yaml: on).",
+    )
 
 
 def gold_cases(task: TaskSpec, config: SelfLabelConfig, seed: int) -> tuple[list[tuple[TaskSpec, str, list[str]]], str]:
@@ -46,16 +52,19 @@ def gold_cases(task: TaskSpec, config: SelfLabelConfig, seed: int) -> tuple[list
 def self_label_calls(task: TaskSpec, config: SelfLabelConfig, seed: int) -> int:
     """Model calls of the diagnostic: one per distinct (prompt, input)."""
     cases, _ = gold_cases(task, config, seed)
-    return len({(id(case_task), text) for case_task, text, _ in cases})
+    return len({(id(case_task), text) for case_task, text, _ in cases}) * (2 if config.prompting else 1)
 
 
 def self_label_accuracy(task: TaskSpec, model: CachedModel, outputs: OutputGenConfig, config: SelfLabelConfig, seed: int) -> dict | None:
     """Score of the self-labels against gold: exact match for classification, ROUGE-L otherwise.
-    Inputs the vote drops count as wrong (they would not reach training either)."""
+
+    `accuracy` counts inputs the vote drops as wrong (they would not reach training either), so it
+    mixes two things: how many labels pass (`pass_rate`) and how good those are (`passed_accuracy`).
+    Only the second is what finetuning learns from; `prompting_on_passed`, greedy prompting's score
+    on the same passed items, is what it has to beat (`label_gain` = the difference)."""
     cases, source = gold_cases(task, config, seed)
     if not cases:
         return None
-    scores, kept = [], 0
     # Cases that share a task prompt are labelled in one call, so the backend batches them.
     by_task: dict[int, list[int]] = {}
     for index, (case_task, _, _) in enumerate(cases):
@@ -67,18 +76,30 @@ def self_label_accuracy(task: TaskSpec, model: CachedModel, outputs: OutputGenCo
         for i, annotated in zip(indices, annotate(case_task, records, model, outputs, derive_seed(seed, "self-label-samples"))):
             answers[i] = annotated["output"]
     metric = "exact_match" if task.is_classification else "rougeL"
-    for i, (_, _, references) in enumerate(cases):
-        answer = answers[i]
-        kept += answer is not None
-        scores.append(0.0 if answer is None else (exact_match(answer, references) if metric == "exact_match" else rouge_l(answer, references)))
+
+    def score(answer: str | None, references: list[str]) -> float:
+        return 0.0 if answer is None else exact_match(answer, references) if metric == "exact_match" else rouge_l(answer, references)
+
+    scores = [score(answers[i], references) for i, (_, _, references) in enumerate(cases)]
+    passed = [i for i in range(len(cases)) if answers[i] is not None]
     result = {
         "metric": metric,
         "accuracy": 100 * sum(scores) / len(scores),
         "n": len(scores),
-        "passed_vote": kept,
+        "passed_vote": len(passed),
+        "pass_rate": 100 * len(passed) / len(cases),
+        "passed_accuracy": 100 * sum(scores[i] for i in passed) / len(passed) if passed else None,
         "labeler": ("score" if uses_label_scores(outputs, model) else "sample") if task.is_classification else "sample",
         "source": source,
     }
+    if config.prompting:
+        requests = [eval_requests(case_task, [text], outputs.max_new_tokens)[0] for case_task, text, _ in cases]
+        greedy = [completions[0].text.strip() for completions in model.generate(requests, desc="prompting the self-label items")]
+        prompted = [score(answer, references) for answer, (_, _, references) in zip(greedy, cases)]
+        result["prompting_accuracy"] = 100 * sum(prompted) / len(prompted)
+        if passed:
+            result["prompting_on_passed"] = 100 * sum(prompted[i] for i in passed) / len(passed)
+            result["label_gain"] = result["passed_accuracy"] - result["prompting_on_passed"]
     if task.is_classification:
         result |= chance_levels([references[0] for _, _, references in cases], [a for a in answers.values() if a is not None])
     return result
@@ -95,3 +116,17 @@ def chance_levels(gold: list[str], answers: list[str]) -> dict:
         levels |= {"top_self_label": top, "top_self_label_share": 100 * top_count / len(answers)}
     return levels
 
+
+
+def diagnostic_text(accuracy: dict) -> str:
+    """The diagnostic in words: the vote's pass rate apart from the passed labels' score, beside
+    prompting's score on the same items ('' for a summary written before these were measured)."""
+    if accuracy.get("pass_rate") is None:
+        return ""
+    text = f"{accuracy['passed_vote']} of {accuracy['n']} passed the vote"
+    if accuracy.get("passed_accuracy") is None:
+        return text
+    text += f" and scored {accuracy['passed_accuracy']:.1f} {accuracy['metric']}"
+    if accuracy.get("prompting_on_passed") is not None:
+        text += f", prompting {accuracy['prompting_on_passed']:.1f} on the same items ({accuracy['label_gain']:+.1f})"
+    return text
