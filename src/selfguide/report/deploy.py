@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfguide import layout
-from selfguide.eval.stats import PairedComparison, paired_bootstrap
+from selfguide.eval.stats import paired_bootstrap
 from selfguide.report.verdict import compared_system, read_json, read_rows
 
 LABEL_SCORED = "label_scored_exact_match"  # the per-item column eval/evaluate.py writes
