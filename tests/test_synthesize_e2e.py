@@ -133,3 +133,27 @@ def test_label_scoring_labels_classification_inputs_without_sampling(tiny_model_
     assert summary["self_label_accuracy"]["labeler"] == "score" and summary["self_label_accuracy"]["n"] == 4
     calls = summary["model_calls"]
     assert calls["calls"] == 20 + len(annotations) + 4  # inputs, one scoring call per kept input, the diagnostic
+
+
+def test_a_stopped_invocations_calls_count_in_the_finished_summary(tiny_model_dir, tmp_path, monkeypatch):
+    """An invocation stopped mid-synthesis (here at the --max-calls budget, as Ctrl-C would) writes
+    no summary; the invocation that finishes counts its calls too, as invocations.jsonl does."""
+    from selfguide.errors import BudgetExceeded
+    from selfguide.ledger import read_invocations
+
+    monkeypatch.setenv("SELFGUIDE_SUPERNI", str(SUPERNI))
+    config = load_config(None, TINY, {"task": "task1562", "model.name": str(tiny_model_dir), "out": str(tmp_path / "run")})
+    with pytest.raises(BudgetExceeded):
+        api.synthesize(config, progress=False, max_calls=5)
+    synth = tmp_path / "run" / "synth"
+    assert not (synth / "summary.json").exists()
+    api.synthesize(config, progress=False)
+    summary = json.loads((synth / "summary.json").read_text())
+    stopped, finished = summary["model_calls_by_invocation"]
+    assert stopped["calls"] == 5 and finished["calls"] > 0
+    ledger = read_invocations(tmp_path / "run")
+    assert summary["model_calls_total"]["calls"] == sum(row["model_calls"]["calls"] for row in ledger) == 5 + finished["calls"]
+    assert not (synth / "calls_by_invocation.jsonl").exists()  # the summary holds those calls now
+    api.synthesize(config, progress=False)  # a third invocation, all from the cache, counts nothing twice
+    again = json.loads((synth / "summary.json").read_text())
+    assert [row["calls"] for row in again["model_calls_by_invocation"]] == [5, finished["calls"], 0]

@@ -40,6 +40,7 @@ DATASET = "dataset.jsonl"
 DROPS = "drops.jsonl"
 SUMMARY = "summary.json"
 SUMMARY_MD = "summary.md"
+SYNTH_CALLS = "calls_by_invocation.jsonl"  # each synthesis invocation's model calls, finished or not
 
 # Training.
 TRAIN = "train"

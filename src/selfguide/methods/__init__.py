@@ -8,6 +8,7 @@ told apart by `method`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import pkgutil
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from selfguide import layout
 from selfguide.backends.cache import CachedModel
 from selfguide.errors import BadInputError, SelfGuideError
-from selfguide.io import write_json, write_text
+from selfguide.io import append_jsonl, write_json, write_text
 from selfguide.plan import Calls
 from selfguide.stages.funnel import summary_markdown
 from selfguide.tasks.spec import TaskSpec
@@ -168,15 +169,23 @@ def synthesize(method: Method, ctx: MethodContext, config: MethodConfig) -> dict
     ones'), and write summary.json and summary.md beside its files."""
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     before = [(model.stats, model.stats.as_dict()) for model in unique_stats(ctx)]
-    summary = {"method": method.name, **method.run(ctx, config)}
-    summary.setdefault("models", models_summary(ctx))  # a method that splits the roles says so itself
-    calls = [stats.since(snapshot) for stats, snapshot in before]
-    summary["model_calls"] = {key: sum(c[key] for c in calls) for key in calls[0]}
     summary_path = ctx.out_dir / layout.SUMMARY
+    earlier = previous_invocations(summary_path, ctx.out_dir / layout.SYNTH_CALLS)
+    try:
+        summary = {"method": method.name, **method.run(ctx, config)}
+    except BaseException:
+        # An interrupted or failed invocation writes no summary: its calls go on record apart, so
+        # the finished run's totals still count them (Ctrl-C, a crash, --max-calls).
+        with contextlib.suppress(OSError):
+            append_jsonl(ctx.out_dir / layout.SYNTH_CALLS, [calls_since(before)])
+        raise
+    summary.setdefault("models", models_summary(ctx))  # a method that splits the roles says so itself
+    summary["model_calls"] = calls_since(before)
     # Earlier invocations' calls stay on record, so a resumed synthesis still shows what it cost.
-    summary["model_calls_by_invocation"] = previous_invocations(summary_path) + [summary["model_calls"]]
+    summary["model_calls_by_invocation"] = earlier + [summary["model_calls"]]
     summary["model_calls_total"] = {k: sum(c.get(k, 0) for c in summary["model_calls_by_invocation"]) for k in summary["model_calls"]}
     write_json(summary_path, summary)
+    (ctx.out_dir / layout.SYNTH_CALLS).unlink(missing_ok=True)  # the summary holds those calls now
     write_text(ctx.out_dir / layout.SUMMARY_MD, summary_markdown(summary))
     return summary
 
@@ -196,9 +205,26 @@ def unique_stats(ctx: MethodContext) -> list[CachedModel]:
     return list(seen.values())
 
 
-def previous_invocations(summary_path: Path) -> list[dict]:
+def calls_since(before: list[tuple]) -> dict:
+    calls = [stats.since(snapshot) for stats, snapshot in before]
+    return {key: sum(c[key] for c in calls) for key in calls[0]}
+
+
+def previous_invocations(summary_path: Path, unfinished_path: Path) -> list[dict]:
+    """The calls of every earlier invocation: those the last summary counted, then those that
+    ended without one (recorded in `unfinished_path`, written after that summary)."""
     try:
         previous = json.loads(summary_path.read_text(encoding="utf-8"))
-        return list(previous.get("model_calls_by_invocation") or [previous["model_calls"]])
+        counted = list(previous.get("model_calls_by_invocation") or [previous["model_calls"]])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return []
+        counted = []
+    try:
+        lines = unfinished_path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        lines = []
+    unfinished = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            if isinstance(row := json.loads(line), dict):
+                unfinished.append(row)
+    return counted + unfinished
