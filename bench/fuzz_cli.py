@@ -31,9 +31,9 @@ def main() -> None:
         os.environ.setdefault(key, value)
     os.environ.setdefault("SELFGUIDE_SUPERNI", str(SHARED / "superni"))
     os.environ.setdefault("SELFGUIDE_SELF_INSTRUCT", str(SHARED / "self_instruct"))
-    sys.path.insert(0, str(TESTS))
+    sys.path.insert(0, str(TESTS.parent))
     import pytest
-    from fuzz_cli import fuzz
+    from tests.fuzz_cli import fuzz
 
     from selfguide import model_source
     from selfguide.tinymodel import build_tiny_model

@@ -1,4 +1,4 @@
-"""Train the tiny model on a fixed toy task; run by tests/test_train.py under `accelerate launch`.
+"""Train the tiny model on a fixed toy task; run by tests/train/test_train.py under `accelerate launch`.
 
 Usage: accelerate launch ... tests/accelerate_train_script.py MODEL_DIR OUT_DIR [FIELD=JSON ...]
 

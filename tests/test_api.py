@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from tests.conftest import REPO
 
 import selfguide
 from selfguide.arguments import run_config

@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
-from conftest import SUPERNI, run_cli
-from servers import free_port
+from tests.conftest import SUPERNI, run_cli
+from tests.servers import free_port
 
 from selfguide import model_source
 

@@ -4,7 +4,7 @@ the one training-reuse helper that `run`, the benchmarks and methods' own traini
 from __future__ import annotations
 
 import pytest
-from scripted import scripted_model
+from tests.scripted import scripted_model
 
 from selfguide import layout
 from selfguide.backends.resolve import resolve_models

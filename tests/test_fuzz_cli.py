@@ -5,8 +5,8 @@ exit 2 with one clear line, and writes nothing outside its --out. The longer run
 from __future__ import annotations
 
 import pytest
-from conftest import SUPERNI
-from fuzz_cli import fuzz
+from tests.conftest import SUPERNI
+from tests.fuzz_cli import fuzz
 
 from selfguide import model_source
 

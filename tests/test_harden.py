@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
-from fakeopenai import fake_openai
-from servers import free_port
+from tests.conftest import REPO, run_cli
+from tests.fakeopenai import fake_openai
+from tests.servers import free_port
 
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CallCache, request_key

@@ -8,8 +8,8 @@ import json
 import time
 
 import pytest
-from conftest import SUPERNI, run_cli
-from servers import free_port
+from tests.conftest import SUPERNI, run_cli
+from tests.servers import free_port
 
 from selfguide import model_source
 
@@ -102,7 +102,7 @@ def fill(arg: str, workdir) -> str:
     if arg == "{out}":
         return str(workdir / "out")
     if arg.startswith("configs/"):
-        from conftest import REPO
+        from tests.conftest import REPO
 
         return str(REPO / arg)
     if arg.startswith("{") and arg.endswith("}"):
@@ -146,7 +146,7 @@ def test_set_before_a_method_switch_is_kept():
 
 
 def test_every_shipped_config_prints_loads_back_and_dry_runs(workdir, capsys, monkeypatch, tiny_model_dir):
-    from conftest import REPO
+    from tests.conftest import REPO
 
     for path in sorted((REPO / "configs").glob("*.yaml")):
         code, printed, err = run_cli(["config", "--config", str(path)], capsys, monkeypatch)

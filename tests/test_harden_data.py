@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from tests.conftest import run_cli
 
 TASK = """name: sentiment
 instruction: Say whether the review is positive or negative.
@@ -92,7 +92,7 @@ def test_export_flags_are_checked(run_folder, tmp_path, capsys, monkeypatch):
 
 
 def test_push_to_a_dead_hub_is_one_line(run_folder, capsys, monkeypatch):
-    from servers import free_port
+    from tests.servers import free_port
 
     monkeypatch.setenv("HF_TOKEN", "hf_fake")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import REPO, SUPERNI
+from tests.conftest import REPO, SUPERNI
 from typer.testing import CliRunner
 
 from selfguide.cli import app

@@ -10,7 +10,7 @@ fork when they part: at a low temperature most never do (`share_samples`). Budge
 every sample as a row, as each may fork into one. Each sample is yielded as soon as it ends.
 
 The model is a `Forward`: its prefill, one decoding step, and its stop rules. Tests drive the
-scheduler with a scripted one (tests/test_scheduler.py).
+scheduler with a scripted one (tests/backends/test_scheduler.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,86 @@
+"""The levers beyond the paper's recipe, each a setting off by default: the consensus vote, the
+rewrite window on answers, and the demos as training pairs."""
+
+import pytest
+
+from tests.scripted import scripted_model
+from selfguide.methods import MethodContext, get_method, synthesize
+from selfguide.methods.self_guide import SelfGuideConfig, demo_rows
+from selfguide.stages.annotate import OutputGenConfig, annotate
+from selfguide.stages.filters import check_rewrite, rewrite_window
+from selfguide.stages.vote import consensus_answer
+from selfguide.tasks.spec import EvalItem, Example, TaskSpec
+
+
+def repair_task() -> TaskSpec:
+    return TaskSpec(
+        name="repair",
+        instruction="Remove the disfluency.",
+        examples=[
+            Example(input="Where was uh when was the Rhine regulated?", output="When was the Rhine regulated?"),
+            Example(input="Who no what built the wall of the city?", output="What built the wall of the city?"),
+            Example(input="How many er how few ships sailed from the port?", output="How few ships sailed from the port?"),
+        ],
+        type="generation",
+        eval=[EvalItem(input="Why um how did the river flood?", references=["How did the river flood?"])],
+    )
+
+
+def test_consensus_picks_the_answer_closest_to_the_others():
+    answers = ["the cat sat on the mat", "the cat sat on a mat", "a cat sat on the mat", "dogs bark loudly"]
+    vote = consensus_answer(answers, min_similarity=0.5)
+    assert vote["winner"] == "the cat sat on the mat" and vote["passed"] and vote["valid"] == 4 and vote["count"] == 1
+    # exact repeats are votes too: they outweigh a near-centre answer
+    assert consensus_answer(["x y", "x y", "x z"], 0.0)["winner"] == "x y"
+    assert consensus_answer(["only one"], 0.0)["share"] == 0.0  # a lone answer agrees with no one
+    assert consensus_answer([], 0.0)["winner"] is None
+    assert not consensus_answer(["alpha", "beta", "gamma"], 0.5)["passed"]  # nothing in common
+
+
+def test_rewrite_window_comes_from_the_demos_and_drops_copies():
+    task = repair_task()
+    lo, hi = rewrite_window([(e.input, e.output) for e in task.examples])
+    assert 0 < lo < hi < 1
+    source = "When was the tower of the old castle finished?"
+    assert check_rewrite(source, source, (lo, hi)).reason == "rewrites_too_little"  # a copy of a fluent input
+    assert check_rewrite("Blue.", source, (lo, hi)).reason == "rewrites_too_much"
+    assert check_rewrite("When was the tower of the castle finished?", "When was uh the tower of the old castle finished?", (lo, hi)) is None
+    assert rewrite_window([("a b c", "a b c")]) == pytest.approx((0.9, 1.0))  # one demo: mean +/- the degenerate width
+
+
+def test_annotate_with_the_rewrite_filter_and_the_consensus_vote(tmp_path):
+    source = "Where was uh when was the tower of the old castle finished?"
+    repairs = ["When was the tower of the old castle finished?", "When was the tower of the castle finished?"]
+
+    def script(messages, params, j):  # three copies of the disfluent input, two repairs that differ by a word
+        return [source, source, source, *repairs][j]
+
+    model, _ = scripted_model(script, tmp_path / "c.sqlite")
+    inputs = [{"id": "a", "text": source}]
+    plain = annotate(repair_task(), inputs, model, OutputGenConfig(n=5, length_filter=False), seed=0)[0]
+    assert plain["status"] == "kept" and plain["output"] == source  # the paper's vote: the majority copy
+    config = OutputGenConfig(n=5, length_filter=False, rewrite_filter=True, vote="consensus", min_consensus=0.5)
+    record = annotate(repair_task(), inputs, model, config, seed=0)[0]
+    assert [s["reason"] for s in record["samples"]] == ["rewrites_too_little"] * 3 + [None, None]
+    assert record["status"] == "kept" and record["output"] == repairs[1]  # a tie goes to the shorter
+    assert record["vote"]["valid"] == 2 and record["vote"]["share"] == pytest.approx(consensus_answer(repairs, 0)["share"])
+
+
+def test_demo_copies_join_the_training_pairs(tmp_path):
+    task = repair_task()
+    rows = demo_rows(task, 2)
+    assert len(rows) == 6 and {r["input"] for r in rows} == {e.input for e in task.examples} and all(r["provenance"]["demo"] for r in rows)
+    assert demo_rows(task, 0) == []
+
+    def script(messages, params, j):
+        if messages[0]["role"] == "user":  # writing inputs
+            return "Where was uh when was the tower of the old castle finished?"
+        return "When was the tower of the old castle finished?"
+
+    model, _ = scripted_model(script, tmp_path / "c.sqlite")
+    config = SelfGuideConfig(demo_copies=2)
+    config.inputs.rounds = 1
+    config.self_label.items = 0
+    config.input_filters.length_filter = config.outputs.length_filter = False
+    summary = synthesize(get_method("self-guide"), MethodContext(task, model, tmp_path / "synth", seed=0), config)
+    assert summary["demo_pairs"] == 6 and summary["pairs"] == 7
