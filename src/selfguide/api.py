@@ -17,6 +17,7 @@ cache, training through a fingerprint of its inputs.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
