@@ -306,10 +306,10 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
         result = run_stages(models, task, out, progress)
         # The precision the in-process model ran in (model.dtype "auto" and "native" differ by machine).
         write_json(out / layout.ENVIRONMENT, {**environment(models.config), "run_dtype": resolved_dtype(local.dtype, local.device)})
+        write_recommendation(out)  # before the report, which links every file of the run
         write_model_card(out, task, models.config)
         result.report_paths = write_report(out, task, models.config)  # after the ledger has this invocation
         result.headline = headline(out)
-        write_recommendation(out)
     return result
 
 

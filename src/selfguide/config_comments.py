@@ -24,7 +24,9 @@ def commented_yaml(model: BaseModel, indent: int = 0) -> str:
             lines.append(f"{pad}{name}:")
             lines.append(commented_yaml(value, indent + 2).rstrip("\n"))
         else:
-            dumped = yaml.safe_dump(dumped_fields[name], default_flow_style=True, width=10**6, allow_unicode=True)
+            # A field left out of dumps at its default (train.num_processes) is still shown, with that default.
+            plain = dumped_fields[name] if name in dumped_fields else value
+            dumped = yaml.safe_dump(plain, default_flow_style=True, width=10**6, allow_unicode=True)
             lines.append(f"{pad}{name}: {dumped.strip().removesuffix('...').strip()}")
     return "\n".join(lines) + "\n"
 

@@ -27,7 +27,9 @@ FILES = ["inputs.jsonl", "annotations.jsonl", "dataset.jsonl", "drops.jsonl"]
 
 
 def synthesize(task: str, out: Path, tiny_model_dir: Path, extra: list[str]) -> dict:
-    config = load_config(None, SMALL + extra, {"task": task, "model.name": str(tiny_model_dir), "out": str(out)})
+    given = {setting.split("=")[0] for setting in extra}  # each setting once: `extra` replaces SMALL's
+    small = [setting for setting in SMALL if setting.split("=")[0] not in given]
+    config = load_config(None, small + extra, {"task": task, "model.name": str(tiny_model_dir), "out": str(out)})
     return api.synthesize(config, progress=False).summary
 
 
