@@ -49,16 +49,7 @@ def read_jsonl_objects(path: Path, what: str, expected_object: str) -> list[tupl
     error; `expected_object` says what each line must be."""
     from selfguide.errors import BadInputError
 
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise BadInputError(path, "file", f"an existing {what}", "no such file") from None
-    except IsADirectoryError:
-        raise BadInputError(path, "file", f"a {what}", "a folder") from None
-    except UnicodeDecodeError as err:
-        raise BadInputError(path, "file", "UTF-8 text", f"byte {err.start} is not UTF-8") from None
-    except OSError as err:
-        raise BadInputError(path, "file", f"a readable {what}", err.strerror or type(err).__name__) from None
+    lines = read_user_text(path, what).splitlines()
     rows = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -175,10 +166,18 @@ def read_structured(path: Path, what: str) -> object:
     `parse_structured`'s bounds. `what` names the file in the "no such file" error."""
     from selfguide.errors import BadInputError
 
+    if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+        raise BadInputError(path, "file", f"a {what} of at most {MAX_FILE_BYTES // 2**20} MB", f"{path.stat().st_size // 2**20} MB")
+    return parse_structured(read_user_text(path, what), path, is_json=path.suffix.lower() == ".json")
+
+
+def read_user_text(path: Path, what: str) -> str:
+    """A UTF-8 file the user gave, or one clear error naming it: missing, a folder, not UTF-8,
+    unreadable. `what` names the file in the error."""
+    from selfguide.errors import BadInputError
+
     try:
-        if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
-            raise BadInputError(path, "file", f"a {what} of at most {MAX_FILE_BYTES // 2**20} MB", f"{path.stat().st_size // 2**20} MB")
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BadInputError(path, "file", f"an existing {what}", "no such file") from None
     except IsADirectoryError:
@@ -187,7 +186,6 @@ def read_structured(path: Path, what: str) -> object:
         raise BadInputError(path, "file", "UTF-8 text", f"byte {err.start} is not UTF-8") from None
     except OSError as err:
         raise BadInputError(path, "file", f"a readable {what}", err.strerror or type(err).__name__) from None
-    return parse_structured(text, path, is_json=path.suffix.lower() == ".json")
 
 
 def describe(value: object) -> str:
