@@ -123,6 +123,12 @@ def main() -> None:
     parser.add_argument("--smollm2", default=None, help="SmolLM2 folder (default: the installed default model)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument(
+        "--no-share-samples",
+        action="store_true",
+        help="one row per sample for every model: sample sharing depends on the weights (a random model's samples part at once, "
+        "SmolLM2's mostly agree at the annotation temperature), so annotation then compares the decoders alone",
+    )
     args = parser.parse_args()
 
     task = load_task(args.task)
@@ -143,6 +149,8 @@ def main() -> None:
         results, configs = {}, {}
         for name, make in runs.items():
             backend = make()
+            if args.no_share_samples:
+                backend.share_samples = False
             configs[name] = backend.model.config
             dict(backend.generate(stages["evaluation"][:2]))  # warm-up
             backend.prefiller.prefix_kv.clear()
