@@ -297,7 +297,7 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
     from selfguide.environment import environment
     from selfguide.export.cards import write_model_card
     from selfguide.report.report import write_report
-    from selfguide.report.verdict import headline
+    from selfguide.report.deploy import headline
 
     models = resolve_models(run_config(target, **settings))
     local = models.local_model()  # fails fast when the served name is not loadable weights

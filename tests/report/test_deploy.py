@@ -5,7 +5,7 @@ import json
 from selfguide import layout
 from selfguide.io import write_json, write_jsonl
 from selfguide.report.deploy import recommendation
-from selfguide.report.verdict import headline
+from selfguide.report.deploy import headline
 
 
 def write_eval(run, name, em, scored=None, metric="exact_match"):

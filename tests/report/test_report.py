@@ -194,7 +194,7 @@ def test_unreadable_lines_are_skipped_and_reported(tmp_path):
 
 def test_verdict_of_an_inference_time_method(tmp_path):
     """prompting-with-filters trains nothing: the verdict compares prompting with the method's own evaluation."""
-    from selfguide.report.verdict import headline
+    from selfguide.report.deploy import headline
 
     task = classification_task()
     make_run(tmp_path, task, trained=False)

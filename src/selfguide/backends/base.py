@@ -102,3 +102,7 @@ def label_scoring_unsupported(backend: str) -> SelfGuideError:
         f"label scoring (scoring each label by its log-likelihood) needs the in-process hf backend; "
         f"the {backend} backend cannot score fixed answers: set model.backend=hf or turn label scoring off"
     )
+
+
+# Why a finetuned model of the wrong kind is refused, and what to do instead.
+FINETUNED_RULE = "after training, evaluate both prompting and finetuned with the hf backend"

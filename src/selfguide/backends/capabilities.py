@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from selfguide.backends.base import FINETUNED_RULE
 from selfguide.backends.model_config import ModelConfig
 from selfguide.errors import SelfGuideError
 from selfguide.redact import redact_url
@@ -47,8 +48,6 @@ CAPABILITIES: dict[str, Capabilities] = {
 # Where a backend that runs no finetuned model has it run: in-process, on the finetuned weights.
 LOCAL_BACKEND = "hf"
 
-# Why a finetuned model of the wrong kind is refused, and what to do instead.
-FINETUNED_RULE = "after training, evaluate both prompting and finetuned with the hf backend"
 
 
 # A backend outside the table (a test's scripted model) is taken as the least able: a server.

@@ -27,8 +27,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from selfguide.backends.base import BackendInfo, Completion, Request, SamplingParams
-from selfguide.backends.capabilities import FINETUNED_RULE
+from selfguide.backends.base import FINETUNED_RULE, BackendInfo, Completion, Request, SamplingParams
 from selfguide.backends.chat import encode_prompt, has_chat_template, render_prompt, stop_strings_for
 from selfguide.errors import MissingDependencyError, SelfGuideError
 

@@ -18,7 +18,8 @@ from selfguide.methods import Method, get_method
 from selfguide.methods.self_guide import SelfGuideConfig
 from selfguide.report.report import METRIC_NAMES, settings_rows
 from selfguide.report.run_files import known_as
-from selfguide.report.verdict import headline, read_json
+from selfguide.report.deploy import headline
+from selfguide.report.verdict import read_json
 from selfguide.stages.funnel import fmt_reasons
 from selfguide.summary import ModelRoles, SynthSummary, read_summary
 from selfguide.tasks.spec import TaskSpec

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from selfguide import layout
 from selfguide.eval.stats import paired_bootstrap
-from selfguide.report.verdict import compared_system, read_json, read_rows
+from selfguide.report.verdict import compared_system, read_json, read_rows, verdict_line, why_line
 
 LABEL_SCORED = "label_scored_exact_match"  # the per-item column eval/evaluate.py writes
 
@@ -116,3 +116,10 @@ def deploy_line(rec: dict) -> str:
 def recommendation(run_dir: Path) -> dict | None:
     """The recommendation for a run folder (None before prompting was evaluated)."""
     return recommend(systems(Path(run_dir)))
+
+
+def headline(run_dir: Path) -> list[str]:
+    """The answer a run opens with: the verdict line, the why line, and which system to deploy
+    (once prompting was evaluated)."""
+    rec = recommendation(Path(run_dir))
+    return [verdict_line(Path(run_dir)), why_line(Path(run_dir))] + ([rec["line"]] if rec else [])

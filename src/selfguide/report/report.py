@@ -19,11 +19,11 @@ from selfguide.io import write_text
 from selfguide.methods import get_method
 from selfguide.methods.self_guide import SelfGuideConfig
 from selfguide.report import plots
+from selfguide.report.deploy import headline
 from selfguide.report.blocks import Block, Details, Heading, Image, Note, Para, Table, Verdict
 from selfguide.report.render import render_html, render_markdown
 from selfguide.report.run_files import Run, RunFiles, load_run
 from selfguide.report.sections import confusion_section, cost_section, differences_section, environment_section, files_section, fmt_seconds
-from selfguide.report.verdict import headline
 from selfguide.stages.funnel import fmt_reasons
 from selfguide.tasks.spec import TaskSpec
 

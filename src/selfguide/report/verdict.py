@@ -122,11 +122,3 @@ def worst_stage(stages: list[StageRow]) -> str | None:
         return None
     stage = max(lossy, key=lambda s: s.n_dropped / s.total)
     return f"the funnel lost most at {stage.stage}: {stage.n_dropped} of {stage.total} {stage.unit}s dropped (mostly {stage.main_reason()})"
-
-
-def headline(run_dir: Path) -> list[str]:
-    """The verdict line, the why line, and which system to deploy (once prompting was evaluated)."""
-    from selfguide.report.deploy import recommendation  # deploy reads run folders with this module's helpers
-
-    rec = recommendation(Path(run_dir))
-    return [verdict_line(Path(run_dir)), why_line(Path(run_dir))] + ([rec["line"]] if rec else [])

@@ -9,18 +9,17 @@ checkpoints, so an interrupted training resumes only into the same training.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from selfguide import layout
-from selfguide.backends.fingerprint import model_fingerprint
 from selfguide.errors import SelfGuideError
 from selfguide.io import write_json
 from selfguide.prompts.task import Pair
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TrainConfig
+from selfguide.train.fingerprint import training_fingerprint
 
 
 @dataclass
@@ -33,18 +32,6 @@ class TrainOutput:
     log_path: Path
     reused: bool = False
     merged_dir: Path | None = None
-
-
-def training_fingerprint(task: TaskSpec | None, pairs: list[Pair], weights: str, config: TrainConfig) -> str:
-    payload = {
-        "pairs": pairs,
-        "instruction": task.instruction if task is not None else None,
-        "demos": [(e.input, e.output) for e in task.examples] if task is not None else [],
-        "model": str(weights),
-        "weights": model_fingerprint(str(weights)),
-        "train": config.model_dump(mode="json", exclude={"model", "report_to"}),  # neither changes the trained weights
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train_once(task: TaskSpec | None, pairs: list[Pair], weights: str, out: Path, config: TrainConfig, progress: bool = True) -> TrainOutput:

@@ -40,7 +40,7 @@ from selfguide.prompts.task import Pair, pair_messages
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TRACKER_PACKAGES, TrainConfig, trackers
 from selfguide.train.launch import launched, train_in_processes
-from selfguide.train.reuse import training_fingerprint
+from selfguide.train.fingerprint import training_fingerprint
 from selfguide.train.shared_prefix import attention_mask_for, shared_prefix_collator, useful_shared_prefix
 
 logger = logging.getLogger(__name__)
