@@ -17,7 +17,6 @@ cache, training through a fingerprint of its inputs.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -297,7 +296,7 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
     from selfguide.environment import environment
     from selfguide.export.cards import write_model_card
     from selfguide.report.report import write_report
-    from selfguide.report.deploy import headline
+    from selfguide.report.deploy import headline, write_recommendation
 
     models = resolve_models(run_config(target, **settings))
     local = models.local_model()  # fails fast when the served name is not loadable weights
@@ -311,18 +310,6 @@ def run(target: RunConfig | TaskSpec | str | Path, *, progress: bool = True, wai
         result.report_paths = write_report(out, task, models.config)  # after the ledger has this invocation
         result.headline = headline(out)
     return result
-
-
-def write_recommendation(out: Path) -> None:
-    """Which system to deploy, as the `recommendation` key of <run>/summary.json (other keys kept)."""
-    from selfguide.report.deploy import recommendation
-
-    path = out / layout.SUMMARY
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        summary = {}
-    write_json(path, {**summary, "recommendation": recommendation(out)})
 
 
 def run_stages(models: RunModels, task: TaskSpec, out: Path, progress: bool) -> RunResult:

@@ -4,6 +4,7 @@ several processes (ranks under `accelerate launch`) writing the same file never 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable
@@ -41,6 +42,20 @@ def read_json(path: Path) -> dict:
 def read_jsonl(path: Path) -> list[dict]:
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_records(path: Path) -> list[dict]:
+    """The objects of a JSONL record the program appends to (invocations, calls): a missing file is
+    empty, and a line a crash cut short, or one that is no object, is skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            rows.append(json.loads(line))
+    return [row for row in rows if isinstance(row, dict)]
 
 
 def read_jsonl_objects(path: Path, what: str, expected_object: str) -> list[tuple[int, dict]]:

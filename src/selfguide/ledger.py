@@ -6,14 +6,13 @@ report can show every invocation and their totals rather than only the last one'
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from selfguide import layout
 from selfguide.backends.cache import CallStats
-from selfguide.io import append_jsonl
+from selfguide.io import append_jsonl, read_records
 
 
 @contextlib.contextmanager
@@ -41,14 +40,7 @@ def record_invocation(out: Path, command: str, stats: CallStats, timings: dict[s
 
 
 def read_invocations(out: Path) -> list[dict]:
-    path = out / layout.LEDGER
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(ValueError):
-            rows.append(json.loads(line))
-    return [r for r in rows if isinstance(r, dict)]
+    return read_records(out / layout.LEDGER)
 
 
 def totals(invocations: list[dict]) -> dict:

@@ -53,7 +53,7 @@ def test_prompting_alone_and_no_eval(tmp_path):
 
 
 def test_the_recommendation_is_in_the_run_summary(tmp_path):
-    from selfguide.api import write_recommendation
+    from selfguide.report.deploy import write_recommendation
 
     write_json(tmp_path / layout.SUMMARY, {"kept": 1})
     write_eval(tmp_path, layout.PROMPTING, [1, 0, 1])

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from selfguide import layout
 from selfguide.backends.cache import CachedModel
 from selfguide.errors import BadInputError, SelfGuideError
-from selfguide.io import append_jsonl, write_json, write_text
+from selfguide.io import append_jsonl, read_records, write_json, write_text
 from selfguide.plan import Calls
 from selfguide.stages.funnel import summary_markdown
 from selfguide.tasks.spec import TaskSpec
@@ -218,13 +218,4 @@ def previous_invocations(summary_path: Path, unfinished_path: Path) -> list[dict
         counted = list(previous.get("model_calls_by_invocation") or [previous["model_calls"]])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         counted = []
-    try:
-        lines = unfinished_path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        lines = []
-    unfinished = []
-    for line in lines:
-        with contextlib.suppress(ValueError):
-            if isinstance(row := json.loads(line), dict):
-                unfinished.append(row)
-    return counted + unfinished
+    return counted + read_records(unfinished_path)

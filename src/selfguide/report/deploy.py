@@ -16,6 +16,7 @@ from pathlib import Path
 
 from selfguide import layout
 from selfguide.eval.stats import paired_bootstrap
+from selfguide.io import write_json
 from selfguide.report.verdict import compared_system, read_json, read_rows, verdict_line, why_line
 
 LABEL_SCORED = "label_scored_exact_match"  # the per-item column eval/evaluate.py writes
@@ -123,3 +124,9 @@ def headline(run_dir: Path) -> list[str]:
     (once prompting was evaluated)."""
     rec = recommendation(Path(run_dir))
     return [verdict_line(Path(run_dir)), why_line(Path(run_dir))] + ([rec["line"]] if rec else [])
+
+
+def write_recommendation(run_dir: Path) -> None:
+    """Which system to deploy, as the `recommendation` key of <run>/summary.json (other keys kept)."""
+    path = Path(run_dir) / layout.SUMMARY
+    write_json(path, {**(read_json(path) or {}), "recommendation": recommendation(Path(run_dir))})
