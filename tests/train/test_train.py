@@ -95,6 +95,18 @@ def test_training_prompt_is_the_evaluator_prompt(task, tmp_path, chat_template):
         assert tok.eos_token_id in completion_ids
 
 
+def test_a_demo_trained_on_leaves_its_own_prompt(task, tokenizer):
+    """synth.demo_copies trains on the demos: each demo row is prompted with the other demos only,
+    or the answer would sit in its own context and the row would teach copying."""
+    demo = (task.examples[0].input, task.examples[0].output)
+    (demo_row, plain_row), _ = build_training_rows(task, [demo, PAIRS[0]], tokenizer, MAX_LENGTH)
+    others = [(e.input, e.output) for e in task.examples[1:]]
+    n_prompt = demo_row["completion_mask"].count(0)
+    assert demo_row["input_ids"][:n_prompt] == encode_prompt(tokenizer, task_messages(task.instruction, others, demo[0]))
+    n_plain = plain_row["completion_mask"].count(0)
+    assert plain_row["input_ids"][:n_plain] == encode_prompt(tokenizer, messages_for(task, PAIRS[0][0]))  # every demo
+
+
 def test_answer_only_loss_masks_the_prompt(task, tiny_model_dir, tokenizer, tmp_path):
     config = TrainConfig(batch_size=3, max_length=MAX_LENGTH, shared_prefix=False)  # padded batches
     trainer, _, dropped = build_trainer(task, PAIRS, str(tiny_model_dir), tmp_path, config)

@@ -90,7 +90,7 @@ def build_training_rows(task: TaskSpec | None, pairs: list[Pair], tokenizer, max
     evaluator builds (`pair_messages`: the task prompt, or a row's own instruction zero-shot); the
     completion ids are `render_answer` tokenised without special tokens, so the sequence is
     exactly what the model sees and then should produce at test time. `task` may be None when
-    every pair carries its own instruction.
+    every pair carries its own instruction. A pair equal to a demo is prompted with the other demos.
     """
     instruction = task.instruction if task is not None else None
     demos = [(example.input, example.output) for example in task.examples] if task is not None else []
@@ -98,7 +98,8 @@ def build_training_rows(task: TaskSpec | None, pairs: list[Pair], tokenizer, max
     dropped = 0
     for pair in pairs:
         answer = pair[1]
-        messages = pair_messages(pair, instruction, demos)
+        # A demo trained on (synth.demo_copies) leaves its own prompt: else it learns to copy the answer from context.
+        messages = pair_messages(pair, instruction, [demo for demo in demos if demo != pair])
         prompt_ids = list(encode_prompt(tokenizer, messages))
         completion_text = render_answer(tokenizer, messages, answer)
         completion_ids = list(tokenizer(completion_text, add_special_tokens=False)["input_ids"])
