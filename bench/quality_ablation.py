@@ -60,10 +60,15 @@ def tables(rows: list[dict]) -> str:
         by[(row["lever"], row["task"])].append(row)
     tasks = sorted({row["task"] for row in rows})
     levers = sorted({row["lever"] for row in rows}, key=lambda name: (name != "base", name))
-    lines = ["| lever | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    # The paper's rule (max-min): a lever is judged by its worst task; vs base is paired by (task, seed).
+    base = {(r["task"], r["seed"]): r["gain"] for r in rows if r["lever"] == "base"}
+    lines = ["| lever | " + " | ".join(tasks) + " | mean of task means | worst task | vs base, paired (task, seed) |", "|---|" + "---:|" * (len(tasks) + 3)]
     for lever in levers:
         cells = [spread([r["gain"] for r in by[(lever, task)]]) if by[(lever, task)] else "-" for task in tasks]
-        lines.append(f"| {lever} | " + " | ".join(cells) + " |")
+        means = [statistics.fmean(r["gain"] for r in by[(lever, task)]) for task in tasks if by[(lever, task)]]
+        paired = [r["gain"] - base[(r["task"], r["seed"])] for r in rows if r["lever"] == lever and (r["task"], r["seed"]) in base]
+        versus = "-" if lever == "base" or not paired else f"{statistics.fmean(paired):+.2f}, better on {sum(d > 0 for d in paired)} of {len(paired)}"
+        lines.append(f"| {lever} | " + " | ".join(cells) + f" | {statistics.fmean(means):+.2f} | {min(means):+.2f} | {versus} |")
     lines += ["", "| lever | task | seed | prompting | finetuned | gain (95% CI) | pairs | self-label: all / pass rate / passed / prompting on passed |", "|---|---|---:|---:|---:|---|---:|---|"]
     for row in sorted(rows, key=lambda r: (r["task"], levers.index(r["lever"]), r["seed"])):
         diag = " / ".join("-" if row[k] is None else f"{row[k]:.1f}" for k in ("accuracy", "pass_rate", "passed_accuracy", "prompting_on_passed"))
@@ -71,7 +76,22 @@ def tables(rows: list[dict]) -> str:
             f"| {row['lever']} | {row['task']} | {row['seed']} | {row['prompting']:.2f} | {row['finetuned']:.2f} | "
             f"{row['gain']:+.2f} ({row['low']:+.2f} to {row['high']:+.2f}) | {row['pairs']} | {diag} |"
         )
+    lines += ["", prediction(rows)]
     return "\n".join(lines)
+
+
+def prediction(rows: list[dict]) -> str:
+    """How often the self-label diagnostic, read before training, has the sign of the gain: the
+    label gain (passed labels minus prompting on the same items) and the pass rate."""
+    known = [r for r in rows if r["label_gain"] is not None]
+    if not known:
+        return "No run recorded the self-label diagnostic with prompting."
+    agree = sum((r["label_gain"] > 0) == (r["gain"] > 0) for r in known)
+    helped = sum(r["gain"] > 0 for r in known)
+    return (
+        f"Diagnostic: the sign of the label gain matched the sign of the finetuning gain in {agree} of {len(known)} runs; "
+        f"the gain was positive in {helped} of {len(known)} (always guessing 'helps' is right {max(helped, len(known) - helped)} times)."
+    )
 
 
 if __name__ == "__main__":

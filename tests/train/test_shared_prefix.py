@@ -150,6 +150,9 @@ def test_rows_without_a_common_prefix_take_the_padded_path(task, tiny_model_dir,
     assert resolved.shared_prefix is False
     # Task rows do, and batch size 1 never packs.
     assert useful_shared_prefix(build_training_rows(task, PAIRS, tokenizer, MAX_LENGTH)[0])
+    # A demo trained on leaves its own prompt (synth.demo_copies): one such row does not turn packing off for all.
+    demo = (task.examples[0].input, task.examples[0].output)
+    assert useful_shared_prefix(build_training_rows(task, [*PAIRS, demo], tokenizer, MAX_LENGTH)[0])
     _, resolved, _ = build_trainer(task, PAIRS, str(tiny_model_dir), tmp_path / "task", CONFIG, progress=False)
     assert resolved.shared_prefix is True
     one = CONFIG.model_copy(update={"batch_size": 1})

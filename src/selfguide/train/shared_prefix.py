@@ -21,6 +21,7 @@ eager attention adds the mask to its scores, so it needs an additive one (`atten
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 IGNORE = -100
@@ -39,17 +40,22 @@ def shared_prefix_length(input_ids: Sequence[Sequence[int]], answer_starts: Sequ
 
 
 def useful_shared_prefix(rows: Sequence[dict]) -> bool:
-    """Whether the training rows share a prefix worth packing: at least half the mean row length.
+    """Whether most training rows share a prefix worth packing: at least half the mean row length.
 
-    True for SELF-GUIDE task rows (the task prompt is most of every row); false for rows that carry
-    their own instruction, whose common prefix is at most a chat template's header.
+    True for SELF-GUIDE task rows (the task prompt is most of every row), also when a few rows
+    differ (a demo trained on is prompted without itself: each batch packs around its own common
+    prefix); false for rows that carry their own instruction, whose common prefix is at most a chat
+    template's header.
     """
     if len(rows) < 2:
         return False
     ids = [row["input_ids"] for row in rows]
     answer_starts = [row["completion_mask"].count(0) for row in rows]  # the mask is 0 over the prompt, then 1
     mean_length = sum(len(row) for row in ids) / len(ids)
-    return shared_prefix_length(ids, answer_starts) >= mean_length / 2
+    head = max(1, int(mean_length / 2))
+    eligible = [row for row, start in zip(ids, answer_starts, strict=True) if start - 1 >= head]
+    groups = Counter(tuple(row[:head]) for row in eligible)
+    return bool(groups) and groups.most_common(1)[0][1] * 2 >= len(rows)
 
 
 def pack_shared_prefix(examples: Sequence[dict]) -> dict | None:
