@@ -10,7 +10,7 @@ chosen. The demos are the only gold a user has; no eval item is read to choose.
 Regret is the best candidate's gain over prompting (by the eval set, which the choice never saw)
 minus the chosen one's. The table compares it with the regret of each fixed setting.
 
-    python bench/label_free_choice.py /tmp/abl [--levers base,consensus,rewrite]
+    python bench/label_free_choice.py /tmp/abl [--levers base,consensus,rewrite]   # both tables: with and without prompting as a candidate
 """
 
 from __future__ import annotations
@@ -80,32 +80,37 @@ def score_candidates(task_name: str, levers: dict[str, dict]) -> dict[str, float
     return scores
 
 
+def regret_table(rows: list[dict], with_prompting: bool) -> str:
+    """Mean and worst regret of the label-free rule and of each fixed choice, over the (task, seed)
+    that have every candidate."""
+    def pool(row):
+        return {k: v for k, v in row["gains"].items() if with_prompting or k != PROMPTING}
+
+    fixed = sorted({lever for row in rows for lever in pool(row)}, key=lambda name: (name != "base", name))
+    complete = [row for row in rows if all(lever in row["gains"] for lever in fixed)]
+    lines = [f"| rule ({'prompting is a candidate' if with_prompting else 'finetuned models only'}) | mean regret over {len(complete)} (task, seed) | worst regret |", "|---|---:|---:|"]
+    rules = {"label-free: lowest leave-one-out demo NLL": lambda row: min(pool(row), key=row["nll"].get)}
+    rules.update({f"always {lever}": (lambda row, lever=lever: lever) for lever in fixed})
+    for name, choose in rules.items():
+        regrets = [max(pool(row).values()) - row["gains"][choose(row)] for row in complete]
+        lines.append(f"| {name} | {statistics.fmean(regrets):.2f} | {max(regrets):.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("--levers", default="", help="comma-separated levers to choose among (default: every lever not trained on demos)")
-    parser.add_argument("--finetuned-only", action="store_true", help="choose among the finetuned models only (prompting is not a candidate)")
     args = parser.parse_args()
     found = candidates(args.root, set(filter(None, args.levers.split(","))) or None)
     rows = []
     for (task, seed), levers in sorted(found.items()):
         nll = score_candidates(task, levers)
         gains = {PROMPTING: 0.0, **{lever: info["gain"] for lever, info in levers.items()}}
-        if args.finetuned_only:
-            nll.pop(PROMPTING)
-            gains.pop(PROMPTING)
-        chosen = min(nll, key=nll.get)
-        best = max(gains.values())
-        rows.append({"task": task, "seed": seed, "nll": nll, "gains": gains, "chosen": chosen, "regret": best - gains[chosen]})
-        print(f"{task} s{seed}: chose {chosen} (NLL {nll[chosen]:.3f}); " + ", ".join(f"{k} {gains[k]:+.2f}/{nll[k]:.3f}" for k in gains), flush=True)
-    fixed = sorted({lever for row in rows for lever in row["gains"]}, key=lambda name: (name != "base", name))
-    complete = [row for row in rows if all(lever in row["gains"] for lever in fixed)]
-    print(f"\n| rule | mean regret over {len(complete)} (task, seed) | worst regret |\n|---|---:|---:|")
-    label_free = [row["regret"] for row in complete]
-    print(f"| label-free: lowest leave-one-out demo NLL | {statistics.fmean(label_free):.2f} | {max(label_free):.2f} |")
-    for lever in fixed:
-        regrets = [max(row["gains"].values()) - row["gains"][lever] for row in complete]
-        print(f"| always {lever} | {statistics.fmean(regrets):.2f} | {max(regrets):.2f} |")
+        rows.append({"task": task, "seed": seed, "nll": nll, "gains": gains})
+        print(f"{task} s{seed}: gain / demo NLL: " + ", ".join(f"{k} {gains[k]:+.2f} / {nll[k]:.3f}" for k in gains), flush=True)
+    for with_prompting in (True, False):
+        print("\n" + regret_table(rows, with_prompting))
 
 
 if __name__ == "__main__":

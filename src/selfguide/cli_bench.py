@@ -82,6 +82,7 @@ def bench_superni(
         baselines=chosen_baselines,
         executor=executor,
         ray_address=ray_address,
+        cache=Path(cfg.cache) if cfg.cache else None,
     )
     seed_list = parse_seeds(seeds) if seeds is not None else [cfg.seed]
     paper = {name for groups in (TUNING, HELD_OUT) for group in groups.values() for name in group}
@@ -136,7 +137,7 @@ def bench_methods(
     cfg = checked(build_config(opts, limit=limit, user_oriented_limit=user_oriented_limit), dry_run)
     names = parse_tasks(tasks)
     seed_list = parse_seeds(seeds) if seeds is not None else [cfg.seed]
-    options = BenchOptions(out=bench_folder(out, dry_run), tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, parallel=parallel, progress=not opts["quiet"], executor=executor, ray_address=ray_address)
+    options = BenchOptions(out=bench_folder(out, dry_run), tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, parallel=parallel, progress=not opts["quiet"], executor=executor, ray_address=ray_address, cache=Path(cfg.cache) if cfg.cache else None)
     cfg = require_model(cfg)
     recipes = parse_recipes(methods_, cfg)
     summary = bench_methods_seeds(cfg, options, recipes, seed_list, user_oriented, dry_run=dry_run)

@@ -171,6 +171,15 @@ def test_seeds_repeat_the_protocol_and_report_mean_and_spread(tiny_model_dir, tm
         assert isinstance(bad.exception, BadInputError), bad.output
 
 
+def test_the_cache_setting_applies_to_a_bench(tiny_model_dir, tmp_path):
+    """`cache:` (or --set cache=...) shares one call cache between benches and runs, as it does for `run`."""
+    shared = tmp_path / "shared.sqlite"
+    setting = "temperature=1.0,input_length_filter=false,output_length_filter=false,epochs=1"
+    result = bench(tiny_model_dir, tmp_path / "b", "--setting", setting, "--baselines", "prompting", "--set", f"cache={shared}")
+    assert result.exit_code == 0, result.output
+    assert shared.is_file() and not list((tmp_path / "b").rglob("cache.sqlite"))
+
+
 def test_tasks_at_once_by_default_only_where_the_model_has_room():
     from selfguide.backends.model_config import ModelConfig
     from selfguide.benchmark.runner import default_parallel
