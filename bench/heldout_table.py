@@ -16,15 +16,18 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import yaml
+
 
 def collect(folders: list[Path]) -> dict[str, dict[int, dict]]:
     """task -> seed -> {prompting, self_guide, gold_finetune, pairs} (reported metric), read from
-    each task's folders (seed-N/heldout/TASK/...): a later bench over fewer tasks rewrites
+    each task's folders (seed-N/heldout/TASK/..., or heldout/TASK/... for one seed): a later bench over fewer tasks rewrites
     seed-N/results.json but leaves the other tasks' folders."""
     found: dict[str, dict[int, dict]] = defaultdict(dict)
     for folder in folders:
-        for task_dir in sorted(folder.glob("seed-*/heldout/task*")):
-            seed = int(task_dir.parent.parent.name.removeprefix("seed-"))
+        for task_dir in sorted([*folder.glob("seed-*/heldout/task*"), *folder.glob("heldout/task*")]):
+            bench_dir = task_dir.parent.parent  # seed-N/ of --seeds, else the bench folder of one seed
+            seed = int(bench_dir.name.removeprefix("seed-")) if bench_dir.name.startswith("seed-") else yaml.safe_load((bench_dir / "config.yaml").read_text())["seed"]
             run = {"prompting": task_dir / "prompting", "self_guide": next(task_dir.glob("T*/eval"), None), "gold_finetune": next(task_dir.glob("T*/gold/eval"), None)}
             scores = {name: json.loads((d / "metrics.json").read_text())["reported"] for name, d in run.items() if d and (d / "metrics.json").is_file()}
             synth = next(task_dir.glob("synth-*/summary.json"), None)
