@@ -49,7 +49,7 @@ def candidates(root: Path, levers: set[str] | None) -> dict[tuple[str, int], dic
     return found
 
 
-def demo_nll(model, tokenizer, rows: list[dict]) -> float:
+def demo_nll(model, rows: list[dict]) -> float:
     """Mean negative log-likelihood per answer token over the leave-one-out demo rows."""
     total, count = 0.0, 0
     with torch.no_grad():
@@ -66,17 +66,21 @@ def score_candidates(task_name: str, levers: dict[str, dict]) -> dict[str, float
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    first = next(iter(levers.values()))
+    (first_lever, first), *rest = levers.items()
     base_path = json.loads((first["adapter"] / "adapter_config.json").read_text())["base_model_name_or_path"]
     tokenizer = AutoTokenizer.from_pretrained(base_path)
     task = load_task(task_name)  # SuperNI by name: its demos are the run's
     rows, _ = build_training_rows(task, [(e.input, e.output) for e in task.examples], tokenizer, max_length=8192)
-    scores = {}
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).eval()
-    scores[PROMPTING] = demo_nll(base, tokenizer, rows)
-    for lever, info in levers.items():
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32), str(info["adapter"])).eval()
-        scores[lever] = demo_nll(model, tokenizer, rows)
+    # One copy of the base weights: each finetuned model is an adapter on it, prompting the adapters switched off.
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(first["adapter"]), adapter_name=first_lever).eval()
+    for lever, info in rest:
+        model.load_adapter(str(info["adapter"]), adapter_name=lever)
+    with model.disable_adapter():
+        scores = {PROMPTING: demo_nll(model, rows)}
+    for lever in levers:
+        model.set_adapter(lever)
+        scores[lever] = demo_nll(model, rows)
     return scores
 
 
