@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import random
 
-import pytest
 
+from tests.methods.resume import kill_and_resume
 from tests.scripted import scripted_model
 from selfguide import layout
-from selfguide.backends.cache import CallCache, CallStats
-from selfguide.backends.factory import ModelConfig, cached_model
-from selfguide.errors import BudgetExceeded
 from selfguide.io import read_jsonl
 from selfguide.methods import MethodContext, get_method, synthesize
 from selfguide.methods.alpaca import AlpacaConfig
@@ -77,23 +74,5 @@ def test_dry_run_plans_the_calls_made(tmp_path):
 def test_kill_and_resume_gives_identical_data(tmp_path, tiny_model_dir):
     cfg = AlpacaConfig(rounds={"num_instructions": 50, "prompts_per_round": 2, "max_rounds": 2}, prompt={"max_new_tokens": 32})
 
-    def run(folder: str, max_calls: int | None):
-        cache = CallCache(tmp_path / f"{folder}.sqlite")
-        model = cached_model(ModelConfig(name=str(tiny_model_dir)), cache, max_calls=max_calls, progress=False, stats=CallStats())
-        ctx = MethodContext(task=None, model=model, out_dir=tmp_path / folder / layout.SYNTH, seed=1, progress=False)
-        try:
-            return synthesize(get_method("alpaca"), ctx, cfg)
-        finally:
-            model.close()
-            cache.close()
-
-    whole = run("whole", None)
-    with pytest.raises(BudgetExceeded):
-        run("resumed", 3)
-    partial = read_jsonl(tmp_path / "resumed" / layout.SYNTH / layout.INSTRUCTIONS)
-    assert partial and partial == read_jsonl(tmp_path / "whole" / layout.SYNTH / layout.INSTRUCTIONS)[: len(partial)]
-    resumed = run("resumed", None)
-    for name in (layout.INSTRUCTIONS, layout.DATASET, layout.DROPS):
-        assert (tmp_path / "resumed" / layout.SYNTH / name).read_text() == (tmp_path / "whole" / layout.SYNTH / name).read_text(), name
-    assert resumed["stages"] == whole["stages"] and whole["stages"][0]["total"] >= 4
-    assert resumed["model_calls"]["calls"] == whole["model_calls"]["calls"] - 3 == 1 and resumed["model_calls"]["cached"] == 3
+    whole, resumed = kill_and_resume(tmp_path, tiny_model_dir, "alpaca", cfg, seed=1, files=[layout.INSTRUCTIONS, layout.DATASET, layout.DROPS])
+    assert whole["stages"][0]["total"] >= 4 and resumed["model_calls"]["calls"] == 1

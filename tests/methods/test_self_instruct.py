@@ -8,13 +8,10 @@ import json
 import random
 import re
 
-import pytest
 
+from tests.methods.resume import kill_and_resume
 from tests.scripted import scripted_model
 from selfguide import layout
-from selfguide.backends.cache import CallCache, CallStats
-from selfguide.backends.factory import ModelConfig, cached_model
-from selfguide.errors import BudgetExceeded
 from selfguide.io import read_jsonl
 from selfguide.methods import MethodContext, get_method, synthesize
 from selfguide.methods.self_instruct import SelfInstructConfig
@@ -121,25 +118,5 @@ def tiny_config() -> SelfInstructConfig:
 def test_kill_and_resume_gives_identical_data(tmp_path, tiny_model_dir):
     """The tiny model through the real backend: a run stopped by a call budget part way, then
     resumed, writes the same files as a run never stopped."""
-
-    def run(folder: str, max_calls: int | None):
-        cache = CallCache(tmp_path / f"{folder}.sqlite")
-        model = cached_model(ModelConfig(name=str(tiny_model_dir)), cache, max_calls=max_calls, progress=False, stats=CallStats())
-        ctx = MethodContext(task=None, model=model, out_dir=tmp_path / folder / layout.SYNTH, seed=3, progress=False)
-        try:
-            return synthesize(get_method("self-instruct"), ctx, tiny_config())
-        finally:
-            model.close()
-            cache.close()
-
-    whole = run("whole", None)
-    with pytest.raises(BudgetExceeded):
-        run("resumed", 3)
-    partial = read_jsonl(tmp_path / "resumed" / layout.SYNTH / layout.INSTRUCTIONS)
-    assert partial and partial == read_jsonl(tmp_path / "whole" / layout.SYNTH / layout.INSTRUCTIONS)[: len(partial)]  # finished rounds were written
-    resumed = run("resumed", None)
-    for name in (layout.INSTRUCTIONS, layout.CLASSIFICATIONS, layout.INSTANCES, layout.DATASET, layout.DROPS):
-        assert (tmp_path / "resumed" / layout.SYNTH / name).read_text() == (tmp_path / "whole" / layout.SYNTH / name).read_text(), name
-    assert resumed["stages"] == whole["stages"]
-    # The resumed run redid none of the 3 calls the stopped one made.
-    assert resumed["model_calls"]["calls"] == whole["model_calls"]["calls"] - 3 and resumed["model_calls"]["cached"] == 3
+    files = [layout.INSTRUCTIONS, layout.CLASSIFICATIONS, layout.INSTANCES, layout.DATASET, layout.DROPS]
+    kill_and_resume(tmp_path, tiny_model_dir, "self-instruct", tiny_config(), seed=3, files=files)
