@@ -57,6 +57,33 @@ def test_one_training_fingerprint_for_every_caller(tmp_path, monkeypatch):
     assert training_fingerprint(TASK, pairs, str(tmp_path), config.model_copy(update={"report_to": "tensorboard"})) == fingerprint
 
 
+def test_a_training_with_demo_rows_from_before_leave_one_out_is_not_reused(tmp_path):
+    """Demo rows changed their prompt (the other demos only); a training that held one is another
+    training now, and every other training keeps its fingerprint, so it is still reused."""
+    import hashlib
+    import json
+
+    from selfguide.backends.fingerprint import model_fingerprint
+
+    config = TrainConfig(epochs=2)
+
+    def before(pairs):  # the fingerprint as computed before the change
+        payload = {
+            "pairs": pairs,
+            "instruction": TASK.instruction,
+            "demos": [(e.input, e.output) for e in TASK.examples],
+            "model": str(tmp_path),
+            "weights": model_fingerprint(str(tmp_path)),
+            "train": config.model_dump(mode="json", exclude={"model", "report_to"}),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    synthetic = [("in", "out")]
+    with_demo = synthetic + [(TASK.examples[0].input, TASK.examples[0].output)]
+    assert training_fingerprint(TASK, synthetic, str(tmp_path), config) == before(synthetic)
+    assert training_fingerprint(TASK, with_demo, str(tmp_path), config) != before(with_demo)
+
+
 def test_a_method_trains_the_weights_the_run_resolved(tmp_path):
     """A method's own trainings start from the student's weights where it loads them, else from
     the run's resolved weights (a GGUF's converted folder, a served model's train.model)."""

@@ -14,12 +14,17 @@ from selfguide.train.config import TrainConfig
 
 
 def training_fingerprint(task: TaskSpec | None, pairs: list[Pair], weights: str, config: TrainConfig) -> str:
+    demos = [(e.input, e.output) for e in task.examples] if task is not None else []
     payload = {
         "pairs": pairs,
         "instruction": task.instruction if task is not None else None,
-        "demos": [(e.input, e.output) for e in task.examples] if task is not None else [],
+        "demos": demos,
         "model": str(weights),
         "weights": model_fingerprint(str(weights)),
         "train": config.model_dump(mode="json", exclude={"model", "report_to"}),  # neither changes the trained weights
     }
+    if any(tuple(pair) in demos for pair in pairs):
+        # Demo rows are prompted with the other demos only (train/sft.build_training_rows); a training made
+        # before that had each demo's answer in its own prompt and must not be reused.
+        payload["demo_rows"] = "leave-one-out"
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
