@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -12,8 +14,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Converted model files (selfguide.model_source) go to a temporary folder, never the user's cache.
-os.environ.setdefault("SELFGUIDE_CACHE", tempfile.mkdtemp(prefix="selfguide-test-cache-"))
+# Converted model files (selfguide.model_source) go to a temporary folder, never the user's cache,
+# removed when the session ends.
+if "SELFGUIDE_CACHE" not in os.environ:
+    os.environ["SELFGUIDE_CACHE"] = tempfile.mkdtemp(prefix="selfguide-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SELFGUIDE_CACHE"], True)
 
 REPO = Path(__file__).resolve().parents[1]
 SUPERNI = Path(os.environ.get("SELFGUIDE_SUPERNI", REPO.parent / "shared" / "superni"))
