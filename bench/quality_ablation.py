@@ -4,6 +4,7 @@ Each folder is one `selfguide run` (configs/cpu.yaml plus the lever's --set); le
 only the labels or the filters share the bench's call cache, so they differ only in what was kept.
 
     python bench/quality_ablation.py /tmp/q                  # Markdown tables on stdout
+    python bench/quality_ablation.py /tmp/q --baseline r4    # paired against the lever r4, not base
 """
 
 from __future__ import annotations
@@ -54,20 +55,20 @@ def spread(values: list[float]) -> str:
     return f"{statistics.fmean(values):+.2f} ± {statistics.stdev(values):.2f} ({len(values)} seeds)"
 
 
-def tables(rows: list[dict]) -> str:
+def tables(rows: list[dict], baseline: str = "base") -> str:
     by = defaultdict(list)
     for row in rows:
         by[(row["lever"], row["task"])].append(row)
     tasks = sorted({row["task"] for row in rows})
-    levers = sorted({row["lever"] for row in rows}, key=lambda name: (name != "base", name))
-    # The paper's rule (max-min): a lever is judged by its worst task; vs base is paired by (task, seed).
-    base = {(r["task"], r["seed"]): r["gain"] for r in rows if r["lever"] == "base"}
-    lines = ["| lever | " + " | ".join(tasks) + " | mean of task means | worst task | vs base, paired (task, seed) |", "|---|" + "---:|" * (len(tasks) + 3)]
+    levers = sorted({row["lever"] for row in rows}, key=lambda name: (name != baseline, name))
+    # The paper's rule (max-min): a lever is judged by its worst task; vs the baseline is paired by (task, seed).
+    base = {(r["task"], r["seed"]): r["gain"] for r in rows if r["lever"] == baseline}
+    lines = ["| lever | " + " | ".join(tasks) + f" | mean of task means | worst task | vs {baseline}, paired (task, seed) |", "|---|" + "---:|" * (len(tasks) + 3)]
     for lever in levers:
         cells = [spread([r["gain"] for r in by[(lever, task)]]) if by[(lever, task)] else "-" for task in tasks]
         means = [statistics.fmean(r["gain"] for r in by[(lever, task)]) for task in tasks if by[(lever, task)]]
         paired = [r["gain"] - base[(r["task"], r["seed"])] for r in rows if r["lever"] == lever and (r["task"], r["seed"]) in base]
-        versus = "-" if lever == "base" or not paired else f"{statistics.fmean(paired):+.2f}, better on {sum(d > 0 for d in paired)} of {len(paired)}"
+        versus = "-" if lever == baseline or not paired else f"{statistics.fmean(paired):+.2f}, better on {sum(d > 0 for d in paired)} of {len(paired)}"
         lines.append(f"| {lever} | " + " | ".join(cells) + f" | {statistics.fmean(means):+.2f} | {min(means):+.2f} | {versus} |")
     lines += ["", "| lever | task | seed | prompting | finetuned | gain (95% CI) | pairs | self-label: all / pass rate / passed / prompting on passed |", "|---|---|---:|---:|---:|---|---:|---|"]
     for row in sorted(rows, key=lambda r: (r["task"], levers.index(r["lever"]), r["seed"])):
@@ -95,7 +96,10 @@ def prediction(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    found = runs(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/quality"))
-    print(tables(found))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    baseline = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else "base"
+    args = [a for a in args if a != baseline]
+    found = runs(Path(args[0] if args else "runs/quality"))
+    print(tables(found, baseline))
     if "--json" in sys.argv:
         print(json.dumps(found, indent=1))

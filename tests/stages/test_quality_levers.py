@@ -66,6 +66,25 @@ def test_annotate_with_the_rewrite_filter_and_the_consensus_vote(tmp_path):
     assert record["vote"]["valid"] == 2 and record["vote"]["share"] == pytest.approx(consensus_answer(repairs, 0)["share"])
 
 
+def test_the_upper_rewrite_bound_drops_copies_and_keeps_bold_rewrites(tmp_path):
+    source = "Where was uh when was the tower of the old castle finished?"
+    bold = "When was it finished?"  # rewrites more than the demos do: the window drops it, the upper bound keeps it
+
+    def script(messages, params, j):
+        return [source, source, bold, bold, source][j]
+
+    model, _ = scripted_model(script, tmp_path / "c.sqlite")
+    inputs = [{"id": "a", "text": source}]
+    window = annotate(repair_task(), inputs, model, OutputGenConfig(n=5, length_filter=False, rewrite_filter="window"), seed=0)[0]
+    assert [s["reason"] for s in window["samples"]] == ["rewrites_too_little"] * 2 + ["rewrites_too_much"] * 2 + ["rewrites_too_little"]
+    assert window["status"] == "dropped"
+    upper = annotate(repair_task(), inputs, model, OutputGenConfig(n=5, length_filter=False, rewrite_filter="upper"), seed=0)[0]
+    assert [s["reason"] for s in upper["samples"]] == ["rewrites_too_little"] * 2 + [None, None] + ["rewrites_too_little"]
+    assert upper["status"] == "kept" and upper["output"] == bold  # the vote among the rewrites, not the majority copy
+    assert OutputGenConfig(rewrite_filter=True).rewrite_filter == "window"  # the earlier boolean setting still reads
+    assert OutputGenConfig(rewrite_filter=False).rewrite_filter == "off"
+
+
 def test_demo_copies_join_the_training_pairs(tmp_path):
     task = repair_task()
     rows = demo_rows(task, 2)

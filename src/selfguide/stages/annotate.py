@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
@@ -30,12 +30,14 @@ class OutputGenConfig(BaseModel):
     length_filter: bool = Field(True, description="Generation tasks: keep samples inside the demo outputs' mean +/- 2 std character window.")
     degenerate_width: float = Field(0.5, gt=0, description="When the output window is empty: mean x (1 +/- this).")
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
-    rewrite_filter: bool = Field(
-        False,
-        description="Generation tasks: keep samples whose ROUGE-L F1 with their input lies inside the demos' mean +/- 2 std, "
-        "so the answers rewrite their input as much as the demos' do (on a repair task, a copy of a fluent input is "
-        "dropped). Not in the paper.",
+    rewrite_filter: Literal["off", "window", "upper"] = Field(
+        "off",
+        description="Generation tasks, by the ROUGE-L F1 of a sample with its input against the demos' mean +/- 2 std "
+        "(how much the task's answers rewrite their input): 'window' keeps samples inside it; 'upper' drops only those "
+        "above it, answers that keep more of their input than the demos' answers do (on a repair task, a copy of a fluent "
+        "input), so the vote picks among the samples that rewrite. true/false mean 'window'/'off'. Not in the paper.",
     )
+
     rewrite_degenerate_width: float = Field(0.1, gt=0, description="When the demos' rewrite window is empty (one demo, or all alike): mean +/- this.")
     min_vote_share: float = Field(0.3, ge=0, le=1, description="The winning answer must hold this share of the surviving samples.")
     vote: Literal["majority", "consensus"] = Field(
@@ -60,6 +62,11 @@ class OutputGenConfig(BaseModel):
         description="labeler 'score': divide each label's probability by its mean over all inputs labelled together "
         "(batch calibration), so a label the model favours for every input does not win every input.",
     )
+
+    @field_validator("rewrite_filter", mode="before")
+    @classmethod
+    def _rewrite_filter_bool(cls, value: object) -> object:
+        return {True: "window", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 def annotation_requests(task: TaskSpec, inputs: list[str], config: OutputGenConfig, seed: int, salt: str = "outputs") -> list[Request]:
@@ -92,7 +99,7 @@ def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: Out
     terms = noise_terms_for(config.noise, task.is_classification)
     rewrites = (
         rewrite_window([(e.input, e.output) for e in task.examples], config.rewrite_degenerate_width)
-        if config.rewrite_filter and not task.is_classification
+        if config.rewrite_filter != "off" and not task.is_classification
         else None
     )
     consensus = config.vote == "consensus" and not task.is_classification
@@ -103,7 +110,7 @@ def annotate(task: TaskSpec, inputs: list[dict], model: CachedModel, config: Out
             text = completion.text.strip()
             drop = check_sample(text, task, config, window, terms)
             if drop is None and rewrites is not None:
-                drop = check_rewrite(text, record["text"], rewrites)
+                drop = check_rewrite(text, record["text"], rewrites, lower=config.rewrite_filter == "window")
             label = normalize_label(text, task.labels) if task.is_classification and task.labels else None
             samples.append(
                 {

@@ -105,14 +105,14 @@ def rewrite_window(demos: list[tuple[str, str]], degenerate_width: float = 0.1) 
     return max(0.0, mean - 2 * std), min(1.0, mean + 2 * std)
 
 
-def check_rewrite(text: str, source: str, window: tuple[float, float]) -> Drop | None:
-    """Drop an answer that keeps more (or less) of its input than the demos' answers do: on a task
-    that repairs its input, a copy of a fluent input is no answer."""
+def check_rewrite(text: str, source: str, window: tuple[float, float], lower: bool = True) -> Drop | None:
+    """Drop an answer that keeps more (or, with `lower`, less) of its input than the demos' answers
+    do: on a task that repairs its input, a copy of a fluent input is no answer."""
     lo, hi = window
     value = rouge_l(text, [source])
     if value > hi:
         return Drop("rewrites_too_little", f"{value:.2f} > {hi:.2f}")
-    if value < lo:
+    if lower and value < lo:
         return Drop("rewrites_too_much", f"{value:.2f} < {lo:.2f}")
     return None
 
