@@ -1,7 +1,7 @@
 """`train.num_processes: N`: one training in N processes (DDP), started by accelerate's launcher.
 
 The run stays one process: it synthesizes, then hands the training to N ranks of
-`python -m selfguide.train.launch JOB` and waits; rank 0 writes the result, and the run evaluates
+`python -m selfguide.train.sft JOB` and waits; rank 0 writes the result, and the run evaluates
 the trained model itself, once. On GPUs each rank takes one GPU; without CUDA the ranks are CPU
 processes over gloo (the torchrun launcher with CUDA hidden: accelerate's `--cpu` alone starts
 one process). FSDP2 or ZeRO-3 for full finetuning come from `train.accelerate_config`.
@@ -9,7 +9,6 @@ one process). FSDP2 or ZeRO-3 for full finetuning come from `train.accelerate_co
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -22,7 +21,7 @@ from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TrainConfig
 
 JOB = "launch_job.json"
-RESULT = "launch_result.json"
+JOB_RESULT = "launch_result.json"
 
 
 def launched() -> bool:
@@ -42,7 +41,7 @@ def launch_command(config: TrainConfig, job: Path) -> tuple[list[str], dict]:
         command += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
         if not torch.cuda.is_available():  # DDP over gloo, one thread per rank so N ranks share the cores
             env.update(CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="true", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
-    return [*command, "-m", "selfguide.train.launch", str(job)], env
+    return [*command, "-m", "selfguide.train.sft", str(job)], env
 
 
 def free_port() -> int:
@@ -51,42 +50,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_in_processes(task: TaskSpec | None, pairs: list, model: str, out_dir: Path, config: TrainConfig, *, resume: bool, progress: bool):
-    """`train(...)` in `config.num_processes` ranks; returns rank 0's TrainResult."""
-    from selfguide.train.sft import TrainResult
-
+def train_in_processes(task: TaskSpec | None, pairs: list, model: str, out_dir: Path, config: TrainConfig, *, resume: bool, progress: bool) -> dict:
+    """`train(...)` in `config.num_processes` ranks (each runs `selfguide.train.sft.train_job`);
+    returns the fields of rank 0's TrainResult, as it wrote them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     job = out_dir / JOB
     job.write_text(json.dumps({
         "task": task.model_dump(mode="json") if task is not None else None, "pairs": [list(p) for p in pairs], "model": model,
         "config": config.model_dump(mode="json"), "resume": resume, "progress": progress,
     }))  # fmt: skip
-    (out_dir / RESULT).unlink(missing_ok=True)
+    (out_dir / JOB_RESULT).unlink(missing_ok=True)
     command, env = launch_command(config, job)
     done = subprocess.run(command, env=env, stdout=None if progress else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0 or not (out_dir / RESULT).exists():
+    if done.returncode != 0 or not (out_dir / JOB_RESULT).exists():
         tail = "; ".join(line.strip() for line in done.stderr.strip().splitlines()[-3:])
         raise SelfGuideError(f"training in {config.num_processes} processes failed (exit {done.returncode}): {tail[-400:]}; the full log is the launcher's stderr above")
-    fields = json.loads((out_dir / RESULT).read_text())
-    paths = {"adapter_dir", "model_dir", "log_path", "config_path"}
-    return TrainResult(**{k: Path(v) if k in paths and v is not None else v for k, v in fields.items()})
-
-
-def main(job_path: str) -> None:
-    """One rank: the training of the job file; rank 0 writes its result beside it."""
-    from accelerate import PartialState
-
-    from selfguide.train.sft import train
-
-    job = json.loads(Path(job_path).read_text())
-    task = TaskSpec.model_validate(job["task"]) if job["task"] is not None else None
-    config = TrainConfig.model_validate(job["config"])
-    out_dir = Path(job_path).parent
-    result = train(task, [tuple(p) for p in job["pairs"]], job["model"], out_dir, config, resume=job["resume"], progress=job["progress"])
-    if PartialState().is_main_process:
-        fields = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()}
-        (out_dir / RESULT).write_text(json.dumps(fields))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])
+    return json.loads((out_dir / JOB_RESULT).read_text())

@@ -24,10 +24,12 @@ Runs unchanged under `accelerate launch` (DDP): only the main process writes the
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -39,7 +41,7 @@ from selfguide.errors import MissingDependencyError, SelfGuideError
 from selfguide.prompts.task import Pair, pair_messages
 from selfguide.tasks.spec import TaskSpec
 from selfguide.train.config import TRACKER_PACKAGES, TrainConfig, trackers
-from selfguide.train.launch import launched, train_in_processes
+from selfguide.train.launch import JOB_RESULT, launched, train_in_processes
 from selfguide.train.fingerprint import training_fingerprint
 from selfguide.train.shared_prefix import attention_mask_for, shared_prefix_collator, useful_shared_prefix
 
@@ -345,7 +347,9 @@ def train(
     """
     out_dir = Path(out_dir)
     if config.num_processes > 1 and not launched():  # N ranks in processes of their own (train/launch.py)
-        return train_in_processes(task, pairs, model, out_dir, config, resume=resume, progress=progress)
+        fields = train_in_processes(task, pairs, model, out_dir, config, resume=resume, progress=progress)
+        paths = {"adapter_dir", "model_dir", "log_path", "config_path"}
+        return TrainResult(**{k: Path(v) if k in paths and v is not None else v for k, v in fields.items()})
     log_path = out_dir / layout.TRAIN_LOG
     config_path = out_dir / layout.TRAIN_CONFIG
     checkpoints = out_dir / layout.CHECKPOINTS
@@ -474,3 +478,22 @@ def _fields(cls) -> set[str]:
     import dataclasses
 
     return {field.name for field in dataclasses.fields(cls)}
+
+
+def train_job(job_path: str) -> None:
+    """One rank of a training in processes (train/launch.py): the job file's training; rank 0
+    writes its result beside it."""
+    from accelerate import PartialState
+
+    job = json.loads(Path(job_path).read_text())
+    task = TaskSpec.model_validate(job["task"]) if job["task"] is not None else None
+    config = TrainConfig.model_validate(job["config"])
+    out_dir = Path(job_path).parent
+    result = train(task, [tuple(p) for p in job["pairs"]], job["model"], out_dir, config, resume=job["resume"], progress=job["progress"])
+    if PartialState().is_main_process:
+        fields = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()}
+        (out_dir / JOB_RESULT).write_text(json.dumps(fields))
+
+
+if __name__ == "__main__":
+    train_job(sys.argv[1])
