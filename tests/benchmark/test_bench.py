@@ -271,3 +271,21 @@ def test_the_first_error_of_tasks_at_once_stops_the_rest():
         for thread in list(interruptible._work_threads):  # a later test's exit must not find them running
             thread.join(10)
         assert "d" not in started  # c may have started in b's thread before the cancel came
+
+
+def test_a_bench_over_other_tasks_keeps_the_earlier_tasks_rows(tiny_model_dir, tmp_path):
+    """Benching one more task into the same folder adds its rows to results.*; the earlier tasks'
+    rows stay while the config, setting, eval split and limit are the same, and go when they differ."""
+    out, setting = tmp_path / "b", "temperature=1.0,input_length_filter=false,output_length_filter=false,epochs=1"
+
+    def bench_on(task: str, *extra: str) -> list[str]:
+        args = bench_args(tiny_model_dir, out, "--setting", setting, "--baselines", "prompting", *extra)
+        args[args.index("--tasks") + 1] = task
+        result = runner.invoke(app, args, env={"SELFGUIDE_SUPERNI": str(SUPERNI)})
+        assert result.exit_code == 0, result.output
+        return sorted(json.loads((out / "results.json").read_text())["heldout"])
+
+    assert bench_on("task1562") == ["task1562"]
+    assert bench_on("task1345") == ["task1345", "task1562"]
+    assert "| task1562 |" in (out / "results.md").read_text() and "| task1345 |" in (out / "results.md").read_text()
+    assert bench_on("task1345", "--limit", "4") == ["task1345"]  # another eval size: the earlier rows are not comparable

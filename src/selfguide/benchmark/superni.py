@@ -25,7 +25,7 @@ from selfguide.benchmark.runner import Bench, BenchOptions, bench_per_seed, run_
 from selfguide.benchmark.scores import TABLE_METRICS, fmt, score_of
 from selfguide.config import RunConfig, config_yaml
 from selfguide.errors import BadInputError
-from selfguide.io import write_json, write_text
+from selfguide.io import read_json, write_json, write_text
 from selfguide.methods.baselines import FewShotFinetuneConfig, GoldFinetuneConfig, PromptingConfig, PromptingWithFiltersConfig, SyntheticInContextConfig
 from selfguide.tasks.spec import TaskSpec
 
@@ -128,7 +128,9 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
                     missing.append(name)
                 else:
                     into[name] = task
+        earlier = {}
         if not dry_run:
+            earlier = earlier_results(options.out, config_yaml(base))
             write_text(options.out / "config.yaml", config_yaml(base))
         tuned = tuning_phase(bench, tuning) if tuning else {}
         if options.setting is not None:
@@ -153,11 +155,33 @@ def bench_superni(base: RunConfig, options: BenchOptions, dry_run: bool = False)
             summary["plan"] = bench.tally.as_dict()
             summary["grid_size"] = 0 if options.setting is not None else len(options.grid)
             return summary
-        summary |= {"tuning": tuned, "heldout": heldout, "model_calls": bench.stats.as_dict()}
+        summary |= {"tuning": tuned, "heldout": kept_heldout(earlier, summary, heldout) | heldout, "model_calls": bench.stats.as_dict()}
         write_results(options.out, summary)
         return summary
     finally:
         bench.close()
+
+
+def earlier_results(out: Path, config_text: str) -> dict:
+    """The results of an earlier bench in `out` with the same config, else {}."""
+    same_config = (out / "config.yaml").is_file() and (out / "config.yaml").read_text(encoding="utf-8") == config_text
+    try:
+        return read_json(out / "results.json") if same_config else {}
+    except (OSError, ValueError):  # none yet, or unreadable: this bench's results replace it
+        return {}
+
+
+def kept_heldout(earlier: dict, summary: dict, heldout: dict) -> dict:
+    """The held-out tasks of an earlier bench into the same folder (same config, setting, eval split
+    and limit) that this one did not run, so a bench over some tasks keeps the others' rows in
+    results.*. An earlier bench with another setting or other baselines is replaced whole."""
+    if not earlier or any(earlier.get(key) != summary[key] for key in ("eval_split", "limit", "chosen_setting")):
+        return {}
+    columns = {tuple(sorted(entry["metrics"])) for entry in heldout.values()}
+    kept = {name: entry for name, entry in earlier.get("heldout", {}).items() if name not in heldout}
+    if columns and any(tuple(sorted(entry["metrics"])) not in columns for entry in kept.values()):
+        return {}
+    return kept
 
 
 def bench_superni_seeds(base: RunConfig, options: BenchOptions, seeds: list[int], dry_run: bool = False) -> dict:
