@@ -21,8 +21,8 @@ import yaml
 
 def collect(folders: list[Path]) -> dict[str, dict[int, dict]]:
     """task -> seed -> {prompting, self_guide, gold_finetune, pairs} (reported metric), read from
-    each task's folders (seed-N/heldout/TASK/..., or heldout/TASK/... for one seed): a later bench over fewer tasks rewrites
-    seed-N/results.json but leaves the other tasks' folders."""
+    each task's folders (seed-N/heldout/TASK/..., or heldout/TASK/... for one seed), so benches of
+    the same recipe over other seeds or tasks, in folders of their own, add up."""
     found: dict[str, dict[int, dict]] = defaultdict(dict)
     for folder in folders:
         for task_dir in sorted([*folder.glob("seed-*/heldout/task*"), *folder.glob("heldout/task*")]):
