@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 
-
 from tests.methods.resume import kill_and_resume
 from tests.scripted import scripted_model
 from selfguide import layout

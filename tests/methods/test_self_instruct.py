@@ -8,7 +8,6 @@ import json
 import random
 import re
 
-
 from tests.methods.resume import kill_and_resume
 from tests.scripted import scripted_model
 from selfguide import layout

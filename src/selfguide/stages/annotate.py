@@ -37,7 +37,6 @@ class OutputGenConfig(BaseModel):
         "above it, answers that keep more of their input than the demos' answers do (on a repair task, a copy of a fluent "
         "input), so the vote picks among the samples that rewrite. true/false mean 'window'/'off'. Not in the paper.",
     )
-
     rewrite_degenerate_width: float = Field(0.1, gt=0, description="When the demos' rewrite window is empty (one demo, or all alike): mean +/- this.")
     min_vote_share: float = Field(0.3, ge=0, le=1, description="The winning answer must hold this share of the surviving samples.")
     vote: Literal["majority", "consensus"] = Field(
