@@ -5,14 +5,15 @@ only the labels or the filters share the bench's call cache, so they differ only
 
     python bench/quality_ablation.py /tmp/q                  # Markdown tables on stdout
     python bench/quality_ablation.py /tmp/q --baseline r4    # paired against the lever r4, not base
+    python bench/quality_ablation.py /tmp/q --json           # and every run's row as JSON
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -95,11 +96,17 @@ def prediction(rows: list[dict]) -> str:
     )
 
 
-if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    baseline = sys.argv[sys.argv.index("--baseline") + 1] if "--baseline" in sys.argv else "base"
-    args = [a for a in args if a != baseline]
-    found = runs(Path(args[0] if args else "runs/quality"))
-    print(tables(found, baseline))
-    if "--json" in sys.argv:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, nargs="?", default=Path("runs/quality"))
+    parser.add_argument("--baseline", default="base", help="the lever every other one is paired against")
+    parser.add_argument("--json", action="store_true", help="also print every run's row as JSON")
+    args = parser.parse_args()
+    found = runs(args.root)
+    print(tables(found, args.baseline))
+    if args.json:
         print(json.dumps(found, indent=1))
+
+
+if __name__ == "__main__":
+    main()
