@@ -35,6 +35,7 @@ FILES = {
     "dataset_list.jsonl": "[1, 2]\n",
     "dataset_no_output.jsonl": '{"input": "a"}\n',
     "a_file": "not a folder\n",
+    "inputs_bad.jsonl": '{"input": "Fine."}\n{oops\n',
     "broken_run/config.yaml": "model: [\n",
     "broken_run/synth/dataset.jsonl": '{"input": "a", "output": "b"}\n',
     "corrupt_run/cache.sqlite": "this is not a database, just text " * 50,
@@ -75,6 +76,8 @@ CASES = [
     ("run-corrupt-cache", ["synthesize", "{task.yaml}", "-m", "m", "--out", "{corrupt_run}"], ["cache.sqlite", "not a usable SQLite", "rerun"]),
     ("run-served-name-not-weights", ["run", "{task.yaml}", "-m", "qwen2.5:1.5b", "--backend", "openai", "--base-url", "{dead}", "-o", "{out}"], ["--model", "qwen2.5:1.5b", "train.model"]),
     ("run-bad-train-model", ["run", "{task.yaml}", "-m", "m", "--set", "train.model=a:b", "-o", "{out}"], ["train.model", "a:b"]),
+    ("run-inputs-file-missing", ["run", "{task.yaml}", "-m", "m", "--set", "synth.inputs.file=no_inputs.jsonl", "-o", "{out}"], ["no_inputs.jsonl", "synth.inputs.file", "no such file"]),
+    ("run-inputs-file-bad-line", ["run", "{task.yaml}", "-m", "m", "--set", "synth.inputs.file=inputs_bad.jsonl", "-o", "{out}"], ["inputs_bad.jsonl", "line 2", "JSON"]),
     ("run-limit-zero", ["run", "{task.yaml}", "-m", "m", "--limit", "0", "--config", "{good_config.yaml}"], ["--limit", "greater than or equal to 1"]),
     # train: datasets, run folders, flags
     ("train-missing-dataset", ["train", "{missing.jsonl}", "--task", "{task.yaml}", "-m", "m"], ["missing.jsonl", "no such file"]),

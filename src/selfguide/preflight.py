@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from selfguide.config import RunConfig
 from selfguide.errors import BadInputError, MissingDependencyError, SelfGuideError
+from selfguide.stages.write_inputs import read_input_file
 
 # The flags that set each model's settings, for messages.
 FLAGS = {"model": ("--model", "--backend", "--base-url"), "teacher": ("--teacher", "--teacher-backend", "--teacher-base-url")}
@@ -29,6 +30,9 @@ def check_run_config(config: RunConfig, *, serve_check: bool = True) -> None:
             raise BadInputError(name_flag, describe_path(model.name), "an existing model folder or .gguf file, or a Hub id (user/name)", "no such file or folder")
         if section == "teacher" and model.backend == "openai" and model.base_url and serve_check:
             check_teacher_server(model)
+    inputs = getattr(config.synth, "inputs", None)
+    if getattr(inputs, "file", None):
+        read_input_file(inputs.file)  # every line, so a bad one fails now, not after the model loads
     data = config.model_dump(mode="json")
     writer = config.teacher or config.model
     for section, model in (("synth", writer), ("eval", config.model)):

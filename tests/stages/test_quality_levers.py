@@ -1,14 +1,20 @@
 """The levers beyond the paper's recipe, each a setting off by default: the consensus vote, the
 rewrite window on answers, and the demos as training pairs."""
 
+import json
+
 import pytest
 
-from tests.scripted import scripted_model
+from tests.scripted import is_input_request, scripted_model
+from selfguide import layout
+from selfguide.errors import BadInputError
+from selfguide.io import read_jsonl
 from selfguide.methods import MethodContext, get_method, synthesize
 from selfguide.methods.self_guide import SelfGuideConfig, demo_rows
 from selfguide.stages.annotate import OutputGenConfig, annotate
 from selfguide.stages.filters import check_rewrite, rewrite_window
 from selfguide.stages.vote import consensus_answer
+from selfguide.stages.write_inputs import read_input_file
 from selfguide.tasks.spec import EvalItem, Example, TaskSpec
 
 
@@ -103,3 +109,43 @@ def test_demo_copies_join_the_training_pairs(tmp_path):
     config.input_filters.length_filter = config.outputs.length_filter = False
     summary = synthesize(get_method("self-guide"), MethodContext(task, model, tmp_path / "synth", seed=0), config)
     assert summary["demo_pairs"] == 6 and summary["pairs"] == 7
+
+
+def test_inputs_from_a_file_are_labelled_not_written(tmp_path):
+    """The user's own unlabelled inputs replace the written ones: no input-writing call, the same
+    filters (a repeat, a demo, an eval input are dropped), and the funnel says where they came from."""
+    task = repair_task()
+    given = ["Who er which king built the bridge?", "Who er which king built the bridge?", task.examples[0].input, task.eval[0].input, "How uh why did the mill close?"]
+    file = tmp_path / "inputs.jsonl"
+    file.write_text("".join(json.dumps({"input": text}) + "\n" for text in given))
+
+    def script(messages, params, j):
+        assert not is_input_request(messages), "an input was written, not read"
+        return messages[-1]["content"].replace("Who er which", "Which").replace("How uh why", "Why")
+
+    model, backend = scripted_model(script, tmp_path / "c.sqlite")
+    config = SelfGuideConfig(inputs={"file": str(file)})
+    config.self_label.items = 0
+    config.input_filters.length_filter = config.outputs.length_filter = False
+    ctx = MethodContext(task, model, tmp_path / "synth", seed=0)
+    summary = synthesize(get_method("self-guide"), ctx, config)
+    inputs = read_jsonl(tmp_path / "synth" / layout.INPUTS)
+    assert [r["reason"] for r in inputs] == [None, "duplicate", "demo_copy", "eval_copy", None]
+    dataset = read_jsonl(tmp_path / "synth" / layout.DATASET)
+    assert [(r["input"], r["output"]) for r in dataset] == [(given[0], "Which king built the bridge?"), (given[4], "Why did the mill close?")]
+    assert summary["models"]["wrote"] == f"the file {file}" and summary["models"]["labelled"] == "scripted"
+    assert backend.calls == 2  # one labelling call per kept input, none to write
+    plan = get_method("self-guide").plan(ctx, config)
+    assert (plan["inputs"].at_least, plan["annotate"].at_least) == (0, 2)
+
+    text_file = tmp_path / "inputs.txt"
+    text_file.write_text("\n".join(given) + "\n\n")
+    assert read_input_file(str(text_file)) == given  # a text file: one input per line, blank lines skipped
+    with pytest.raises(BadInputError, match="no such file"):
+        read_input_file(str(tmp_path / "missing.jsonl"))
+    (tmp_path / "bad.jsonl").write_text('{"input": "a"}\n{"text": "b"}\n')
+    with pytest.raises(BadInputError, match="line 2 field 'input'"):
+        read_input_file(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(BadInputError, match="at least one input"):
+        read_input_file(str(tmp_path / "empty.txt"))

@@ -5,6 +5,7 @@ finetuned on what survives (docs/methods.md). With a teacher, the teacher writes
 teacher-distillation baseline.
 
     write inputs (rounds of prompts)    -> input filters, then near-duplicates and eval overlap
+      (or read them: synth.inputs.file)
     annotate (n samples per kept input) -> output filters, vote (or label scoring)
     balance classes (classification)    -> dataset.jsonl
     self-label diagnostic: the same labelling on gold items, scored
@@ -41,7 +42,7 @@ from pydantic import Field
 from selfguide import interruptible, layout
 from selfguide.errors import BudgetExceeded
 from selfguide.io import append_jsonl, read_jsonl, write_jsonl
-from selfguide.methods import MethodConfig, MethodContext, register, require_task
+from selfguide.methods import MethodConfig, MethodContext, models_summary, register, require_task
 from selfguide.plan import Calls
 from selfguide.stages.annotate import OutputGenConfig, annotate, uses_label_scores
 from selfguide.stages.filters import InputFilterConfig
@@ -49,7 +50,7 @@ from selfguide.stages.funnel import stage_row
 from selfguide.stages.near_dup import NearDupConfig, NearDupFilter
 from selfguide.stages.self_label import SelfLabelConfig, self_label_accuracy, self_label_calls
 from selfguide.stages.vote import balance_classes
-from selfguide.stages.write_inputs import InputGenConfig, generate_inputs
+from selfguide.stages.write_inputs import InputGenConfig, generate_inputs, given_inputs
 from selfguide.tasks.spec import TaskSpec
 
 
@@ -123,7 +124,11 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
     try:
         self_labelled = annotator.submit(in_step, self_label_accuracy, task, writer, outputs, config.self_label, ctx.seed) if annotator else None
         with writer.producer(gather) if annotator else contextlib.nullcontext():
-            candidates = generate_inputs(task, writer, config.inputs, config.input_filters, ctx.seed, on_round=on_round, checks=[near_dup])
+            if config.inputs.file:
+                candidates = given_inputs(task, config.inputs.file, config.input_filters, checks=[near_dup])
+                on_round(candidates)
+            else:
+                candidates = generate_inputs(task, writer, config.inputs, config.input_filters, ctx.seed, on_round=on_round, checks=[near_dup])
         # Before the labels are scored: two scoring calls at once would share batches.
         self_label = interruptible.result(self_labelled) if self_labelled else None
         if pipelined:
@@ -150,20 +155,23 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
     write_jsonl(ctx.out_dir / layout.DROPS, drop_rows(candidates, annotations, unbalanced))
     summary = summarize(task, candidates, annotations, unbalanced, dataset)
     summary["self_label_accuracy"] = self_label if self_labelled else self_label_accuracy(task, writer, outputs, config.self_label, ctx.seed)
+    if config.inputs.file:
+        summary["models"] = {**models_summary(ctx), "wrote": f"the file {config.inputs.file}"}
     return summary
 
 
 def plan(ctx: MethodContext, config: SelfGuideConfig) -> dict[str, Calls]:
-    """One call per input prompt, one per kept input (known once inputs.jsonl is complete), one
-    per self-label case."""
+    """One call per input prompt (none for a file's inputs), one per kept input (known once
+    inputs.jsonl is complete), one per self-label case."""
     task = require_task(ctx)
-    attempts = config.inputs.attempts(task)
+    attempts = config.inputs.candidates(task)
     kept = kept_inputs_on_disk(ctx, attempts)
     outputs = config.outputs
     scored = task.is_classification and bool(task.labels) and uses_label_scores(outputs, ctx.writer)
     tokens_per_input = 0 if scored else outputs.n * outputs.max_new_tokens
+    written = 0 if config.inputs.file else attempts
     return {
-        "inputs": Calls.exact(attempts, attempts * config.inputs.max_new_tokens),
+        "inputs": Calls.exact(written, written * config.inputs.max_new_tokens),
         "annotate": Calls(kept or 0, attempts if kept is None else kept, (attempts if kept is None else kept) * tokens_per_input),
         "self-label diagnostic": Calls.exact(self_label_calls(task, config.self_label, ctx.seed)),
     }

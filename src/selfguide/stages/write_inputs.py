@@ -7,6 +7,9 @@ generator seeded by (run seed, round), so a rerun builds the same prompts and hi
 With `pool_lag` L > 0, round r's prompts show the pool as it was after round r-1-L, so up to L+1
 rounds are written at once (their calls merge into shared batches, backends/batcher.py). Rounds
 are still filtered one by one in order, so the data depends on L, never on timing.
+
+With `file`, the inputs are the user's own (unlabelled inputs of the task) instead of written
+ones; they pass the same filters and checks, in file order (`given_inputs`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,8 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from selfguide import interruptible
 from selfguide.backends.base import Request, SamplingParams
 from selfguide.backends.cache import CachedModel, derive_seed
+from selfguide.errors import BadInputError
 from selfguide.progress import bar as progress_bar
 from selfguide.prompts.self_guide import clean_generated_input, input_generation_messages, input_stops
+from selfguide.stages.corpus import read_file
 from selfguide.stages.filters import Drop, InputFilter, InputFilterConfig
 from selfguide.tasks.spec import TaskSpec
 
@@ -53,6 +59,12 @@ class InputGenConfig(BaseModel):
         "item's header, so the reply is the new input itself (small chat models follow it); 'published': a request the "
         "model answers freely, as in the paper.",
     )
+    file: str | None = Field(
+        None,
+        description="Label these inputs instead of writing them (not in the paper): unlabelled inputs of the task, a JSONL file "
+        "with an 'input' string per line or a text file with one input per line. They pass the input filters like written ones "
+        "(input_filters.length_filter: false keeps every length); the rounds settings are then unused.",
+    )
 
     def rounds_for(self, task: TaskSpec) -> int:
         return self.rounds if self.rounds is not None else (40 if task.is_classification else 20)
@@ -60,6 +72,10 @@ class InputGenConfig(BaseModel):
     def attempts(self, task: TaskSpec) -> int:
         """Input-writing calls: one per prompt, every round."""
         return self.rounds_for(task) * self.prompts_per_round
+
+    def candidates(self, task: TaskSpec) -> int:
+        """Candidate inputs: the file's, or one per input-writing call."""
+        return len(read_input_file(self.file)) if self.file else self.attempts(task)
 
 
 class Check(Protocol):
@@ -122,19 +138,7 @@ def generate_inputs(
                 for stage in stages:
                     stage.accept(text)
                 pool.append(text)
-            round_records.append(
-                {
-                    "id": f"r{round_index:03d}s{slot:02d}",
-                    "round": round_index,
-                    "slot": slot,
-                    "text": text,
-                    "pseudo_label": label,
-                    "finish_reason": completion.finish_reason,
-                    "status": "kept" if drop is None else "dropped",
-                    "reason": None if drop is None else drop.reason,
-                    "detail": None if drop is None else drop.detail,
-                }
-            )
+            round_records.append(candidate_record(f"r{round_index:03d}s{slot:02d}", round_index, slot, text, label, completion.finish_reason, drop))
         records.extend(round_records)
         rounds.update()
         rounds.set_postfix(kept=len(pool), dropped=len(records) - len(pool))
@@ -157,6 +161,50 @@ def generate_inputs(
         while in_flight:
             filter_round(*in_flight.popleft())
     return records
+
+
+def given_inputs(task: TaskSpec, path: str, filters: InputFilterConfig, checks: Sequence[Check] = ()) -> list[dict]:
+    """The file's inputs as candidate records, in file order, through the same filters and checks
+    as written inputs (a repeat is a duplicate, an eval input an eval copy)."""
+    stages = [InputFilter(filters, [e.input for e in task.examples], [item.input for item in task.eval], task.is_classification), *checks]
+    records = []
+    for slot, raw in enumerate(read_input_file(path)):
+        text = raw.strip()
+        drop = first_drop(stages, text)
+        if drop is None:
+            for stage in stages:
+                stage.accept(text)
+        records.append(candidate_record(f"f{slot:05d}", 0, slot, text, None, None, drop))
+    return records
+
+
+def read_input_file(path: str) -> list[str]:
+    """The inputs of a JSONL file (an 'input' string per line) or of a text file (one per line)."""
+    file = Path(path)
+    if not file.is_file():
+        raise BadInputError(file, "synth.inputs.file", "an existing JSONL or text file of inputs", "no such file")
+    if file.suffix.lower() in (".jsonl", ".json"):
+        texts = list(read_file(file, "input"))
+    else:
+        texts = file.read_text(encoding="utf-8").splitlines()
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise BadInputError(file, "synth.inputs.file", "at least one input", "none")
+    return texts
+
+
+def candidate_record(id: str, round_index: int, slot: int, text: str, label: str | None, finish_reason: str | None, drop: Drop | None) -> dict:
+    return {
+        "id": id,
+        "round": round_index,
+        "slot": slot,
+        "text": text,
+        "pseudo_label": label,
+        "finish_reason": finish_reason,
+        "status": "kept" if drop is None else "dropped",
+        "reason": None if drop is None else drop.reason,
+        "detail": None if drop is None else drop.detail,
+    }
 
 
 def first_drop(stages: Sequence[Check], text: str) -> Drop | None:
