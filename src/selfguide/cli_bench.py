@@ -5,12 +5,16 @@ it would not run, naming it, and a dry run creates nothing."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from selfguide.cli_options import CONFIG, MODEL, BenchLimitOpt, BenchSplitOpt, ExecutorOpt, MaxCallsOpt, ParallelOpt, RayAddressOpt, SeedsOpt, build_config, checked, shared
 from selfguide.errors import BadInputError
+
+if TYPE_CHECKING:
+    from selfguide.benchmark.superni import BenchOptions
+    from selfguide.config import RunConfig
 
 bench_app = typer.Typer(help="Benchmarks: the paper's protocol as one command.", no_args_is_help=True)
 TasksHelp = "SuperNI task names (repeatable or comma-separated), e.g. --tasks task190,task036"
@@ -28,6 +32,13 @@ def bench_folder(out: str, dry_run: bool) -> Path:
             raise BadInputError("--out", out, "a folder (or a path where one can be created)", "an existing file")
         return folder
     return make_folder(folder)
+
+
+def bench_options(cfg: RunConfig, opts: dict, out: str, dry_run: bool, **fields) -> BenchOptions:
+    """What both bench commands share: the folder, progress bars unless --quiet, and the config's call cache."""
+    from selfguide.benchmark import superni
+
+    return superni.BenchOptions(out=bench_folder(out, dry_run), progress=not opts["quiet"], cache=Path(cfg.cache) if cfg.cache else None, **fields)
 
 
 @bench_app.command("superni")
@@ -57,7 +68,7 @@ def bench_superni(
     """
     from selfguide.backends.resolve import require_model
     from selfguide.benchmark.grid import HELD_OUT, TUNING, parse_grid, parse_seeds, parse_setting, parse_tasks
-    from selfguide.benchmark.superni import BenchOptions, bench_superni_seeds, parse_baselines, results_markdown, seeds_markdown
+    from selfguide.benchmark.superni import bench_superni_seeds, parse_baselines, results_markdown, seeds_markdown
 
     cfg = checked(build_config(opts, limit=limit), dry_run)
     if grid and setting is not None:
@@ -69,8 +80,11 @@ def bench_superni(
     chosen_baselines = parse_baselines(baselines) if baselines is not None else None
     if chosen_baselines == []:
         raise BadInputError("--baselines", "value", "comma-separated column names, e.g. few_shot_finetune,gold_finetune", "none")
-    options = BenchOptions(
-        out=bench_folder(out, dry_run),
+    options = bench_options(
+        cfg,
+        opts,
+        out,
+        dry_run,
         tasks=names,
         grid=parse_grid(grid),
         setting=parse_setting(setting) if setting is not None else None,
@@ -78,11 +92,9 @@ def bench_superni(
         eval_split=eval_split,
         max_calls=max_calls,
         parallel=parallel,
-        progress=not opts["quiet"],
         baselines=chosen_baselines,
         executor=executor,
         ray_address=ray_address,
-        cache=Path(cfg.cache) if cfg.cache else None,
     )
     seed_list = parse_seeds(seeds) if seeds is not None else [cfg.seed]
     paper = {name for groups in (TUNING, HELD_OUT) for group in groups.values() for name in group}
@@ -132,12 +144,11 @@ def bench_methods(
     from selfguide.backends.resolve import require_model
     from selfguide.benchmark.grid import parse_seeds, parse_tasks
     from selfguide.benchmark.methods import bench_methods_seeds, parse_recipes, results_markdown, seeds_markdown
-    from selfguide.benchmark.superni import BenchOptions
 
     cfg = checked(build_config(opts, limit=limit, user_oriented_limit=user_oriented_limit), dry_run)
     names = parse_tasks(tasks)
     seed_list = parse_seeds(seeds) if seeds is not None else [cfg.seed]
-    options = BenchOptions(out=bench_folder(out, dry_run), tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, parallel=parallel, progress=not opts["quiet"], executor=executor, ray_address=ray_address, cache=Path(cfg.cache) if cfg.cache else None)
+    options = bench_options(cfg, opts, out, dry_run, tasks=names, limit=limit, eval_split=eval_split, max_calls=max_calls, parallel=parallel, executor=executor, ray_address=ray_address)
     cfg = require_model(cfg)
     recipes = parse_recipes(methods_, cfg)
     summary = bench_methods_seeds(cfg, options, recipes, seed_list, user_oriented, dry_run=dry_run)

@@ -18,7 +18,7 @@ from selfguide.prompts.task import task_messages
 from selfguide.tasks.spec import Example, TaskSpec
 from selfguide.train.config import TrainConfig
 from selfguide.train.merge import merge_adapter
-from selfguide.train.sft import build_trainer, build_training_rows, train
+from selfguide.train.sft import TrainResult, build_trainer, build_training_rows, train
 
 REPO = Path(__file__).resolve().parents[2]
 COLORS = ["red", "green", "blue", "red", "green", "blue", "red", "green"]
@@ -478,3 +478,10 @@ def test_trainings_in_threads_take_turns_and_match_a_training_alone(task, tiny_m
     for result in results.values():
         assert [e["loss"] for e in read_log(result.log_path) if "loss" in e] == losses
         assert all(torch.equal(weights[k], v) for k, v in load_file(result.adapter_dir / "adapter_model.safetensors").items())
+
+
+def test_a_train_result_survives_the_trip_from_a_training_rank():
+    """A rank in its own process hands its result back as JSON (train/launch.py): paths come back as paths."""
+    result = TrainResult(Path("out/adapter"), None, 12, 1, Path("out/train_log.jsonl"), 0.5, 6, Path("out/train_config.json"), 2.0, 900, 3.5)
+    back = TrainResult.from_json(json.loads(json.dumps(result.to_json())))
+    assert back == result and isinstance(back.log_path, Path) and back.model_dir is None

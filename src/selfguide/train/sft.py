@@ -83,6 +83,16 @@ class TrainResult:
         assert path is not None
         return path
 
+    def to_json(self) -> dict:
+        """Its fields, paths as strings: what a training rank hands back to the launcher (`train_job`)."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, fields: dict) -> TrainResult:
+        """The result `to_json` wrote."""
+        paths = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith("Path")}
+        return cls(**{k: Path(v) if k in paths and v is not None else v for k, v in fields.items()})
+
 
 def build_training_rows(task: TaskSpec | None, pairs: list[Pair], tokenizer, max_length: int) -> tuple[list[dict], int]:
     """One pre-tokenised row per pair, and how many were dropped for being too long.
@@ -347,9 +357,7 @@ def train(
     """
     out_dir = Path(out_dir)
     if config.num_processes > 1 and not launched():  # N ranks in processes of their own (train/launch.py)
-        fields = train_in_processes(task, pairs, model, out_dir, config, resume=resume, progress=progress)
-        paths = {"adapter_dir", "model_dir", "log_path", "config_path"}
-        return TrainResult(**{k: Path(v) if k in paths and v is not None else v for k, v in fields.items()})
+        return TrainResult.from_json(train_in_processes(task, pairs, model, out_dir, config, resume=resume, progress=progress))
     log_path = out_dir / layout.TRAIN_LOG
     config_path = out_dir / layout.TRAIN_CONFIG
     checkpoints = out_dir / layout.CHECKPOINTS
@@ -491,8 +499,7 @@ def train_job(job_path: str) -> None:
     out_dir = Path(job_path).parent
     result = train(task, [tuple(p) for p in job["pairs"]], job["model"], out_dir, config, resume=job["resume"], progress=job["progress"])
     if PartialState().is_main_process:
-        fields = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()}
-        (out_dir / JOB_RESULT).write_text(json.dumps(fields))
+        (out_dir / JOB_RESULT).write_text(json.dumps(result.to_json()))
 
 
 if __name__ == "__main__":
