@@ -75,6 +75,16 @@ def without_seconds(value):
 # A datastore of six SuperNI task files (7,804 rows), built once per test session: three NLI tasks
 # (ANLI r1, e-SNLI, SICK relations), a QASC fact task, disfluent-to-fluent questions, and SICK NLI
 # (task1612, whose eval items are among task1615's rows).
+# A SELF-GUIDE synthesis on a tiny model in seconds: two rounds, a few short samples, no length filters.
+TINY_SYNTH = [
+    "synth.inputs.rounds=2",
+    "synth.inputs.max_new_tokens=16",
+    "synth.input_filters.length_filter=false",
+    "synth.input_filters.require_demo_fields=false",
+    "synth.outputs.n=3",
+    "synth.outputs.max_new_tokens=4",
+    "synth.outputs.labeler=sample",
+]
 STORE_TASKS = ["task1385", "task642", "task036", "task1622", "task1612", "task1615"]
 
 

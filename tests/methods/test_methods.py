@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from tests.conftest import REPO, SUPERNI, run_cli
+from tests.conftest import REPO, SUPERNI, TINY_SYNTH, run_cli
 from tests.scripted import scripted_model
 
 from selfguide import api, layout, methods
@@ -25,16 +25,7 @@ from selfguide.stages.annotate import OutputGenConfig, annotate
 from selfguide.stages.funnel import stage_row
 from selfguide.tasks.spec import EvalItem, Example, TaskSpec
 
-TINY = [
-    "synth.inputs.rounds=2",
-    "synth.inputs.max_new_tokens=16",
-    "synth.input_filters.length_filter=false",
-    "synth.input_filters.require_demo_fields=false",
-    "synth.outputs.n=3",
-    "synth.outputs.max_new_tokens=4",
-    "synth.outputs.labeler=sample",
-    "synth.self_label.items=3",
-]
+TINY = [*TINY_SYNTH, "synth.self_label.items=3"]
 
 
 @pytest.fixture

@@ -13,20 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import SUPERNI
+from tests.conftest import SUPERNI, TINY_SYNTH
 
 from selfguide import api
 from selfguide.config import load_config
 
-TINY = [
-    "synth.inputs.rounds=2",
-    "synth.inputs.max_new_tokens=16",
-    "synth.input_filters.length_filter=false",
-    "synth.input_filters.require_demo_fields=false",
-    "synth.outputs.n=3",
-    "synth.outputs.max_new_tokens=4",
-    "synth.outputs.labeler=sample",
-]
+TINY = TINY_SYNTH
 
 
 def read_jsonl(path: Path) -> list[dict]:
