@@ -138,6 +138,22 @@ def test_inputs_from_a_file_are_labelled_not_written(tmp_path):
     plan = get_method("self-guide").plan(ctx, config)
     assert (plan["inputs"].at_least, plan["annotate"].at_least) == (0, 2)
 
+    sentiment = TaskSpec(
+        name="sentiment",
+        instruction="Is the review positive or negative?",
+        examples=[Example(input="A joy.", output="positive"), Example(input="A bore.", output="negative")],
+        type="classification",
+        labels=["positive", "negative"],
+    )
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("Loved it.\nHated it.\n")
+    model, _ = scripted_model(lambda messages, params, j: "positive" if "Loved" in messages[-1]["content"] else "negative", tmp_path / "s.sqlite")
+    config = SelfGuideConfig(inputs={"file": str(reviews)})
+    config.self_label.items = 0
+    config.input_filters.length_filter = False
+    summary = synthesize(get_method("self-guide"), MethodContext(sentiment, model, tmp_path / "sentiment", seed=0), config)
+    assert summary["labels"]["pseudo_labels_of_kept_inputs"] == {} and summary["labels"]["final"] == {"positive": 1, "negative": 1}
+
     text_file = tmp_path / "inputs.txt"
     text_file.write_text("\n".join(given) + "\n\n")
     assert read_input_file(str(text_file)) == given  # a text file: one input per line, blank lines skipped

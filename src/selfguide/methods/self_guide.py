@@ -287,7 +287,8 @@ def summarize(task: TaskSpec, candidates: list[dict], annotations: list[dict], u
         summary["demo_pairs"] = demos
     if task.is_classification:
         summary["labels"] = {
-            "pseudo_labels_of_kept_inputs": dict(Counter(r["pseudo_label"] for r in candidates if r["status"] == "kept")),
+            # none for a file's inputs: the model was not asked for an input of a given label
+            "pseudo_labels_of_kept_inputs": dict(Counter(r["pseudo_label"] for r in candidates if r["status"] == "kept" and r["pseudo_label"] is not None)),
             "voted": dict(Counter(a["output"] for a in voted)),
             "final": dict(Counter(row["output"] for row in dataset)),
             "missing_from_final": [label for label in task.labels or [] if label not in {row["output"] for row in dataset}],
