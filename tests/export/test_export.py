@@ -177,3 +177,17 @@ def test_trl_trains_on_the_hf_export_directly(tmp_path, tiny_model_dir):
     assert 0 < len(trained_tokens) < len(first["input_ids"]) // 2  # the answer only, not the demos
     trainer.train()
     assert any(not p.detach().equal(before[n]) for n, p in model.named_parameters())
+
+
+def test_cards_say_where_inputs_from_a_file_came_from(tmp_path):
+    make_exportable_run(tmp_path)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "synth": {"inputs": {"file": "requests.jsonl"}}}))
+    summary_path = tmp_path / "synth" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["models"] = {"wrote": "the file requests.jsonl", "labelled": "org/base-model", "trained": "org/base-model"}
+    summary_path.write_text(json.dumps(summary))
+    result = export_run(tmp_path, "hf", license="apache-2.0")
+    cards = (result.folder / "README.md").read_text() + (tmp_path / "train/adapter/README.md").read_text()
+    assert "The inputs came from `requests.jsonl`" in cards and "The model wrote new task inputs" not in cards
+    assert "the inputs come from the file requests.jsonl and `org/base-model` labelled them" in cards

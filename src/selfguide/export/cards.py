@@ -97,6 +97,8 @@ class CardFacts:
         """Who made the pairs, as the end of a sentence: "`m` wrote and labelled them for itself"."""
         if self.wrote in GOLD_SOURCES:
             return f"they come from {self.wrote}"
+        if self.wrote.startswith(FILE_SOURCE):
+            return f"the inputs come from {self.wrote} and `{self.labelled}` labelled them"
         if self.wrote != self.labelled:
             return f"`{self.wrote}` wrote them and `{self.labelled}` labelled them"
         return f"`{self.model}` wrote and labelled them for itself" if self.wrote == self.model else f"`{self.wrote}` wrote and labelled them"
@@ -106,6 +108,7 @@ class CardFacts:
 
 
 GOLD_SOURCES = ("the task's gold demos", "the task's gold instances")  # methods/baselines.py: gold data has no model author
+FILE_SOURCE = "the file "  # methods/self_guide.py: the user's own inputs (synth.inputs.file)
 
 
 def method_text(task: TaskSpec, config: RunConfig, summary: SynthSummary | None = None) -> str:
@@ -115,7 +118,8 @@ def method_text(task: TaskSpec, config: RunConfig, summary: SynthSummary | None 
         stages = ", ".join(f"{s.stage} ({s.unit})" for s in summary.stages) if summary is not None and summary.stages else ""
         return f"{method.display_name} (`{synth.method}`): {method.description}" + (f"\n\nIts stages, in order: {stages}." if stages else "")
     balance = "; classes were balanced by downsampling" if task.is_classification and synth.outputs.balance_classes else ""
-    return f"""The model wrote new task inputs from the instruction and the gold demos; rule-based filters
+    written = f"The inputs came from `{synth.inputs.file}`" if synth.inputs.file else "The model wrote new task inputs from the instruction and the gold demos"
+    return f"""{written}; rule-based filters
 dropped empty, out-of-window, boilerplate and duplicate inputs (and copies of demo and eval
 inputs); the model then labelled each kept input {synth.outputs.n} times by in-context
 learning and a vote kept answers with at least {synth.outputs.min_vote_share:.0%} of the

@@ -156,7 +156,7 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
     summary = summarize(task, candidates, annotations, unbalanced, dataset)
     summary["self_label_accuracy"] = self_label if self_labelled else self_label_accuracy(task, writer, outputs, config.self_label, ctx.seed)
     if config.inputs.file:
-        summary["models"] = {**models_summary(ctx), "wrote": f"the file {config.inputs.file}"}
+        summary["models"] = {**models_summary(ctx), "wrote": f"the file {config.inputs.file}"}  # export/cards.py reads it
     return summary
 
 
