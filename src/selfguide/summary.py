@@ -50,6 +50,14 @@ class ModelRoles(Lenient):
     labelled: str = "?"
     trained: str = "?"
 
+    @property
+    def from_file(self) -> bool:
+        """The inputs are the user's own, read from a file (synth.inputs.file), not written by a model."""
+        return self.wrote.startswith(FILE_SOURCE)
+
+
+FILE_SOURCE = "the file "  # `wrote` of inputs read from a file: "the file <path>"
+
 
 class ModelCalls(Lenient):
     calls: int = 0

@@ -186,8 +186,10 @@ def test_cards_say_where_inputs_from_a_file_came_from(tmp_path):
     summary_path = tmp_path / "synth" / "summary.json"
     summary = json.loads(summary_path.read_text())
     summary["models"] = {"wrote": "the file requests.jsonl", "labelled": "org/base-model", "trained": "org/base-model"}
+    summary["stages"][0].update(kept=38, dropped={"duplicate": 2})  # so the why line counts the inputs kept
     summary_path.write_text(json.dumps(summary))
     result = export_run(tmp_path, "hf", license="apache-2.0")
     cards = (result.folder / "README.md").read_text() + (tmp_path / "train/adapter/README.md").read_text()
     assert "The inputs came from `requests.jsonl`" in cards and "The model wrote new task inputs" not in cards
     assert "the inputs come from the file requests.jsonl and `org/base-model` labelled them" in cards
+    assert "the input filters kept 38 of 40 inputs from the file (95%)" in cards and "written inputs" not in cards  # the why line

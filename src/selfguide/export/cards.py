@@ -87,6 +87,7 @@ class CardFacts:
         recorded = self.summary.models if self.summary is not None and self.summary.models is not None else None
         roles = recorded or ModelRoles(wrote=teacher, labelled=teacher, trained=self.model)
         self.wrote, self.labelled = known_as(environment, roles.wrote), known_as(environment, roles.labelled)
+        self.from_file = roles.from_file
 
     @property
     def cited(self) -> str:
@@ -97,7 +98,7 @@ class CardFacts:
         """Who made the pairs, as the end of a sentence: "`m` wrote and labelled them for itself"."""
         if self.wrote in GOLD_SOURCES:
             return f"they come from {self.wrote}"
-        if self.wrote.startswith(FILE_SOURCE):
+        if self.from_file:
             return f"the inputs come from {self.wrote} and `{self.labelled}` labelled them"
         if self.wrote != self.labelled:
             return f"`{self.wrote}` wrote them and `{self.labelled}` labelled them"
@@ -108,7 +109,6 @@ class CardFacts:
 
 
 GOLD_SOURCES = ("the task's gold demos", "the task's gold instances")  # methods/baselines.py: gold data has no model author
-FILE_SOURCE = "the file "  # methods/self_guide.py: the user's own inputs (synth.inputs.file)
 
 
 def method_text(task: TaskSpec, config: RunConfig, summary: SynthSummary | None = None) -> str:

@@ -51,6 +51,7 @@ from selfguide.stages.near_dup import NearDupConfig, NearDupFilter
 from selfguide.stages.self_label import SelfLabelConfig, self_label_accuracy, self_label_calls
 from selfguide.stages.vote import balance_classes
 from selfguide.stages.write_inputs import InputGenConfig, generate_inputs, given_inputs
+from selfguide.summary import FILE_SOURCE
 from selfguide.tasks.spec import TaskSpec
 
 
@@ -156,7 +157,7 @@ def run(ctx: MethodContext, config: SelfGuideConfig) -> dict:
     summary = summarize(task, candidates, annotations, unbalanced, dataset)
     summary["self_label_accuracy"] = self_label if self_labelled else self_label_accuracy(task, writer, outputs, config.self_label, ctx.seed)
     if config.inputs.file:
-        summary["models"] = {**models_summary(ctx), "wrote": f"the file {config.inputs.file}"}  # export/cards.py reads it
+        summary["models"] = {**models_summary(ctx), "wrote": f"{FILE_SOURCE}{config.inputs.file}"}
     return summary
 
 

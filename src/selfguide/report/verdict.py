@@ -98,7 +98,8 @@ def why_line(run_dir: Path) -> str:
     # How many written inputs the filters let through (low for a model that cannot write the task's inputs, a base model say), unless said next.
     inputs = next((s for s in summary.stages if s.stage == "input_filter" and s.total), None)
     if inputs and not (worst or "").startswith("the funnel lost most at input_filter"):
-        parts.append(f"the input filters kept {inputs.kept} of {inputs.total} written inputs ({100 * inputs.kept / inputs.total:.0f}%)")
+        source = "inputs from the file" if summary.models is not None and summary.models.from_file else "written inputs"
+        parts.append(f"the input filters kept {inputs.kept} of {inputs.total} {source} ({100 * inputs.kept / inputs.total:.0f}%)")
     if worst:
         parts.append(worst)
     accuracy = summary.self_label_accuracy
