@@ -10,9 +10,11 @@ import pytest
 import yaml
 from tests.report.test_report import classification_task, make_run
 
+from selfguide.config import RunConfig
 from selfguide.errors import SelfGuideError
 from selfguide.export import FORMATS, export_run
 from selfguide.prompts.task import task_messages
+from selfguide.report.report import write_report
 
 
 def make_exportable_run(out: Path, model: str = "org/base-model"):
@@ -193,3 +195,5 @@ def test_cards_say_where_inputs_from_a_file_came_from(tmp_path):
     assert "The inputs came from `requests.jsonl`" in cards and "The model wrote new task inputs" not in cards
     assert "the inputs come from the file requests.jsonl and `org/base-model` labelled them" in cards
     assert "the input filters kept 38 of 40 inputs from the file (95%)" in cards and "written inputs" not in cards  # the why line
+    report = write_report(tmp_path, classification_task(), RunConfig())[0].read_text()
+    assert "Inputs from the file requests.jsonl, labelled by org/base-model" in report and "written inputs" not in report

@@ -201,7 +201,8 @@ def funnel_section(run: Run, plot_dir: Path) -> list[Block]:
         blocks.append(Note(f"{run.method.display_name} records no funnel stages: its pairs are not filtered from candidates."))
     blocks.append(Para(f"Final pairs: {run.pairs}."))
     if (models := summary.models) is not None:
-        blocks.append(Para(f"Data written by {run.known_as(models.wrote)}, labelled by {run.known_as(models.labelled)}; trained: {run.known_as(models.trained)}."))
+        source = f"Inputs from {models.wrote}" if models.from_file else f"Data written by {run.known_as(models.wrote)}"
+        blocks.append(Para(f"{source}, labelled by {run.known_as(models.labelled)}; trained: {run.known_as(models.trained)}."))
     if (calls := summary.model_calls) is not None:
         blocks.append(Para(f"Model calls: {calls.calls} made, {calls.cached} from cache, {calls.completion_tokens} tokens generated."))
     if summary.stages:
