@@ -162,6 +162,9 @@ def test_inputs_from_a_file_are_labelled_not_written(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"input": "a"}\n{"text": "b"}\n')
     with pytest.raises(BadInputError, match="line 2 field 'input'"):
         read_input_file(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
+    with pytest.raises(BadInputError, match="UTF-8"):
+        read_input_file(str(tmp_path / "latin1.txt"))
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(BadInputError, match="at least one input"):
         read_input_file(str(tmp_path / "empty.txt"))

@@ -183,19 +183,19 @@ def read_input_file(path: str) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise BadInputError(file, "synth.inputs.file", "an existing JSONL or text file of inputs", "no such file")
-    if file.suffix.lower() in (".jsonl", ".json"):
-        texts = list(read_file(file, "input"))
-    else:
-        texts = file.read_text(encoding="utf-8").splitlines()
+    try:
+        texts = list(read_file(file, "input")) if file.suffix.lower() in (".jsonl", ".json") else file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise BadInputError(file, "synth.inputs.file", "UTF-8 text", f"a byte that is not UTF-8 at offset {err.start}") from None
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise BadInputError(file, "synth.inputs.file", "at least one input", "none")
     return texts
 
 
-def candidate_record(id: str, round_index: int, slot: int, text: str, label: str | None, finish_reason: str | None, drop: Drop | None) -> dict:
+def candidate_record(record_id: str, round_index: int, slot: int, text: str, label: str | None, finish_reason: str | None, drop: Drop | None) -> dict:
     return {
-        "id": id,
+        "id": record_id,
         "round": round_index,
         "slot": slot,
         "text": text,
