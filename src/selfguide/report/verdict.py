@@ -95,7 +95,7 @@ def why_line(run_dir: Path) -> str:
     trained = f"trained on {done.get('n_train', pairs)} pairs" if done else f"not trained ({pairs} synthetic pairs)"
     parts = [trained]
     worst = worst_stage(summary.stages)
-    # How many written inputs the filters let through (low for a model that cannot write the task's inputs, a base model say), unless said next.
+    # How many inputs (written, or from a file) the filters let through (few written ones pass for a model that cannot write the task's inputs, a base model say), unless said next.
     inputs = next((s for s in summary.stages if s.stage == "input_filter" and s.total), None)
     if inputs and not (worst or "").startswith("the funnel lost most at input_filter"):
         source = "inputs from the file" if summary.models is not None and summary.models.from_file else "written inputs"
