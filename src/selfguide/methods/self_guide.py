@@ -50,7 +50,7 @@ from selfguide.stages.funnel import stage_row
 from selfguide.stages.near_dup import NearDupConfig, NearDupFilter
 from selfguide.stages.self_label import SelfLabelConfig, self_label_accuracy, self_label_calls
 from selfguide.stages.vote import balance_classes
-from selfguide.stages.write_inputs import InputGenConfig, generate_inputs, given_inputs
+from selfguide.stages.write_inputs import InputGenConfig, generate_inputs, given_inputs, read_input_file
 from selfguide.summary import FILE_SOURCE
 from selfguide.tasks.spec import TaskSpec
 
@@ -165,7 +165,7 @@ def plan(ctx: MethodContext, config: SelfGuideConfig) -> dict[str, Calls]:
     """One call per input prompt (none for a file's inputs), one per kept input (known once
     inputs.jsonl is complete), one per self-label case."""
     task = require_task(ctx)
-    attempts = config.inputs.candidates(task)
+    attempts = len(read_input_file(config.inputs.file)) if config.inputs.file else config.inputs.attempts(task)
     kept = kept_inputs_on_disk(ctx, attempts)
     outputs = config.outputs
     scored = task.is_classification and bool(task.labels) and uses_label_scores(outputs, ctx.writer)

@@ -73,10 +73,6 @@ class InputGenConfig(BaseModel):
         """Input-writing calls: one per prompt, every round."""
         return self.rounds_for(task) * self.prompts_per_round
 
-    def candidates(self, task: TaskSpec) -> int:
-        """Candidate inputs: the file's, or one per input-writing call."""
-        return len(read_input_file(self.file)) if self.file else self.attempts(task)
-
 
 class Check(Protocol):
     """A filter after the rule filters (such as the near-duplicate stage): it sees every candidate
@@ -101,7 +97,7 @@ def generate_inputs(
     demo_inputs = [e.input for e in task.examples]
     stops = input_stops(gen.prompt, demo_inputs)
     demo_answers = {e.input: e.output for e in task.examples}
-    stages = [InputFilter(filters, demo_inputs, [item.input for item in task.eval], task.is_classification), *checks]
+    stages = input_stages(task, filters, checks)
     pool: list[str] = []
     records: list[dict] = []
     rounds = progress_bar("writing inputs", total=gen.rounds_for(task), unit="round", disable=not model.progress)
@@ -133,10 +129,8 @@ def generate_inputs(
         round_records = []
         for slot, (label, [completion]) in enumerate(zip(labels, completions)):
             text = clean_generated_input(completion.text)
-            drop = first_drop(stages, text)
+            drop = admit(stages, text)
             if drop is None:
-                for stage in stages:
-                    stage.accept(text)
                 pool.append(text)
             round_records.append(candidate_record(f"r{round_index:03d}s{slot:02d}", round_index, slot, text, label, completion.finish_reason, drop))
         records.extend(round_records)
@@ -166,15 +160,11 @@ def generate_inputs(
 def given_inputs(task: TaskSpec, path: str, filters: InputFilterConfig, checks: Sequence[Check] = ()) -> list[dict]:
     """The file's inputs as candidate records, in file order, through the same filters and checks
     as written inputs (a repeat is a duplicate, an eval input an eval copy)."""
-    stages = [InputFilter(filters, [e.input for e in task.examples], [item.input for item in task.eval], task.is_classification), *checks]
+    stages = input_stages(task, filters, checks)
     records = []
     for slot, raw in enumerate(read_input_file(path)):
         text = raw.strip()
-        drop = first_drop(stages, text)
-        if drop is None:
-            for stage in stages:
-                stage.accept(text)
-        records.append(candidate_record(f"f{slot:05d}", 0, slot, text, None, None, drop))
+        records.append(candidate_record(f"f{slot:05d}", 0, slot, text, None, None, admit(stages, text)))
     return records
 
 
@@ -207,8 +197,17 @@ def candidate_record(record_id: str, round_index: int, slot: int, text: str, lab
     }
 
 
-def first_drop(stages: Sequence[Check], text: str) -> Drop | None:
+def input_stages(task: TaskSpec, filters: InputFilterConfig, checks: Sequence[Check]) -> list[Check]:
+    """The input filters, then `checks`, in the order a candidate meets them."""
+    return [InputFilter(filters, [e.input for e in task.examples], [item.input for item in task.eval], task.is_classification), *checks]
+
+
+def admit(stages: Sequence[Check], text: str) -> Drop | None:
+    """The first stage's drop of `text`; with none, every stage accepts it (it joins the pool the
+    duplicate and novelty checks compare with) and None is returned."""
     for stage in stages:
         if (drop := stage.check(text)) is not None:
             return drop
+    for stage in stages:
+        stage.accept(text)
     return None
